@@ -1,0 +1,8 @@
+"""What a SPHEREx Level-2 file is: detectors and channels, flags, the file reader, PSF models,
+and a simulator of faithful synthetic files. Nothing in here uses Dask, except the thin
+parallel driver :func:`spxdask.spherex.simulate.simulate_sky`."""
+
+from .flags import Flag
+from .l2 import L2File, L2FormatError, L2Meta
+
+__all__ = ["Flag", "L2File", "L2FormatError", "L2Meta"]

@@ -1,0 +1,384 @@
+"""Open a SPHEREx Level-2 spectral image (QR2 or QR3 layout) from a path or fsspec URL.
+
+Everything is lazy: opening reads only the HDU headers (and checks them); arrays are read
+when asked for, whole or as sub-sections. No Dask in here.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+from astropy import log
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from .psf import EffectivePSF, OversampledPSF
+from .units import pixel_area_arcsec2
+
+IMAGE_HDUS = ("IMAGE", "FLAGS", "VARIANCE", "ZODI")
+REQUIRED_KEYWORDS = ("OBSID", "DETECTOR", "MJD-BEG", "MJD-END")
+Section = tuple[slice, slice]
+
+
+class L2FormatError(ValueError):
+    """An L2 file is unreadable, truncated, incomplete or malformed.
+
+    The message names the file and what is wrong with it.
+    """
+
+    def __init__(self, source: str, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+@dataclass(frozen=True)
+class L2Meta:
+    """Header metadata of one L2 image."""
+
+    obs_id: str
+    detector: int
+    mjd_beg: float
+    mjd_avg: float
+    mjd_end: float
+    exptime: float
+    psf_fwhm: float  # arcsec
+    omega_median: float  # arcsec^2 per pixel
+    version: str
+    layout: str  # "qr2" or "qr3"
+    filename: str
+
+    @property
+    def band(self) -> str:
+        return f"D{self.detector}"
+
+    @property
+    def mjd(self) -> float:
+        """Midpoint of MJD-BEG and MJD-END (the reference package's ``mjd``)."""
+        return 0.5 * (self.mjd_beg + self.mjd_end)
+
+
+def _hdu_data_bytes(header: fits.Header) -> int:
+    naxes = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+    n = int(np.prod(naxes)) if naxes else 0
+    return abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + n)
+
+
+class L2File:
+    """A SPHEREx L2 MEF file, opened lazily.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        Local path or any fsspec URL (``https://...``, ``s3://...``).
+    storage_options : dict, optional
+        Passed to fsspec for remote URLs (e.g. ``{"anon": True}`` for S3).
+
+    Raises
+    ------
+    L2FormatError
+        If the file is not FITS, is truncated, lacks an HDU or has inconsistent shapes.
+
+    Examples
+    --------
+    >>> with L2File("level2_2025W51_1A_0684_2D3_spx_l2b-v21-2025-354.fits") as f:  # doctest: +SKIP
+    ...     img = f.image()
+    ...     wl, bw = f.wavelength(x, y)
+    """
+
+    def __init__(self, source: str | os.PathLike, *, storage_options: dict | None = None):
+        self.source = str(source)
+        self.filename = Path(self.source.split("?")[0]).name
+        self._fileobj = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # astropy's warnings on bad files become errors below
+                if "://" in self.source and not self.source.startswith("file://"):
+                    fs, path = fsspec.core.url_to_fs(self.source, **(storage_options or {}))
+                    size = fs.size(path)
+                    # small read-ahead blocks: opening reads only the headers, sections their rows
+                    self._fileobj = fs.open(path, "rb", block_size=2**18, cache_type="readahead")
+                    self._hdul = fits.open(self._fileobj, lazy_load_hdus=True)
+                else:
+                    path = self.source.removeprefix("file://")
+                    size = os.path.getsize(path)
+                    self._hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
+                self._hdul.readall()
+        except FileNotFoundError:
+            raise
+        except L2FormatError:
+            raise
+        except Exception as exc:  # astropy raises OSError/ValueError/TypeError for non-FITS input
+            self.close()
+            raise L2FormatError(self.source, f"not a readable FITS file ({exc})") from exc
+        try:
+            self._validate(size)
+        except L2FormatError:
+            self.close()
+            raise
+
+    # -- structure ---------------------------------------------------------------------
+    def _validate(self, size: int) -> None:
+        names = [h.name for h in self._hdul]
+        for i, hdu in enumerate(self._hdul):
+            end = self._hdul.fileinfo(i)["datLoc"] + _hdu_data_bytes(hdu.header)
+            if end > size:
+                raise L2FormatError(self.source, f"truncated: HDU {i} ({hdu.name}) needs {end} bytes, file has {size}")
+        missing = [n for n in (*IMAGE_HDUS, "WCS-WAVE") if n not in names]
+        if "PSF" not in names and "EPSF" not in names:
+            missing.append("PSF or EPSF")
+        if missing:
+            raise L2FormatError(self.source, f"missing HDU(s) {', '.join(missing)}; has {names}")
+        shapes = {n: self._shape(n) for n in IMAGE_HDUS}
+        if len(set(shapes.values())) != 1 or len(shapes["IMAGE"]) != 2:
+            raise L2FormatError(self.source, f"image HDUs must share one 2-D shape, got {shapes}")
+        absent = [k for k in REQUIRED_KEYWORDS if k not in self.header]
+        if absent:
+            raise L2FormatError(self.source, f"IMAGE header lacks {', '.join(absent)}")
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        h = self._hdul[name].header
+        if isinstance(self._hdul[name], fits.CompImageHDU):
+            return tuple(int(h[f"NAXIS{i}"]) for i in range(int(h["NAXIS"]), 0, -1))
+        return tuple(int(h.get(f"NAXIS{i}", 0)) for i in range(int(h.get("NAXIS", 0)), 0, -1))
+
+    @property
+    def layout(self) -> str:
+        """``"qr3"`` when the file has an EPSF table, else ``"qr2"``."""
+        return "qr3" if "EPSF" in self._hdul else "qr2"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx) of the image HDUs."""
+        return self._shape("IMAGE")  # type: ignore[return-value]
+
+    @property
+    def header(self) -> fits.Header:
+        """The IMAGE header."""
+        return self._hdul["IMAGE"].header
+
+    @cached_property
+    def meta(self) -> L2Meta:
+        h = self.header
+        try:
+            det = int(h["DETECTOR"])
+            beg, end = float(h["MJD-BEG"]), float(h["MJD-END"])
+            return L2Meta(
+                obs_id=str(h["OBSID"]).strip(),
+                detector=det,
+                mjd_beg=beg,
+                mjd_avg=float(h.get("MJD-AVG", 0.5 * (beg + end))),
+                mjd_end=end,
+                exptime=float(h.get("XPOSURE", np.nan)),
+                psf_fwhm=float(h.get("PSF_FWHM", np.nan)),
+                omega_median=float(h.get("OMEGA_MEDIAN", np.nan)),
+                version=str(self._hdul[0].header.get("VERSION", "")),
+                layout=self.layout,
+                filename=self.filename,
+            )
+        except (TypeError, ValueError) as exc:
+            raise L2FormatError(self.source, f"bad IMAGE header value ({exc})") from exc
+
+    # -- arrays --------------------------------------------------------------------------
+    def _read(self, name: str, section: Section | None, dtype: str) -> np.ndarray:
+        hdu = self._hdul[name]
+        try:
+            data = hdu.section[section] if section is not None else hdu.data
+            return np.asarray(data, dtype=dtype)
+        except Exception as exc:
+            raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
+
+    def image(self, section: Section | None = None) -> np.ndarray:
+        """IMAGE (MJy/sr, not zodi-subtracted), float32, native byte order."""
+        return self._read("IMAGE", section, "=f4")
+
+    def flags(self, section: Section | None = None) -> np.ndarray:
+        """FLAGS bitmask, int32 (see :mod:`spxdask.spherex.flags`)."""
+        return self._read("FLAGS", section, "=i4")
+
+    def variance(self, section: Section | None = None) -> np.ndarray:
+        """VARIANCE ((MJy/sr)^2), float32."""
+        return self._read("VARIANCE", section, "=f4")
+
+    def zodi(self, section: Section | None = None) -> np.ndarray:
+        """ZODI model (MJy/sr, not subtracted from IMAGE), float32."""
+        return self._read("ZODI", section, "=f4")
+
+    # -- celestial WCS -------------------------------------------------------------------
+    @cached_property
+    def wcs(self) -> WCS:
+        """The celestial TAN-SIP WCS of the IMAGE HDU."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            try:
+                return WCS(self.header, naxis=2)
+            except Exception as exc:
+                raise L2FormatError(self.source, f"bad celestial WCS ({exc})") from exc
+
+    def footprint(self) -> np.ndarray:
+        """(4, 2) array of (ra, dec) degrees: the outer pixel-edge corners through the SIP WCS,
+        in the order of IRSA's ``s_region``."""
+        ny, nx = self.shape
+        x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+        y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+        ra, dec = self.wcs.all_pix2world(x, y, 0)
+        return np.column_stack([ra, dec])
+
+    def s_region(self) -> str:
+        """The footprint as an ObsCore ``s_region`` string (closed ICRS polygon)."""
+        corners = np.vstack([self.footprint(), self.footprint()[:1]])
+        return "POLYGON ICRS " + " ".join(f"{v:.10g}" for v in corners.ravel())
+
+    def pixel_area(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Solid angle (arcsec^2) of the pixels at 0-based (x, y), through the SIP WCS."""
+        return pixel_area_arcsec2(self.wcs, x, y)
+
+    def parent_pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """0-based parent-detector pixel of 0-based file pixel (x, y) (the 'A' WCS)."""
+        h = self.header
+        return (np.asarray(x) + 1 - float(h.get("CRPIX1A", 1.0)),
+                np.asarray(y) + 1 - float(h.get("CRPIX2A", 1.0)))
+
+    # -- spectral WCS --------------------------------------------------------------------
+    @cached_property
+    def _wave_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        try:
+            row = self._hdul["WCS-WAVE"].data[0]
+            xs = np.asarray(row["X"], float).ravel()
+            ys = np.asarray(row["Y"], float).ravel()
+            values = np.asarray(row["VALUES"], float).reshape(ys.size, xs.size, 2)
+        except Exception as exc:
+            raise L2FormatError(self.source, f"bad WCS-WAVE table ({exc})") from exc
+        if not (np.all(np.diff(xs) > 0) and np.all(np.diff(ys) > 0) and np.all(np.isfinite(values))):
+            raise L2FormatError(self.source, "bad WCS-WAVE table (control points not increasing or non-finite values)")
+        return xs, ys, values
+
+    def wavelength(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Wavelength and bandwidth (micron) at 0-based pixel positions (x, y).
+
+        A numpy bilinear evaluation of the WAVE-TAB lookup, equal to astropy/wcslib's
+        (:meth:`spectral_wcs`) to better than 1e-6 micron inside the control grid.
+        """
+        xs, ys, values = self._wave_table
+        return wave_lookup(xs, ys, values, *self._table_coords(x, y))
+
+    def _table_coords(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """1-based WAVE-TAB table coordinates of 0-based pixel positions."""
+        h = self.header
+        px = float(h.get("CRVAL1W", 1)) + float(h.get("CDELT1W", 1)) * (np.asarray(x, float) + 1 - float(h.get("CRPIX1W", 1)))
+        py = float(h.get("CRVAL2W", 1)) + float(h.get("CDELT2W", 1)) * (np.asarray(y, float) + 1 - float(h.get("CRPIX2W", 1)))
+        return px, py
+
+    def wavelength_map(self, section: Section | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-pixel wavelength and bandwidth maps (micron) for the image or a section of it."""
+        ny, nx = self.shape
+        sy, sx = section if section is not None else (slice(0, ny), slice(0, nx))
+        xs, ys, values = self._wave_table
+        px, py = self._table_coords(np.arange(*sx.indices(nx)), np.arange(*sy.indices(ny)))
+        return wave_map(xs, ys, values, px, py)
+
+    def spectral_wcs(self) -> WCS:
+        """astropy's reading of the 'W' WAVE-TAB WCS, with the primary SIP removed
+        (the reference evaluation; slow, for checks)."""
+        level = log.level
+        log.setLevel("WARNING")  # astropy announces (INFO) that it copies SIP onto 'W'
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                w = WCS(self.header, fobj=self._hdul, key="W")
+        finally:
+            log.setLevel(level)
+        w.sip = None
+        return w
+
+    # -- PSF -----------------------------------------------------------------------------
+    @cached_property
+    def psf(self) -> OversampledPSF | EffectivePSF:
+        """The file's PSF model (QR2 oversampled cube or QR3 ePSF table), zone centres in
+        0-based parent-detector pixels."""
+        try:
+            if self.layout == "qr3":
+                hdu = self._hdul["EPSF"]
+                t = hdu.data
+                n = int(np.sqrt(np.asarray(t["EPSF"][0]).size))
+                return EffectivePSF(
+                    epsf=np.asarray(t["EPSF"], float).reshape(len(t), n, n),
+                    xctr=np.asarray(t["XCENTER"], float) - 1,
+                    yctr=np.asarray(t["YCENTER"], float) - 1,
+                    oversamp=int(hdu.header.get("OVSMPX", 5)),
+                )
+            hdu = self._hdul["PSF"]
+            cube = np.asarray(hdu.data, dtype="=f4")
+            nz = cube.shape[0]
+            h = hdu.header
+            return OversampledPSF(
+                planes=cube,
+                xctr=np.array([float(h[f"XCTR_{i}"]) for i in range(1, nz + 1)]) - 1,
+                yctr=np.array([float(h[f"YCTR_{i}"]) for i in range(1, nz + 1)]) - 1,
+                oversamp=int(h.get("OVERSAMP", 10)),
+            )
+        except L2FormatError:
+            raise
+        except Exception as exc:
+            raise L2FormatError(self.source, f"bad PSF extension ({exc})") from exc
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        hdul = getattr(self, "_hdul", None)
+        if hdul is not None:
+            hdul.close()
+        if self._fileobj is not None:
+            self._fileobj.close()
+
+    def __enter__(self) -> "L2File":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"L2File({self.source!r}, layout={self.layout!r}, shape={self.shape})"
+
+
+def _table_index(p: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.interp(p, controls, np.arange(controls.size, dtype=float))
+    i0 = np.minimum(f.astype(np.intp), controls.size - 2)
+    return i0, f - i0
+
+
+def wave_lookup(xs: np.ndarray, ys: np.ndarray, values: np.ndarray,
+                px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear WAVE-TAB lookup (FITS Paper III) at scattered points: control points ``xs``
+    (nx), ``ys`` (ny), ``values`` (ny, nx, 2); ``px``, ``py`` are 1-based table coordinates.
+    Positions outside the control grid take the edge value. Returns (wavelength, bandwidth)."""
+    x0, tx = _table_index(np.asarray(px, float), xs)
+    y0, ty = _table_index(np.asarray(py, float), ys)
+    k = y0 * xs.size + x0
+    out = []
+    for plane in (values[..., 0].ravel(), values[..., 1].ravel()):
+        a, b, c, d = plane[k], plane[k + 1], plane[k + xs.size], plane[k + xs.size + 1]
+        top = a + tx * (b - a)
+        out.append(top + ty * (c + tx * (d - c) - top))
+    return out[0], out[1]
+
+
+def wave_map(xs: np.ndarray, ys: np.ndarray, values: np.ndarray,
+             px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear WAVE-TAB lookup on the grid ``py`` (rows) x ``px`` (columns), 1-based table
+    coordinates: bilinear interpolation is separable, so it is two small matrix products."""
+    def weights(p, controls):
+        i0, t = _table_index(np.asarray(p, float), controls)
+        w = np.zeros((p.size, controls.size))
+        rows = np.arange(p.size)
+        w[rows, i0] = 1 - t
+        w[rows, i0 + 1] += t
+        return w
+    wy, wx = weights(py, ys), weights(px, xs)
+    return wy @ values[..., 0] @ wx.T, wy @ values[..., 1] @ wx.T

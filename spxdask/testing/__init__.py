@@ -1,0 +1,1 @@
+"""Real local servers for tests and demos (loopback only)."""

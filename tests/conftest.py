@@ -1,0 +1,20 @@
+"""Shared simulated skies (small images, written once per test session)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spxdask.spherex.simulate import SimConfig, simulate_sky
+
+SMALL_QR2 = SimConfig(n_images=12, size=256, n_sources=200, seed=3, radius=0.4)
+SMALL_QR3 = SimConfig(n_images=6, size=256, n_sources=200, seed=3, radius=0.4, layout="qr3")
+
+
+@pytest.fixture(scope="session")
+def sky_qr2(tmp_path_factory):
+    return simulate_sky(tmp_path_factory.mktemp("sky_qr2"), SMALL_QR2, scheduler="sync")
+
+
+@pytest.fixture(scope="session")
+def sky_qr3(tmp_path_factory):
+    return simulate_sky(tmp_path_factory.mktemp("sky_qr3"), SMALL_QR3, scheduler="sync")
