@@ -1,0 +1,200 @@
+"""Batch extraction: one Dask task per image, each writing ``<obs_id>_D<n>.parquet``.
+
+Source selection happens once on the client against a spatial index of the catalog; each task
+receives only its own sources. A file is written for every image that was measured, also
+when no source falls in it, so reruns skip it. Failures are recorded in the run manifest and
+never stop the other images.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask
+import dask.bag as db
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .._io import write_parquet_atomic
+from ..photometry import COLUMNS, PhotometryConfig, measure_image
+from ..source import Source, sources_frame
+from ..spherex.channels import PIXEL_SCALE_ARCSEC
+from ..spherex.l2 import L2File
+from .select import CatalogIndex
+
+UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
+         "mag_ab": "mag(AB)", "mag_ab_error": "mag", "wavelength": "um", "bandwidth": "um",
+         "bg_level": "uJy/arcsec2", "bg_error": "uJy/arcsec2", "aperture_radius": "pix",
+         "flux_total": "uJy", "flux_total_error": "uJy"}
+_TYPES = {"obs_id": pa.string(), "band": pa.string(), "filename": pa.string(), "quality": pa.string(),
+          "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16()}
+_L2_NAME = re.compile(r"level2_(?P<obs_id>[A-Za-z0-9_]+)D(?P<det>[1-6])_spx_")
+MANIFEST_COLUMNS = ("image", "obs_id", "detector", "output", "status", "error", "n_sources", "n_rows", "seconds")
+
+
+def per_image_schema(targetid_type: pa.DataType) -> pa.Schema:
+    """The one Arrow schema of per-image Parquet files; units in the field metadata and in the
+    schema metadata key ``spxdask.units``."""
+    fields = [pa.field(c, targetid_type if c == "targetid" else _TYPES.get(c, pa.float64()),
+                       metadata={"unit": UNITS[c]} if c in UNITS else None) for c in COLUMNS]
+    return pa.schema(fields, metadata={"spxdask.units": json.dumps(UNITS)})
+
+
+def targetid_type(catalog: pd.DataFrame) -> pa.DataType:
+    """int64 for integer target ids, string otherwise (never float)."""
+    return pa.int64() if pd.api.types.is_integer_dtype(catalog["targetid"]) else pa.string()
+
+
+def image_identity(image_path: str | Path) -> tuple[str, int]:
+    """(obs_id, detector) from an IRSA L2 file name, else from the file's header."""
+    match = _L2_NAME.search(Path(image_path).name)
+    if match:
+        return match["obs_id"], int(match["det"])
+    with L2File(image_path) as l2:
+        return l2.meta.obs_id, l2.meta.detector
+
+
+def output_name(obs_id: str, detector: int) -> str:
+    """``<obs_id>_D<n>.parquet``, with anything but [A-Za-z0-9_.-] in obs_id replaced."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obs_id).lstrip('.')}_D{int(detector)}.parquet"
+
+
+def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType) -> None:
+    schema = per_image_schema(tid_type)
+    if tid_type == pa.string():
+        table = table.assign(targetid=table["targetid"].astype(str))
+    write_parquet_atomic(pa.Table.from_pandas(table, schema=schema, preserve_index=False), path)
+
+
+def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequence[Source],
+                         config: PhotometryConfig, output_dir: str | Path,
+                         skip_existing: bool = True) -> Path | None:
+    """Measure all ``sources`` that fall in one image and write ``<obs_id>_D<n>.parquet``.
+
+    Parameters
+    ----------
+    image_path : path or URL
+        A SPHEREx L2 file.
+    sources : DataFrame (targetid, ra, dec) or list of Source
+        Candidate sources; those outside the image are ignored.
+    config : PhotometryConfig
+    output_dir : path
+        Folder of the per-image Parquet files.
+    skip_existing : bool
+        Return None without work when the output exists.
+
+    Returns
+    -------
+    Path or None
+        The file written (also when no source falls in the image), or None when skipped.
+    """
+    catalog = sources_frame(sources)
+    obs_id, det = image_identity(image_path)
+    out = Path(output_dir) / output_name(obs_id, det)
+    if skip_existing and out.exists():
+        return None
+    with L2File(image_path) as l2:
+        table = measure_image(l2, catalog, config)
+    _write(table, out, targetid_type(catalog))
+    return out
+
+
+def _footprint(path: str) -> dict:
+    try:
+        with L2File(path) as l2:
+            return {"image": path, "corners": l2.footprint(), "error": None}
+    except Exception as exc:  # recorded in the manifest; the run goes on
+        return {"image": path, "corners": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _extract(path: str, sources: pd.DataFrame, config: PhotometryConfig, out: str,
+             tid_type: pa.DataType) -> dict:
+    obs_id, det = Path(out).stem.rsplit("_D", 1)
+    row = {"image": path, "obs_id": obs_id, "detector": int(det), "output": out,
+           "n_sources": len(sources), "n_rows": 0, "error": None}
+    t0 = time.perf_counter()
+    try:
+        with L2File(path) as l2:
+            table = measure_image(l2, sources, config)
+        _write(table, Path(out), tid_type)
+        row.update(status="ok", n_rows=len(table))
+    except Exception as exc:
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _compute(tasks: list, n_workers: int | None) -> list:
+    """Compute on the running distributed Client if there is one, else on local threads."""
+    from distributed import get_client
+
+    try:
+        get_client()
+        return list(dask.compute(*tasks))
+    except ValueError:
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=n_workers))
+
+
+def _write_manifest(rows: list[dict], path: Path) -> None:
+    new = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    if path.exists():
+        old = pd.read_parquet(path)
+        new = pd.concat([old[~old["image"].isin(new["image"])], new], ignore_index=True)
+    write_parquet_atomic(new.astype({"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64"}), path)
+
+
+def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
+                   output_dir: str | Path, n_workers: int = 12, skip_existing: bool = True, *,
+                   manifest_path: str | Path | None = None) -> int:
+    """Measure every L2 image under ``image_dir`` (recursively) with Dask.
+
+    Footprints are read (headers only) by one task per bag partition; the catalog is indexed
+    once on the client and each ``photometry-<obs_id>_D<n>`` task receives only the sources in
+    its footprint. Runs on the current distributed Client when there is one, else on
+    ``n_workers`` local threads.
+
+    Returns
+    -------
+    int
+        Number of images newly measured. Failures (unreadable or corrupt files) are written to
+        the manifest (default ``<output_dir>/../manifest.parquet``) with their error.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Path(manifest_path) if manifest_path else output_dir.parent / "manifest.parquet"
+    catalog = sources_frame(sources)
+    tid_type = targetid_type(catalog)
+    images = sorted(str(p) for p in Path(image_dir).rglob("*.fits") if not p.name.startswith("."))
+    todo, failures = [], []
+    for path in images:
+        try:
+            out = output_dir / output_name(*image_identity(path))
+        except Exception as exc:
+            failures.append({"image": path, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if not (skip_existing and out.exists()):
+            todo.append((path, str(out)))
+    if not todo:
+        if failures:
+            _write_manifest(failures, manifest)
+        return 0
+    footprints = _compute([db.from_sequence([p for p, _ in todo], npartitions=max(1, min(len(todo) // 8, 256)))
+                           .map(_footprint)], n_workers)[0]
+    index = CatalogIndex(catalog)
+    margin = 2 * PIXEL_SCALE_ARCSEC / 3600
+    tasks = []
+    for (path, out), fp in zip(todo, footprints):
+        if fp["error"]:
+            failures.append({"image": path, "output": out, "status": "failed", "error": fp["error"]})
+            continue
+        mine = index.in_polygon(np.asarray(fp["corners"]), margin_deg=margin)
+        tasks.append(dask.delayed(_extract, pure=False)(
+            path, mine, config, out, tid_type, dask_key_name=f"photometry-{Path(out).stem}"))
+    rows = _compute(tasks, n_workers)
+    _write_manifest(rows + failures, manifest)
+    return sum(r["status"] == "ok" for r in rows)

@@ -1,0 +1,119 @@
+"""Photometry configuration (the reference package's ``PhotometryConfig``, every field honoured)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..spherex.flags import REFERENCE_BAD_BITS, mask_from_bits
+
+APERTURE_METHODS = ("fixed", "fwhm")
+BACKGROUND_METHODS = ("annulus", "window")
+PIXEL_AREAS = ("wcs", "local")
+
+
+@dataclass
+class PhotometryConfig:
+    """Forced aperture photometry parameters.
+
+    Field names and defaults are those of spxquery 0.4.1's ``PhotometryConfig``; spxdask
+    honours all of them (the reference batch path ignored several). Added fields:
+    ``pixel_area`` and ``use_source_pixels``.
+
+    Parameters
+    ----------
+    aperture_method : {"fwhm", "fixed"}
+        ``"fwhm"``: radius = PSF_FWHM / pixel scale x ``fwhm_multiplier`` / 2;
+        ``"fixed"``: radius = ``aperture_diameter`` / 2 (pixels).
+    aperture_diameter, fwhm_multiplier : float
+        See ``aperture_method``.
+    max_processing_workers : int
+        Kept for compatibility (the reference's single-source pool size); unused here.
+    bad_flags : list of int
+        FLAGS bit numbers whose pixels are never used (aperture or background).
+    annulus_inner_offset : float
+        Gap (px) between the aperture edge and the background annulus.
+    min_annulus_area : float
+        The annulus starts with at least this area (px^2).
+    max_outer_radius : float
+        Largest annulus outer radius (px) while growing it.
+    min_usable_pixels : int
+        Fewest usable background pixels; below it the annulus grows (``max_annulus_attempts``
+        steps of ``annulus_expansion_step`` px), then SOURCE pixels are admitted, then the
+        source is reported with ``quality`` "no_background".
+    bg_sigma_clip_sigma, bg_sigma_clip_maxiters : float, int
+        Sigma clipping of background pixels (mean / population std iterations).
+    subtract_zodi : bool
+        Subtract the file's ZODI model, scaled by a weighted least-squares fit over background
+        pixels clipped to [``zodi_scale_min``, ``zodi_scale_max``].
+    pixel_scale_fallback : float
+        Pixel scale (arcsec) when the WCS gives none.
+    background_method : {"annulus", "window"}
+        Local annulus, or a ``window_size`` box (int or (h, w)) as the reference batch path.
+    pixel_area : {"wcs", "local"}
+        µJy per (MJy/sr x pixel): ``"wcs"`` uses the square of the linear WCS pixel scale (the
+        reference); ``"local"`` the solid angle of the source's pixel through the SIP WCS.
+    """
+
+    aperture_method: str = "fwhm"
+    aperture_diameter: float = 3.0
+    fwhm_multiplier: float = 2.5
+    max_processing_workers: int = 10
+    bad_flags: list[int] = field(default_factory=lambda: list(REFERENCE_BAD_BITS))
+    annulus_inner_offset: float = 1.414
+    min_annulus_area: float = 10
+    max_outer_radius: float = 5.0
+    min_usable_pixels: int = 10
+    bg_sigma_clip_sigma: float = 3.0
+    bg_sigma_clip_maxiters: int = 3
+    subtract_zodi: bool = True
+    zodi_scale_min: float = 0.0
+    zodi_scale_max: float = 10.0
+    pixel_scale_fallback: float = 6.2
+    max_annulus_attempts: int = 5
+    annulus_expansion_step: float = 0.5
+    background_method: str = "annulus"
+    window_size: int | tuple[int, int] = 50
+    pixel_area: str = "wcs"
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ValueError(f"PhotometryConfig.{name} {what}, got {getattr(self, name)!r}")
+
+        need(self.aperture_method in APERTURE_METHODS, "aperture_method", f"must be one of {APERTURE_METHODS}")
+        need(self.background_method in BACKGROUND_METHODS, "background_method", f"must be one of {BACKGROUND_METHODS}")
+        need(self.pixel_area in PIXEL_AREAS, "pixel_area", f"must be one of {PIXEL_AREAS}")
+        for name in ("aperture_diameter", "fwhm_multiplier", "min_annulus_area", "max_outer_radius",
+                     "bg_sigma_clip_sigma", "pixel_scale_fallback", "annulus_expansion_step"):
+            need(float(getattr(self, name)) > 0, name, "must be > 0")
+        for name in ("max_processing_workers", "min_usable_pixels", "bg_sigma_clip_maxiters", "max_annulus_attempts"):
+            need(int(getattr(self, name)) == getattr(self, name) and getattr(self, name) > 0, name, "must be a positive integer")
+        need(self.annulus_inner_offset >= 0, "annulus_inner_offset", "must be >= 0")
+        need(self.zodi_scale_max >= self.zodi_scale_min, "zodi_scale_max", "must be >= zodi_scale_min")
+        win = (self.window_size,) * 2 if isinstance(self.window_size, int) else tuple(self.window_size)
+        need(len(win) == 2 and all(int(w) == w and w > 0 for w in win), "window_size", "must be a positive int or (h, w)")
+        try:
+            mask_from_bits(self.bad_flags)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"PhotometryConfig.bad_flags must be bit numbers 0..31, got {self.bad_flags!r}") from exc
+
+    @property
+    def bad_mask(self) -> int:
+        """The ``bad_flags`` bits as one integer mask."""
+        return mask_from_bits(self.bad_flags)
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """``window_size`` as (h, w)."""
+        w = self.window_size
+        return (int(w), int(w)) if isinstance(w, int) else (int(w[0]), int(w[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PhotometryConfig":
+        """Build from a dict; unknown keys are dropped (as the reference does)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

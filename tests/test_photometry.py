@@ -1,0 +1,228 @@
+"""The per-image photometry kernel, against photutils and against injected truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import astropy.units as u
+import numpy as np
+import pandas as pd
+import pytest
+from photutils.aperture import CircularAperture, aperture_photometry
+
+from spxdask import PhotometryConfig
+from spxdask.photometry import measure_image
+from spxdask.spherex import L2File
+from spxdask.spherex.simulate import SimConfig, make_catalog, plan_survey, render_image, simulate_sky
+from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
+
+TRUTH_SKY = SimConfig(n_images=12, size=256, n_sources=300, seed=5, radius=0.4)
+
+
+@pytest.fixture(scope="module")
+def truth_sky(tmp_path_factory):
+    return simulate_sky(tmp_path_factory.mktemp("truth_sky"), TRUTH_SKY, scheduler="sync")
+
+
+@pytest.fixture(scope="module")
+def catalog(truth_sky):
+    return pd.read_csv(truth_sky.catalog)
+
+
+def _pixel_area(l2):
+    """Square arcsec of the linear WCS pixel (the default ``pixel_area="wcs"``)."""
+    return u.Quantity(l2.wcs.proj_plane_pixel_area(), u.deg**2).to_value(u.arcsec**2)
+
+
+def _measure_all(sky, catalog, config=None):
+    frames = []
+    for path in sky.files:
+        with L2File(path) as l2:
+            frames.append(measure_image(l2, catalog, config))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def measured(truth_sky, catalog):
+    """Default photometry joined with truth and with the in-aperture flux of the noise-free
+    sky (photutils exact on the noiseless source model at the same positions)."""
+    res = _measure_all(truth_sky, catalog)
+    truth = pd.read_parquet(truth_sky.truth_detections)
+    noiseless = dataclasses.replace(TRUTH_SKY, noiseless=True)
+    in_ap = []
+    for spec in plan_survey(noiseless, make_catalog(noiseless)):
+        hdul, _ = render_image(spec, noiseless)
+        model = hdul["IMAGE"].data - spec.zodi_scale * hdul["ZODI"].data
+        rows = res[res["filename"] == spec.relpath.rsplit("/", 1)[1]]
+        if rows.empty:
+            continue
+        ap = CircularAperture(np.column_stack([rows.x, rows.y]), rows.aperture_radius.iloc[0])
+        total = aperture_photometry(model, ap, method="exact")["aperture_sum"].data
+        with L2File(truth_sky.archive / spec.relpath) as l2:
+            area = _pixel_area(l2)
+        in_ap.append(pd.DataFrame({"targetid": rows.targetid.to_numpy(), "filename": rows.filename.to_numpy(),
+                                   "flux_in_aperture": total * area * UJY_ARCSEC2_PER_MJY_SR}))
+    return res.merge(truth, on=["targetid", "filename"], suffixes=("", "_true")).merge(
+        pd.concat(in_ap), on=["targetid", "filename"])
+
+
+def test_every_source_in_an_image_gets_a_row(measured, truth_sky):
+    truth = pd.read_parquet(truth_sky.truth_detections)
+    assert len(measured) == len(truth)
+    # positions come from the SIP WCS: equal to the injected ones
+    assert np.max(np.hypot(measured.x - measured.x_true, measured.y - measured.y_true)) < 1e-6
+    np.testing.assert_allclose(measured.wavelength, measured.wavelength_true, rtol=0, atol=1e-9)
+
+
+def test_bright_sources_recover_injected_flux(measured):
+    good = measured[measured.quality == ""]
+    bright = good[good.flux_total / good.flux_total_error > 50]
+    assert len(bright) > 100
+    assert abs(np.median(bright.flux_total / bright.flux_true - 1)) < 0.005
+    assert abs(np.median(bright.flux / bright.flux_in_aperture - 1)) < 0.005
+    # the raw ~1 px aperture misses a position-dependent part of the light
+    assert bright.aperture_correction.min() > 1.05
+    assert bright.aperture_correction.std() > 0.01
+
+
+def test_pull_distribution(measured):
+    good = measured[measured.quality == ""]
+    pull = (good.flux - good.flux_in_aperture) / good.flux_error
+    assert len(pull) > 300
+    assert 0.9 <= np.std(pull) <= 1.2
+    assert abs(np.median(pull)) < 0.2
+
+
+def test_magnitudes(measured):
+    pos = measured[measured.flux > 0]
+    np.testing.assert_allclose(pos.mag_ab, 23.9 - 2.5 * np.log10(pos.flux), atol=1e-4)
+    assert measured.loc[measured.flux <= 0, "mag_ab"].isna().all()
+
+
+def test_aperture_sums_equal_photutils_exact(truth_sky, catalog):
+    config = PhotometryConfig()
+    for path in truth_sky.files[:4]:
+        with L2File(path) as l2:
+            res = measure_image(l2, catalog, config)
+            bad = ((l2.flags() & config.bad_mask) != 0) | ~np.isfinite(l2.image()) | ~np.isfinite(l2.variance())
+            data = np.where(bad, 0, l2.image() - np.float32(res.zodi_scale.iloc[0]) * l2.zodi())
+            err = np.sqrt(np.where(bad, 0, l2.variance()))
+            area = _pixel_area(l2) * UJY_ARCSEC2_PER_MJY_SR
+        ap = CircularAperture(np.column_stack([res.x, res.y]), res.aperture_radius.iloc[0])
+        ph = aperture_photometry(data, ap, error=err, mask=bad, method="exact")
+        overlap = ap.area_overlap(data, mask=bad)
+        expected = (ph["aperture_sum"].data - res.bg_level / UJY_ARCSEC2_PER_MJY_SR * overlap) * area
+        ok = res.bg_level.notna() & (np.abs(expected) > 1)
+        np.testing.assert_allclose(res.flux[ok], expected[ok], rtol=1e-6)
+        # without the background term the error is sqrt(sum of overlap * variance)
+        bg_term = res.bg_error / UJY_ARCSEC2_PER_MJY_SR * np.pi * res.aperture_radius**2 * area
+        np.testing.assert_allclose(np.sqrt(res.flux_error**2 - bg_term**2)[ok], (ph["aperture_sum_err"].data * area)[ok], rtol=1e-6)
+
+
+def test_targetids_keep_their_type(truth_sky, catalog):
+    assert catalog.targetid.dtype == np.int64
+    with L2File(truth_sky.files[0]) as l2:
+        res = measure_image(l2, catalog)
+        assert res.targetid.dtype == np.int64
+        assert set(res.targetid) <= set(catalog.targetid)
+        strings = catalog.assign(targetid="gal-" + catalog.targetid.astype(str))
+        res_s = measure_image(l2, strings)
+    assert (res_s.targetid == "gal-" + res.targetid.astype(str)).all()
+
+
+# -- every config field does what it says ------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_image(truth_sky, catalog):
+    def run(**kwargs):
+        with L2File(truth_sky.files[1]) as l2:
+            return measure_image(l2, catalog, PhotometryConfig(**kwargs))
+    return run
+
+
+def test_zodi_subtraction_and_its_bounds(one_image):
+    base = one_image()
+    off = one_image(subtract_zodi=False)
+    assert 0.9 < base.zodi_scale.iloc[0] < 1.1 and (off.zodi_scale == 0).all()
+    # without zodi subtraction the local background carries the zodi light, the flux does not
+    assert (off.bg_level - base.bg_level).median() > 1.0
+    bright = base.flux > 1000
+    np.testing.assert_allclose(off.flux[bright], base.flux[bright], rtol=0.02)
+    assert (one_image(zodi_scale_max=0.5).zodi_scale == 0.5).all()
+    assert (one_image(zodi_scale_min=2.0, zodi_scale_max=3.0).zodi_scale == 2.0).all()
+
+
+def test_background_methods(one_image):
+    ann = one_image()
+    win = one_image(background_method="window", window_size=50)
+    small = one_image(background_method="window", window_size=(12, 20))
+    bright = (ann.flux > 1000) & (ann.quality == "")
+    np.testing.assert_allclose(win.flux[bright], ann.flux[bright], rtol=0.03)
+    # more background pixels, smaller background error
+    assert win.bg_error.median() < small.bg_error.median() < ann.bg_error.median() * 1.5
+    assert win.bg_error.median() < 0.5 * ann.bg_error.median()
+
+
+def test_annulus_fields(one_image):
+    base = one_image()
+    bigger = one_image(min_annulus_area=60, max_outer_radius=8.0)
+    assert bigger.bg_error.median() < base.bg_error.median()
+    none = one_image(min_usable_pixels=100000)
+    assert none.quality.str.contains("no_background").all() and none.flux.isna().all()
+    clipped = one_image(bg_sigma_clip_sigma=1.0)
+    assert clipped.bg_error.median() < base.bg_error.median()
+
+
+def test_aperture_fields(one_image):
+    base = one_image()
+    fixed = one_image(aperture_method="fixed", aperture_diameter=5.0)
+    assert (fixed.aperture_radius == 2.5).all()
+    # the reference's fwhm rule: PSF_FWHM / pixel scale x multiplier / 2 (~1.0 px here)
+    fwhm = {1: 4.9, 2: 5.0, 3: 5.2, 4: 5.6, 5: 6.0, 6: 6.3}[int(base.detector.iloc[0])]
+    assert base.aperture_radius.iloc[0] == pytest.approx(fwhm / 6.15 * 2.5 / 2, rel=1e-3)
+    wide = one_image(fwhm_multiplier=5.0)
+    assert wide.aperture_radius.iloc[0] == pytest.approx(2 * base.aperture_radius.iloc[0])
+    # bigger apertures need smaller corrections and agree on the total flux
+    assert fixed.aperture_correction.median() < base.aperture_correction.median()
+    bright = (base.flux > 2000) & (base.quality == "") & (fixed.quality == "")
+    np.testing.assert_allclose(fixed.flux_total[bright], base.flux_total[bright], rtol=0.03)
+
+
+def test_bad_flags_and_pixel_area(one_image):
+    base = one_image()
+    none = one_image(bad_flags=[])
+    assert none.n_bad.sum() <= base.n_bad.sum()
+    local = one_image(pixel_area="local")
+    ratio = (local.flux / base.flux)[base.flux.abs() > 100]
+    assert np.all(np.abs(ratio - 1) < 0.01) and ratio.std() > 0
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"aperture_method": "psf"}, "aperture_method"),
+    ({"background_method": "median"}, "background_method"),
+    ({"window_size": (0, 4)}, "window_size"),
+    ({"zodi_scale_min": 2, "zodi_scale_max": 1}, "zodi_scale_max"),
+    ({"min_usable_pixels": 0}, "min_usable_pixels"),
+    ({"bad_flags": [40]}, "bad_flags"),
+    ({"aperture_diameter": -1}, "aperture_diameter"),
+])
+def test_config_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"PhotometryConfig.{field}"):
+        PhotometryConfig(**kwargs)
+
+
+def test_edge_and_bad_pixel_sources_are_kept_with_a_reason(truth_sky, catalog):
+    res = _measure_all(truth_sky, catalog)
+    assert res.quality.str.contains("edge").any()
+    edge = res[res.quality.str.contains("edge")]
+    assert np.all((edge.x < edge.aperture_radius) | (edge.x > 255 - edge.aperture_radius - 1)
+                  | (edge.y < edge.aperture_radius) | (edge.y > 255 - edge.aperture_radius - 1))
+    assert (res.n_bad > 0).sum() == res.quality.str.contains("bad_pixels").sum()
+
+
+def test_qr3_files_measure_alike(sky_qr3):
+    cat = pd.read_csv(sky_qr3.catalog)
+    truth = pd.read_parquet(sky_qr3.truth_detections)
+    res = _measure_all(sky_qr3, cat).merge(truth, on=["targetid", "filename"])
+    good = res[(res.quality == "") & (res.flux_total / res.flux_total_error > 50)]
+    assert len(good) > 20
+    assert abs(np.median(good.flux_total / good.flux_true - 1)) < 0.01
