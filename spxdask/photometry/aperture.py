@@ -46,27 +46,33 @@ def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:
 def pixel_scale(l2: L2File, config: PhotometryConfig) -> float:
     """Linear WCS pixel scale (arcsec), or ``config.pixel_scale_fallback``."""
     try:
-        scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(l2.wcs.celestial))) * 3600)
+        scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(l2.wcs))) * 3600)
     except Exception:
         return config.pixel_scale_fallback
     return scale if np.isfinite(scale) and scale > 0 else config.pixel_scale_fallback
 
 
-def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, usable: np.ndarray,
-                   lo: float, hi: float, min_fraction: float = 0.5) -> float:
-    """Weighted least-squares amplitude s of ``zodi`` in ``image`` over ``usable`` pixels
-    (w = 1/variance), clipped to [lo, hi]; 1.0 when under ``min_fraction`` of the pixels are
-    usable or the fit is undefined."""
-    ok = usable & np.isfinite(zodi) & (zodi != 0) & (variance > 0)
+def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+                   reject: int, lo: float, hi: float, min_fraction: float = 0.5,
+                   max_pixels: int = 300_000) -> float:
+    """Weighted least-squares amplitude s of ``zodi`` in ``image`` (w = 1/variance) over pixels
+    with no ``reject`` flag bit, finite values and positive variance, clipped to [lo, hi];
+    1.0 when under ``min_fraction`` of the pixels are usable or the fit is undefined.
+
+    The zodi model is smooth, so the fit uses a regular sub-grid of at most ``max_pixels``
+    pixels (every k-th row and column)."""
+    k = max(1, int(math.ceil(math.sqrt(image.size / max_pixels))))
+    img, z, var, f = (a[::k, ::k] for a in (image, zodi, variance, flags))
+    ok = ((f & np.int32(reject)) == 0) & np.isfinite(img) & np.isfinite(z) & (z != 0) & (var > 0)
     if ok.mean() < min_fraction:
         return 1.0
-    w = 1.0 / variance[ok].astype(float)
-    z = zodi[ok].astype(float)
-    den = np.sum(w * z * z)
+    w = 1.0 / var[ok].astype(np.float64)
+    zz = z[ok].astype(np.float64)
+    den = np.dot(w, zz * zz)
     if not den > 0:
         return 1.0
-    s = float(np.sum(w * image[ok] * z) / den)
-    return float(np.clip(s, lo, hi)) if np.isfinite(s) else 1.0
+    scale = float(np.dot(w * zz, img[ok].astype(np.float64)) / den)
+    return float(np.clip(scale, lo, hi)) if np.isfinite(scale) else 1.0
 
 
 def _cutouts(arrays: list[np.ndarray], ix: np.ndarray, iy: np.ndarray, half_y: int, half_x: int,
@@ -77,26 +83,44 @@ def _cutouts(arrays: list[np.ndarray], ix: np.ndarray, iy: np.ndarray, half_y: i
     rows = iy[:, None, None] + np.arange(-half_y, half_y + 1)[None, :, None]
     cols = ix[:, None, None] + np.arange(-half_x, half_x + 1)[None, None, :]
     inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
-    r, c = np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)
-    return [np.where(inside, a[r, c], fill) for a, fill in zip(arrays, fills)], inside
+    flat = np.clip(rows, 0, ny - 1) * nx + np.clip(cols, 0, nx - 1)
+    everywhere = bool(inside.all())
+    out = []
+    for a, fill in zip(arrays, fills):
+        cut = np.take(a.reshape(-1), flat)
+        out.append(cut if everywhere else np.where(inside, cut, fill))
+    return out, inside
 
 
-def _sigma_clipped(values: np.ndarray, sigma: float, maxiters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row clipped median, clipped population std and the count before clipping of the
-    finite entries of ``values`` (n, k). Iterating is idempotent once nothing is clipped, so
-    all rows run ``maxiters`` rounds."""
-    n_used = np.isfinite(values).sum(axis=1)
-    v = values.copy()
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows without background are all-NaN
-        for _ in range(maxiters):
-            mean = np.nanmean(v, axis=1, keepdims=True)
-            std = np.nanstd(v, axis=1, keepdims=True)
-            v[np.abs(v - mean) > sigma * std] = np.nan
-        return np.nanmedian(v, axis=1), np.nanstd(v, axis=1), n_used
+def _clipped_stats(values: np.ndarray, use: np.ndarray, sigma: float,
+                   maxiters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``values`` (n, k) restricted to ``use``: the sigma-clipped median, the
+    clipped population std and the number of pixels before clipping. Clipping iterates
+    (mean, std of the survivors; keep |v - mean| <= sigma std) and is idempotent once nothing
+    more is clipped, so every row runs ``maxiters`` rounds."""
+    v = np.where(use, values, 0).astype(np.float64)
+    v2 = v * v
+    n_used = use.sum(axis=1)
+    keep = use.copy()
+
+    def moments(k):
+        w = k.astype(np.float64)
+        n = np.maximum(k.sum(axis=1), 1)
+        mean = np.einsum("ij,ij->i", v, w) / n
+        return mean, np.sqrt(np.maximum(np.einsum("ij,ij->i", v2, w) / n - mean**2, 0))
+
+    for _ in range(maxiters):
+        mean, std = moments(keep)
+        keep &= np.abs(v - mean[:, None]) <= sigma * std[:, None] * (1 + 1e-12)
+    _, std = moments(keep)
+    n = keep.sum(axis=1)
+    srt = np.sort(np.where(keep, values, np.inf).astype(np.float32), axis=1)
+    lo = np.take_along_axis(srt, (np.maximum(n - 1, 0) // 2)[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(srt, np.minimum(n // 2, srt.shape[1] - 1)[:, None], axis=1)[:, 0]
+    return np.where(n > 0, 0.5 * (lo.astype(np.float64) + hi), np.nan), std, n_used
 
 
-def _background(data, strict, relaxed, x, y, r, config: PhotometryConfig):
+def _background(image, zodi, flags, zodi_scale, x, y, r, bad_mask: int, config: PhotometryConfig):
     """Background level and its error (image units) and whether SOURCE pixels had to be used,
     per source, by the configured method."""
     n = x.size
@@ -104,53 +128,49 @@ def _background(data, strict, relaxed, x, y, r, config: PhotometryConfig):
     if config.background_method == "window":
         h, w = config.window_shape
         hy, hx = h // 2 + 1, w // 2 + 1
-        radii = [None]
     else:
         r_in = r + config.annulus_inner_offset
         r_out0 = max(math.sqrt(r_in**2 + config.min_annulus_area / math.pi), r_in + 0.5)
         cap = max(config.max_outer_radius, r_out0)
-        radii = [min(r_out0 + k * config.annulus_expansion_step, cap) for k in range(config.max_annulus_attempts + 1)]
-        radii = sorted(set(radii))
+        radii = sorted({min(r_out0 + k * config.annulus_expansion_step, cap)
+                        for k in range(config.max_annulus_attempts + 1)})
         hy = hx = int(math.ceil(radii[-1])) + 1
     level = np.full(n, np.nan)
     error = np.full(n, np.nan)
     used_source = np.zeros(n, bool)
     chunk = max(1, _CHUNK_PIXELS // ((2 * hy + 1) * (2 * hx + 1)))
+    offy = np.arange(-hy, hy + 1)[None, :, None]
+    offx = np.arange(-hx, hx + 1)[None, None, :]
     for s in range(0, n, chunk):
         sl = slice(s, s + chunk)
-        (vals, good, ok_relaxed), _ = _cutouts([data, strict, relaxed], ix[sl], iy[sl], hy, hx, [np.nan, False, False])
-        dy = (iy[sl, None, None] + np.arange(-hy, hy + 1)[None, :, None]) - y[sl, None, None]
-        dx = (ix[sl, None, None] + np.arange(-hx, hx + 1)[None, None, :]) - x[sl, None, None]
-        dist = np.hypot(dx, dy)
+        (img, zod, flg), inside = _cutouts([image, zodi, flags], ix[sl], iy[sl], hy, hx, [np.nan, 0, 0])
+        vals = img - np.float32(zodi_scale) * zod
+        relaxed = inside & ((flg & np.int32(bad_mask)) == 0) & np.isfinite(vals)
+        strict = relaxed & ((flg & np.int32(Flag.SOURCE)) == 0)
+        dist2 = (iy[sl, None, None] + offy - y[sl, None, None]) ** 2 + (ix[sl, None, None] + offx - x[sl, None, None]) ** 2
         if config.background_method == "window":
-            rows = iy[sl, None, None] + np.arange(-hy, hy + 1)[None, :, None]
-            cols = ix[sl, None, None] + np.arange(-hx, hx + 1)[None, None, :]
+            rows, cols = iy[sl, None, None] + offy, ix[sl, None, None] + offx
             in_box = ((rows >= np.floor(y[sl] - h / 2)[:, None, None]) & (rows < np.ceil(y[sl] + h / 2)[:, None, None])
                       & (cols >= np.floor(x[sl] - w / 2)[:, None, None]) & (cols < np.ceil(x[sl] + w / 2)[:, None, None]))
-            regions = [in_box & (dist > r + 0.707)]
+            regions = [in_box & (dist2 > (r + 0.707) ** 2)]
         else:
-            r_in = r + config.annulus_inner_offset
-            regions = [(dist >= r_in) & (dist < r_out) for r_out in radii]
+            regions = [(dist2 >= r_in**2) & (dist2 < r_out**2) for r_out in radii]
+        # the first (mask, region) with enough pixels wins: the strict mask while the annulus
+        # grows, then with SOURCE pixels admitted
+        options = [(m, reg) for m in (strict, relaxed) for reg in regions]
+        use = np.zeros_like(strict)
         choice = np.full(vals.shape[0], -1)
-        masks = [good, ok_relaxed]
-        # the first (mask, region) pair with enough pixels wins: strict mask first, growing the
-        # annulus, then SOURCE pixels admitted
-        options = [(mi, ri) for mi in range(2) for ri in range(len(regions))]
-        for k, (mi, ri) in enumerate(options):
-            count = (masks[mi] & regions[ri]).sum(axis=(1, 2))
-            choice = np.where((choice < 0) & (count >= config.min_usable_pixels), k, choice)
+        for k, (m, reg) in enumerate(options):
+            sel = m & reg
+            take = (choice < 0) & (sel.sum(axis=(1, 2)) >= config.min_usable_pixels)
+            use[take] = sel[take]
+            choice[take] = k
+        med, std, n_used = _clipped_stats(vals.reshape(len(vals), -1), use.reshape(len(vals), -1),
+                                          config.bg_sigma_clip_sigma, config.bg_sigma_clip_maxiters)
         found = choice >= 0
-        sel_mask = np.zeros_like(good)
-        for k, (mi, ri) in enumerate(options):
-            hit = choice == k
-            if hit.any():
-                sel_mask[hit] = (masks[mi] & regions[ri])[hit]
-        flat = np.where(sel_mask, vals, np.nan).reshape(vals.shape[0], -1)
-        med, std, n_used = _sigma_clipped(flat, config.bg_sigma_clip_sigma, config.bg_sigma_clip_maxiters)
         # standard error of a median: sqrt(pi/2) x that of a mean
-        err = np.sqrt(np.pi / 2) * std / np.sqrt(np.maximum(n_used, 1))
         level[sl] = np.where(found, med, np.nan)
-        error[sl] = np.where(found, err, np.nan)
+        error[sl] = np.where(found, np.sqrt(np.pi / 2) * std / np.sqrt(np.maximum(n_used, 1)), np.nan)
         used_source[sl] = found & (choice >= len(regions))
     return level, error, used_source
 
@@ -199,29 +219,31 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "float64")) for c in COLUMNS}).assign(
             targetid=sources["targetid"].iloc[:0].reset_index(drop=True))
 
-    image, flags, variance = l2.image(), l2.flags(), l2.variance()
-    bad = ((flags & np.int32(config.bad_mask)) != 0) | ~np.isfinite(image) | ~np.isfinite(variance)
-    strict = ~bad & ((flags & np.int32(Flag.SOURCE)) == 0)
-    zodi_scale = 0.0
-    data = image
+    # arrays as stored (memory-mapped for local files): only the pixels used are read
+    image, flags, variance = l2.raw("IMAGE"), l2.raw("FLAGS"), l2.raw("VARIANCE")
+    bad_mask = config.bad_mask
     if config.subtract_zodi:
-        zodi = l2.zodi()
-        zodi_scale = fit_zodi_scale(image, zodi, variance, strict, config.zodi_scale_min, config.zodi_scale_max)
-        data = image - np.float32(zodi_scale) * zodi
+        zodi = l2.raw("ZODI")
+        zodi_scale = fit_zodi_scale(image, zodi, variance, flags, bad_mask | Flag.SOURCE,
+                                    config.zodi_scale_min, config.zodi_scale_max)
+    else:  # image - 0 x image keeps the image (and its non-finite pixels) as it is
+        zodi, zodi_scale = image, 0.0
 
     r = aperture_radius(l2, config)
-    bg, bg_err, bg_source = _background(data, strict, ~bad, x, y, r, config)
+    bg, bg_err, bg_source = _background(image, zodi, flags, zodi_scale, x, y, r, bad_mask, config)
 
     m = max(1, int(math.ceil(r)))
     ix, iy = np.round(x).astype(int), np.round(y).astype(int)
     dx, dy = x - ix, y - iy
-    (d_c, v_c, f_c, bad_c), inside = _cutouts([data, variance, flags, bad], ix, iy, m, m, [0.0, 0.0, 0, True])
+    (img, zod, var, flg), inside = _cutouts([image, zodi, variance, flags], ix, iy, m, m, [0.0, 0.0, 0.0, 0])
+    data = img - np.float32(zodi_scale) * zod
+    bad_c = ((flg & np.int32(bad_mask)) != 0) | ~np.isfinite(data) | ~np.isfinite(var)
     valid = inside & ~bad_c
-    net = np.where(valid, d_c - bg[:, None, None], 0.0)
-    raw, raw_err = _mosaic_sum(net, dx, dy, r, var=np.where(valid, v_c, 0.0))
+    net = np.where(valid, data - bg[:, None, None], 0.0)
+    raw, raw_err = _mosaic_sum(net, dx, dy, r, var=np.where(valid, var, 0.0))
     offs = np.arange(-m, m + 1)
     centre_in = (offs[None, None, :] - dx[:, None, None]) ** 2 + (offs[None, :, None] - dy[:, None, None]) ** 2 <= r * r
-    flag = np.bitwise_or.reduce(np.where(centre_in & inside, f_c, 0).reshape(len(x), -1), axis=1)
+    flag = np.bitwise_or.reduce(np.where(centre_in & inside, flg, 0).reshape(len(x), -1), axis=1)
     n_bad = (centre_in & inside & bad_c).reshape(len(x), -1).sum(axis=1)
 
     px, py = l2.parent_pixel(x, y)

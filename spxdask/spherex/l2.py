@@ -128,7 +128,7 @@ class L2File:
     def _validate(self, size: int) -> None:
         names = [h.name for h in self._hdul]
         for i, hdu in enumerate(self._hdul):
-            end = self._hdul.fileinfo(i)["datLoc"] + _hdu_data_bytes(hdu.header)
+            end = hdu.fileinfo()["datLoc"] + _hdu_data_bytes(hdu.header)
             if end > size:
                 raise L2FormatError(self.source, f"truncated: HDU {i} ({hdu.name}) needs {end} bytes, file has {size}")
         missing = [n for n in (*IMAGE_HDUS, "WCS-WAVE") if n not in names]
@@ -192,6 +192,16 @@ class L2File:
         try:
             data = hdu.section[section] if section is not None else hdu.data
             return np.asarray(data, dtype=dtype)
+        except Exception as exc:
+            raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
+
+    def raw(self, name: str) -> np.ndarray:
+        """The data of image HDU ``name`` as stored: memory-mapped for local files (pages are
+        read when touched), possibly big-endian. For kernels that touch only some pixels."""
+        if name not in IMAGE_HDUS:
+            raise ValueError(f"raw() serves the image HDUs {IMAGE_HDUS}, not {name!r}")
+        try:
+            return self._hdul[name].data
         except Exception as exc:
             raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
 
