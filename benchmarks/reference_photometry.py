@@ -13,7 +13,6 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from photutils.aperture import CircularAperture, aperture_photometry
 
-from spxdask.photometry.aperture import fit_zodi_scale
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 
 BAD = 708295
@@ -41,7 +40,10 @@ def reference_measure(path: str, catalog: pd.DataFrame, window: int = 50) -> pd.
     variance[bad_var] = np.median(variance[~bad_var & (variance > 0)])
     strict = (flags & (BAD | SOURCE)) == 0
     relaxed = (flags & BAD) == 0
-    s = fit_zodi_scale(image, zodi, variance, strict, 0.0, 10.0)
+    ok = strict & (zodi != 0) & (variance > 0)
+    w = 1.0 / variance[ok]
+    s = float(np.sum(w * image[ok] * zodi[ok]) / np.sum(w * zodi[ok] ** 2)) if ok.mean() >= 0.5 else 1.0
+    s = s if 0.0 < s <= 10.0 else 1.0
     image = image - s * zodi
     error = np.sqrt(variance)
     wcs = WCS(header)
