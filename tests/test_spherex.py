@@ -13,8 +13,9 @@ from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photo
 
 from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags
 from spxdask.spherex.l2 import wave_lookup
+from spxdask.geometry import sky_to_tangent
 from spxdask.spherex.simulate import (SimConfig, make_catalog, plan_survey, render_image, simulate_sky,
-                                      sky_to_tangent, wave_table, write_image)
+                                      wave_table, write_image)
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from spxdask.testing.http_server import FileServer
 

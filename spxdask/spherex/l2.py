@@ -80,6 +80,9 @@ class L2File:
         Local path or any fsspec URL (``https://...``, ``s3://...``).
     storage_options : dict, optional
         Passed to fsspec for remote URLs (e.g. ``{"anon": True}`` for S3).
+    block_size : int
+        Read-ahead block of remote reads: small blocks make opening read little more than the
+        headers; sections read their rows.
 
     Raises
     ------
@@ -93,7 +96,8 @@ class L2File:
     ...     wl, bw = f.wavelength(x, y)
     """
 
-    def __init__(self, source: str | os.PathLike, *, storage_options: dict | None = None):
+    def __init__(self, source: str | os.PathLike, *, storage_options: dict | None = None,
+                 block_size: int = 2**18):
         self.source = str(source)
         self.filename = Path(self.source.split("?")[0]).name
         self._fileobj = None
@@ -103,8 +107,7 @@ class L2File:
                 if "://" in self.source and not self.source.startswith("file://"):
                     fs, path = fsspec.core.url_to_fs(self.source, **(storage_options or {}))
                     size = fs.size(path)
-                    # small read-ahead blocks: opening reads only the headers, sections their rows
-                    self._fileobj = fs.open(path, "rb", block_size=2**18, cache_type="readahead")
+                    self._fileobj = fs.open(path, "rb", block_size=block_size, cache_type="readahead")
                     self._hdul = fits.open(self._fileobj, lazy_load_hdus=True)
                 else:
                     path = self.source.removeprefix("file://")
@@ -118,6 +121,7 @@ class L2File:
         except Exception as exc:  # astropy raises OSError/ValueError/TypeError for non-FITS input
             self.close()
             raise L2FormatError(self.source, f"not a readable FITS file ({exc})") from exc
+        self.size = size
         try:
             self._validate(size)
         except L2FormatError:

@@ -26,6 +26,7 @@ from astropy.wcs import WCS
 from scipy.special import erf
 
 from .._io import atomic_path, write_parquet_atomic
+from ..geometry import sky_to_tangent, tangent_to_sky
 from . import channels, flags
 from .flags import Flag
 from .l2 import wave_lookup, wave_map
@@ -104,26 +105,6 @@ class ImageSpec:
 
 
 # -- geometry ------------------------------------------------------------------------------
-def tangent_to_sky(ra0: float, dec0: float, xi: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic de-projection: tangent-plane offsets (deg) about (ra0, dec0) to (ra, dec) deg."""
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    x, y = np.radians(xi), np.radians(eta)
-    den = np.cos(d0) - y * np.sin(d0)
-    ra = a0 + np.arctan2(x, den)
-    dec = np.arctan2(np.sin(d0) + y * np.cos(d0), np.hypot(x, den))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
-def sky_to_tangent(ra0: float, dec0: float, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic projection of (ra, dec) deg about (ra0, dec0): tangent-plane offsets in deg."""
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    a, d = np.radians(ra), np.radians(dec)
-    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xi = np.cos(d) * np.sin(a - a0) / cosc
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
-    return np.degrees(xi), np.degrees(eta)
-
-
 def cutout_origin(size: int) -> int:
     """0-based parent-detector pixel of a small image's first pixel (a central cutout)."""
     return (channels.N_PIX - size) // 2

@@ -1,0 +1,114 @@
+"""Light curves: 10^7 rows from 1,000 per-image files through the Dask shuffle on a 2-worker
+LocalCluster (2 GiB each), against the reference's 64-bucket CSV algorithm on the same rows;
+single-source read latency from the store."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from spxdask.batch import aggregate_lightcurves, read_lightcurve
+from spxdask.batch.extract import _write
+from spxdask.photometry import COLUMNS
+
+from . import Result, register
+
+N_FILES, ROWS_PER_FILE, N_TARGETS = 1000, 10_000, 20_000
+AGG = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
+       "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius"]
+
+
+def make_per_image(folder: Path, csv_folder: Path) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    ids = 39627000000000000 + np.sort(rng.choice(10**9, N_TARGETS, replace=False))
+    folder.mkdir(parents=True)
+    csv_folder.mkdir(parents=True)
+    for k in range(N_FILES):
+        n = ROWS_PER_FILE
+        df = pd.DataFrame({c: rng.normal(size=n) for c in COLUMNS})
+        df = df.assign(targetid=rng.choice(ids, n, replace=False), obs_id=f"2026W01_1A_{k:04d}_1", band="D3",
+                       filename=f"level2_{k}.fits", quality="", flag=np.int32(0), detector=np.int8(3),
+                       n_bad=np.int16(0), mjd=61000.0 + k / 10)
+        _write(df[list(COLUMNS)], folder / f"img{k:04d}_D3.parquet", pa.int64())
+        df.to_csv(csv_folder / f"img{k:04d}_photometry.csv", index=False)
+    return ids
+
+
+def reference_aggregate(csv_dir: Path, out: Path, num_buckets: int = 64) -> int:
+    """The reference's two-phase bucket algorithm (behaviour reference §6), ids kept exact."""
+    buckets = out / "buckets"
+    lcs = out / "lightcurves"
+    buckets.mkdir(parents=True)
+    lcs.mkdir()
+    written = set()
+    for path in sorted(csv_dir.glob("*_photometry.csv")):
+        df = pd.read_csv(path, usecols=AGG, dtype={"targetid": str, "obs_id": str, "band": str})
+        bucket = df["targetid"].map(lambda t: int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") % num_buckets)
+        for b, rows in df.groupby(bucket):
+            target = buckets / f"bucket_{b:03d}.csv"
+            rows.to_csv(target, mode="a", header=target not in written, index=False)
+            written.add(target)
+    n = 0
+    for target in sorted(written):
+        df = pd.read_csv(target, dtype={"targetid": str}).sort_values(["targetid", "mjd"], kind="mergesort")
+        for tid, rows in df.groupby("targetid"):
+            rows.drop(columns="targetid").to_csv(lcs / f"{tid}.csv", index=False)
+            n += 1
+    return n
+
+
+class PeakMemory:
+    """Poll each worker's process memory from the scheduler while a block runs."""
+
+    def __init__(self, client):
+        self.client, self.peak, self._stop = client, {}, threading.Event()
+
+    def _poll(self):
+        while not self._stop.wait(0.25):
+            for addr, w in self.client.scheduler_info(n_workers=-1)["workers"].items():
+                self.peak[addr] = max(self.peak.get(addr, 0), w["metrics"]["memory"])
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@register("lightcurves")
+def run() -> list[Result]:
+    from distributed import Client, LocalCluster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ids = make_per_image(root / "per_image", root / "csv")
+        with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard_address=":0") as cluster, \
+                Client(cluster) as client, PeakMemory(client) as mem:
+            t0 = time.perf_counter()
+            n = aggregate_lightcurves(root / "per_image", root / "lightcurves")
+            t_dask = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n_ref = reference_aggregate(root / "csv", root / "reference")
+        t_ref = time.perf_counter() - t0
+        assert n == n_ref == len(ids)
+        lat = []
+        for tid in np.random.default_rng(1).choice(ids, 20):
+            t0 = time.perf_counter()
+            rows = read_lightcurve(root, int(tid))
+            lat.append(time.perf_counter() - t0)
+            assert len(rows) > 0
+        peak = {k: f"{v / 2**30:.2f} GiB" for k, v in mem.peak.items()}
+        return [Result("lightcurves", f"{N_FILES * ROWS_PER_FILE:.0e} rows, {N_FILES} files, 2 workers", t_dask,
+                       "reference 64-bucket CSV", t_ref, {"peak worker memory": peak, "targets": n}),
+                Result("lightcurves", "read one source from the store (median of 20)", float(np.median(lat)),
+                       extra={"max ms": round(1e3 * max(lat), 1)})]

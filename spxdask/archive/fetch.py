@@ -1,0 +1,205 @@
+"""Fetch L2 files into ``images/D<n>/<file name>``: async fsspec downloads, one coroutine pool
+per bag partition, atomic (temporary name, then rename), verified by size and md5, resumable,
+with retries (exponential backoff with jitter; 429 Retry-After honoured) inside a time budget.
+Every file ends either verified on disk or in the returned table with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import os
+import random
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import fsspec.asyn
+import pandas as pd
+
+from .observation import Observation
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\.fits$")
+RESULT_COLUMNS = ("obs_id", "detector", "url", "path", "status", "error", "bytes", "attempts", "seconds")
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """Download behaviour.
+
+    ``concurrency`` downloads run at once per partition; each file gets at most ``retries``
+    retries and ``budget`` seconds in all; waits grow as ``backoff`` x 2^attempt (at most
+    ``max_backoff``) times a random factor in [0.5, 1.5]; ``timeout`` bounds one request's
+    silence (seconds without data)."""
+
+    concurrency: int = 4
+    retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    budget: float = 900.0
+    timeout: float = 60.0
+    verify_md5: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "retries"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (1 if name == "concurrency" else 0):
+                raise ValueError(f"FetchConfig.{name} must be a {'positive' if name == 'concurrency' else 'non-negative'} integer")
+        for name in ("backoff", "max_backoff", "budget", "timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"FetchConfig.{name} must be > 0")
+
+
+class FetchError(RuntimeError):
+    """A download failed for good; ``retry`` tells whether trying again could help."""
+
+    def __init__(self, message: str, retry: bool, wait: float | None = None):
+        super().__init__(message)
+        self.retry = retry
+        self.wait = wait
+
+
+def destination(obs: Observation, image_dir: str | Path) -> Path:
+    """``<image_dir>/D<n>/<file name>``; names from the network that are not plain L2 file
+    names (path separators, ``..``, odd characters) are replaced by ``<obs_id>_D<n>.fits``."""
+    name = obs.filename
+    if not _SAFE_NAME.match(name) or ".." in name:
+        name = re.sub(r"[^A-Za-z0-9_+-]", "_", f"{obs.obs_id}_D{obs.detector}") + ".fits"
+    folder = Path(image_dir) / f"D{int(obs.detector)}"
+    path = folder / name
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"refusing a download path outside {folder}: {name!r}")
+    return path
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified(path: Path, obs: Observation, check_md5: bool = True) -> str | None:
+    """None when ``path`` is complete for ``obs``, else what is wrong with it."""
+    if not path.exists():
+        return "missing"
+    size = path.stat().st_size
+    if obs.size is not None and size != obs.size:
+        return f"size {size} != expected {obs.size}"
+    if check_md5 and obs.checksum and _md5(path) != obs.checksum.lower().removeprefix("md5:"):
+        return "md5 mismatch"
+    return None
+
+
+def _retry_after(headers) -> float | None:
+    value = (headers or {}).get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _classify(exc: BaseException) -> FetchError:
+    import aiohttp
+
+    if isinstance(exc, FetchError):
+        return exc
+    if isinstance(exc, aiohttp.ClientResponseError):
+        transient = exc.status == 429 or exc.status >= 500 or exc.status == 408
+        return FetchError(f"HTTP {exc.status} {exc.message}", transient,
+                          _retry_after(exc.headers) if exc.status in (429, 503) else None)
+    if isinstance(exc, FileNotFoundError):
+        return FetchError(f"not found ({exc})", False)
+    if isinstance(exc, PermissionError):
+        return FetchError(f"permission denied ({exc})", False)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return FetchError("timed out", True)
+    if isinstance(exc, (aiohttp.ClientError, ConnectionError, OSError)):
+        return FetchError(f"{type(exc).__name__}: {exc}", True)
+    return FetchError(f"{type(exc).__name__}: {exc}", False)
+
+
+def _filesystem(url: str, storage_options: dict, timeout: float):
+    """One cached filesystem per worker process, protocol and options (fsspec caches
+    instances)."""
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    options = dict(storage_options)
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        options.setdefault("client_kwargs", {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=timeout,
+                                                                              sock_read=timeout)})
+    return fsspec.filesystem(protocol, **options), protocol
+
+
+async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_options: dict) -> None:
+    fs, protocol = _filesystem(obs.url, storage_options, cfg.timeout)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        if protocol == "file":
+            await asyncio.to_thread(shutil.copyfile, fs._strip_protocol(obs.url), tmp)
+        else:
+            await asyncio.wait_for(fs._get_file(obs.url, str(tmp)), timeout=cfg.budget)
+        problem = verified(tmp, obs, cfg.verify_md5)
+        if problem:
+            raise FetchError(f"downloaded file is bad: {problem}", True)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storage_options: dict,
+                     gate: asyncio.Semaphore) -> dict:
+    row = {"obs_id": obs.obs_id, "detector": obs.detector, "url": obs.url, "path": None, "error": None,
+           "bytes": 0, "attempts": 0}
+    t0 = time.monotonic()
+    try:
+        dest = destination(obs, image_dir)
+    except ValueError as exc:
+        return {**row, "status": "failed", "error": str(exc), "seconds": 0.0}
+    row["path"] = str(dest)
+    if verified(dest, obs, cfg.verify_md5) is None:
+        return {**row, "status": "skipped", "bytes": dest.stat().st_size, "seconds": 0.0}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    async with gate:
+        for attempt in range(cfg.retries + 1):
+            row["attempts"] = attempt + 1
+            try:
+                await _attempt(obs, dest, cfg, storage_options)
+                return {**row, "status": "ok", "bytes": dest.stat().st_size, "seconds": time.monotonic() - t0}
+            except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+                err = _classify(exc)
+                row["error"] = str(err)
+                wait = err.wait if err.wait is not None else min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.5, 1.5)
+                if not err.retry or attempt == cfg.retries or time.monotonic() - t0 + wait > cfg.budget:
+                    break
+                await asyncio.sleep(wait)
+    return {**row, "status": "failed", "seconds": time.monotonic() - t0}
+
+
+def fetch_partition(observations: list[Observation], image_dir: str, cfg: FetchConfig,
+                    storage_options: dict | None = None) -> list[dict]:
+    """Download one partition's files concurrently on fsspec's I/O event loop."""
+    async def run():
+        gate = asyncio.Semaphore(cfg.concurrency)
+        return await asyncio.gather(*(_fetch_one(o, Path(image_dir), cfg, storage_options or {}, gate)
+                                      for o in observations))
+    return list(fsspec.asyn.sync(fsspec.asyn.get_loop(), run))
+
+
+def fetch(bag, image_dir: str | Path, cfg: FetchConfig = FetchConfig(),
+          storage_options: dict | None = None) -> pd.DataFrame:
+    """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition); returns
+    one row per file: status ``ok`` / ``skipped`` (already complete) / ``failed`` with the
+    error."""
+    rows = bag.map_partitions(fetch_partition, str(image_dir), cfg, storage_options,
+                              token="fetch").compute()
+    return pd.DataFrame(list(rows), columns=list(RESULT_COLUMNS))

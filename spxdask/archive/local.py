@@ -1,0 +1,160 @@
+"""A local (or fsspec: s3://, https://) archive of L2 files, indexed into a Parquet footprint
+index from headers only, queried with the same semantics as IRSA's TAP service."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from .. import geometry
+from .._io import write_parquet_atomic
+from ..spherex import channels
+from ..spherex.l2 import L2File
+from . import observation as obs
+from .query import ObservationSet, RegionQuery, collection_matches, finish
+
+INDEX_NAME = "spxdask_index.parquet"
+IRSA_DATA_ROOT = "https://irsa.ipac.caltech.edu/ibe/data/spherex/"
+#: Bytes per read-ahead block while indexing: headers only.
+HEADER_BLOCK = 2**15
+
+
+def _collection(relpath: str, header) -> str:
+    release = relpath.split("/", 1)[0] if relpath.split("/", 1)[0] in ("qr", "qr2", "qr3") else "qr2"
+    deep = "deep" in str(header.get("SPS_FLAGS", "")).lower()
+    return f"spherex_{release}" + ("_deep" if deep else "")
+
+
+def _version(relpath: str) -> str:
+    parts = [p for p in relpath.split("/") if p.startswith("l2b-v")]
+    return parts[0] if parts else ""
+
+
+def read_record(url: str, relpath: str, storage_options: dict | None = None) -> dict:
+    """One index row from a file's headers (never its data)."""
+    try:
+        with L2File(url, storage_options=storage_options, block_size=HEADER_BLOCK) as l2:
+            m = l2.meta
+            det = channels.detector(m.detector)
+            return {"obs_id": m.obs_id, "detector": m.detector, "mjd": m.mjd, "t_min": m.mjd_beg,
+                    "t_max": m.mjd_end, "wavelength_min": det.em_min_um, "wavelength_max": det.em_max_um,
+                    "footprint": l2.footprint().ravel().tolist(), "url": relpath, "size": l2.size,
+                    "checksum": None, "collection": _collection(relpath, l2.header), "version": _version(relpath),
+                    "error": None}
+    except Exception as exc:  # an unreadable file is listed with its error, not dropped
+        return {"url": relpath, "size": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+class LocalArchive:
+    """An archive of L2 files under ``root`` (a folder or an fsspec URL) and its index.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder or URL holding files in the IRSA layout (``qr2/level2/...``).
+    index_path : str or Path, optional
+        Where the footprint index lives (default ``<root>/spxdask_index.parquet`` for local
+        folders; required for remote roots).
+    storage_options : dict, optional
+        fsspec options for a remote root (e.g. ``{"anon": True}``).
+    """
+
+    def __init__(self, root: str | Path, index_path: str | Path | None = None, storage_options: dict | None = None):
+        self.root = str(root).rstrip("/")
+        self.storage_options = storage_options or {}
+        self.fs, self._base = fsspec.core.url_to_fs(self.root, **self.storage_options)
+        self.remote = "://" in self.root and not self.root.startswith("file://")
+        if index_path is None:
+            if self.remote:
+                raise ValueError(f"index_path is required for the remote archive {self.root}")
+            index_path = Path(self.root) / INDEX_NAME
+        self.index_path = Path(index_path)
+
+    def url_of(self, relpath: str) -> str:
+        return f"{self.root}/{relpath}"
+
+    def _files(self) -> dict[str, int | None]:
+        """Relative paths of the .fits files under the root, with their size when the
+        listing tells it (HTTP listings do not)."""
+        found = self.fs.find(self._base, detail=True)
+        base = self._base.rstrip("/")
+        out = {}
+        for path, info in found.items():
+            rel = posixpath.relpath(path, base) if not path.startswith("http") else path[len(base) + 1:]
+            if rel.endswith(".fits") and not posixpath.basename(rel).startswith("."):
+                out[rel] = int(info["size"]) if info.get("size") else None
+        return out
+
+    def index(self, *, scheduler: str | None = None) -> pd.DataFrame:
+        """Build or update the index: only files not yet indexed (or whose size changed) are
+        read, in parallel with Dask, from their headers. Returns the whole index."""
+        import dask.bag as db
+
+        files = self._files()
+        old = pd.read_parquet(self.index_path) if self.index_path.exists() else pd.DataFrame(columns=["url", "size"])
+        known = dict(zip(old["url"], old["size"]))
+        new = [rel for rel, size in files.items() if rel not in known or (size is not None and known[rel] != size)]
+        if new:
+            bag = db.from_sequence(new, partition_size=16).map(
+                lambda rel: read_record(self.url_of(rel), rel, self.storage_options))
+            rows = bag.compute(scheduler=scheduler) if scheduler else bag.compute()
+            fresh = pd.DataFrame(rows)
+            keep = old[old["url"].isin(files) & ~old["url"].isin(fresh["url"])]
+            table = pd.concat([keep, fresh], ignore_index=True) if len(keep) else fresh
+            table = table.sort_values("url", ignore_index=True)
+            write_parquet_atomic(table, self.index_path)
+            return table
+        if len(old) != len(files):  # files were removed
+            old = old[old["url"].isin(files)].reset_index(drop=True)
+            write_parquet_atomic(old, self.index_path)
+        return old
+
+    def load_index(self) -> pd.DataFrame:
+        if not self.index_path.exists():
+            raise FileNotFoundError(f"no index at {self.index_path}: run `spxdask index {self.root}` first")
+        return pd.read_parquet(self.index_path)
+
+    def query(self, q: RegionQuery) -> ObservationSet:
+        """Observations matching ``q``, with the INTERSECTS / CONTAINS semantics of IRSA's TAP."""
+        table = self.load_index()
+        table = table[table["error"].isna()] if "error" in table else table
+        if q.bands:
+            table = table[table["detector"].isin(q.bands)]
+        if q.mjd_range:
+            table = table[(table["mjd"] >= q.mjd_range[0]) & (table["mjd"] <= q.mjd_range[1])]
+        if q.collections:
+            table = table[collection_matches(table["collection"], q.collections)]
+        if len(table):
+            poly = geometry.polygons(np.stack(table["footprint"].to_numpy()).reshape(-1, 4, 2))
+            if q.circle is not None:
+                test = geometry.intersects_circle if q.coverage == "any" else geometry.circle_inside
+                hit = test(poly, *q.circle)
+            elif q.point is not None:
+                hit = geometry.contains_points(poly, geometry.unit_vectors(np.array(q.point[0]), np.array(q.point[1]))[None])[:, 0]
+            else:
+                hit = geometry.intersects_polygon(poly, geometry.polygons(np.asarray(q.polygon)[None])[0])
+            table = table[hit]
+        frame = table.assign(url=[self.url_of(u) for u in table["url"]])
+        frame = frame.astype({"detector": "int8"})
+        return finish(frame[obs.SCHEMA.names], q, self.root)
+
+
+def mirror_path(url: str, mirror_root: str | Path) -> str:
+    """The reference's ``data_mirror`` rule: an IRSA download URL maps to the same key under a
+    local mirror (``<mirror>/qr2/level2/...``). Keys that would leave the mirror are refused."""
+    key = url.split("?")[0]
+    for prefix in (IRSA_DATA_ROOT, "s3://nasa-irsa-spherex/", "https://nasa-irsa-spherex.s3.amazonaws.com/",
+                   "https://nasa-irsa-spherex.s3.us-east-1.amazonaws.com/"):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+            break
+    else:
+        raise ValueError(f"not an IRSA SPHEREx data URL: {url}")
+    norm = posixpath.normpath(key)
+    if norm.startswith(("..", "/")):
+        raise ValueError(f"URL {url} points outside the mirror")
+    return str(Path(mirror_root) / norm)

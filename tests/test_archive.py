@@ -1,0 +1,251 @@
+"""Observations, the local archive index and its queries, and async fetching from a real HTTP
+server on loopback with injected faults."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.coordinates import SkyCoord
+
+from spxdask.archive import observation as obs
+from spxdask.archive.fetch import FetchConfig, destination, fetch
+from spxdask.archive.local import LocalArchive, mirror_path
+from spxdask.archive.query import RegionQuery, TooManyImagesError
+from spxdask.geometry import box_corners
+from spxdask.spherex import L2File
+from spxdask.testing.http_server import FileServer
+
+
+@pytest.fixture(scope="module")
+def archive(sky_qr2, tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    shutil.copytree(sky_qr2.archive, root, dirs_exist_ok=True)
+    a = LocalArchive(root)
+    a.index(scheduler="sync")
+    return a
+
+
+def test_observation_round_trip(archive, tmp_path):
+    found = archive.query(RegionQuery(circle=(150.1, 2.2, 1.0)))
+    records = found.observations
+    assert len(records) == len(found.frame) > 0
+    obs.save(records, tmp_path / "q.parquet")
+    assert obs.load(tmp_path / "q.parquet") == records
+    assert obs.from_frame(obs.to_frame(records)) == records
+    r = records[0]
+    assert r.band == f"D{r.detector}" and r.filename.endswith(".fits") and r.corners.shape == (4, 2)
+
+
+def test_index_reads_headers_only_and_is_incremental(sky_qr2, tmp_path):
+    total = sum(p.stat().st_size for p in sky_qr2.files)
+    with FileServer(sky_qr2.archive) as server:
+        remote = LocalArchive(server.url, index_path=tmp_path / "index.parquet")
+        table = remote.index(scheduler="sync")
+        assert len(table) == len(sky_qr2.files) and table["error"].isna().all()
+        first = server.bytes_sent
+        assert first < 0.1 * total  # small files: most of the bytes are the PSF cube
+        gets = sum(1 for m, p, _ in server.log if m == "GET" and p.endswith(".fits"))
+        remote.index(scheduler="sync")
+        assert sum(1 for m, p, _ in server.log if m == "GET" and p.endswith(".fits")) == gets  # nothing re-read
+    local = LocalArchive(sky_qr2.archive, index_path=tmp_path / "local.parquet").index(scheduler="sync")
+    pd.testing.assert_frame_equal(local.drop(columns="url"), table.drop(columns="url"), check_dtype=False)
+
+
+def _expected(archive, test):
+    """An independent check of each footprint: the pixel grid and astropy separations."""
+    out = set()
+    for row in archive.load_index().itertuples():
+        with L2File(archive.url_of(row.url)) as l2:
+            ny, nx = l2.shape
+            t = np.linspace(-0.5, nx - 0.5, 400)
+            edge_x = np.concatenate([t, np.full_like(t, nx - 0.5), t[::-1], np.full_like(t, -0.5)])
+            edge_y = np.concatenate([np.full_like(t, -0.5), t, np.full_like(t, ny - 0.5), t[::-1]])
+            edge = SkyCoord(*l2.wcs.all_pix2world(edge_x, edge_y, 0), unit="deg")
+            verdict = test(l2, edge)
+            if verdict is not None:
+                out.add((row.obs_id, row.detector, verdict))
+    return out
+
+
+def _inside(l2, ra, dec):
+    x, y = l2.wcs.all_world2pix(ra, dec, 0)
+    ny, nx = l2.shape
+    return -0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5
+
+
+@pytest.mark.parametrize("coverage", ["any", "full"])
+@pytest.mark.parametrize("radius", [0.05, 0.2])
+def test_circle_queries_match_independent_geometry(archive, coverage, radius):
+    ra, dec = 150.12, 2.23
+    centre = SkyCoord(ra, dec, unit="deg")
+
+    def test(l2, edge):
+        d = edge.separation(centre).deg.min()
+        if abs(d - radius) < 2e-3:
+            return None  # too close to call with a sampled edge
+        inside = _inside(l2, ra, dec)
+        return bool(inside or d <= radius) if coverage == "any" else bool(inside and d >= radius)
+
+    expected = _expected(archive, test)
+    found = archive.query(RegionQuery(circle=(ra, dec, radius), coverage=coverage))
+    got = {(o.obs_id, o.detector) for o in found.observations}
+    decided = {(o, d) for o, d, v in expected}
+    assert {(o, d) for o, d, v in expected if v} == got & decided
+    assert len(decided) >= len(archive.load_index()) - 2
+
+
+def test_point_and_box_queries(archive):
+    ra, dec = 150.05, 2.15
+    expected = _expected(archive, lambda l2, edge: _inside(l2, ra, dec))
+    got = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(point=(ra, dec))).observations}
+    assert got == {(o, d) for o, d, v in expected if v}
+    # a box: INTERSECTS(POLYGON) finds images touching it, not only those holding its centre
+    box = box_corners(ra, dec, 0.3, 0.2)
+    by_box = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(polygon=tuple(map(tuple, box)))).observations}
+    assert got < by_box
+    far = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(polygon=tuple(map(tuple, box_corners(10, -40, 1, 1))))).observations}
+    assert far == set()
+
+
+def test_filters_and_gate(archive):
+    everything = archive.query(RegionQuery(circle=(150.1, 2.2, 2.0)))
+    n = len(everything)
+    assert n == len(archive.load_index())
+    d3 = archive.query(RegionQuery(circle=(150.1, 2.2, 2.0), bands=(3,)))
+    assert set(d3.frame.detector) == {3} and len(d3) == (everything.frame.detector == 3).sum()
+    mjds = np.sort(everything.frame.mjd.unique())
+    early = archive.query(RegionQuery(circle=(150.1, 2.2, 2.0), mjd_range=(mjds[0] - 1, mjds[0] + 1)))
+    assert (early.frame.mjd <= mjds[0] + 1).all() and 0 < len(early) < n
+    assert len(archive.query(RegionQuery(circle=(150.1, 2.2, 2.0), collections=("qr3",)))) == 0
+    assert len(archive.query(RegionQuery(circle=(150.1, 2.2, 2.0), collections=("wide", "qr2")))) == n
+    with pytest.raises(TooManyImagesError, match=f"{n} images, more than max_images=3"):
+        archive.query(RegionQuery(circle=(150.1, 2.2, 2.0), max_images=3))
+    bag = everything.to_bag(partition_size=4)
+    assert bag.npartitions == -(-n // 4)
+    assert sorted(o.url for o in bag.compute()) == sorted(everything.frame.url)
+
+
+@pytest.mark.parametrize("bad", [dict(circle=(400, 0, 1)), dict(circle=(0, 0, -1)), dict(point=(0, 95)),
+                                 dict(), dict(point=(0, 0), circle=(0, 0, 1)), dict(point=(0, 0), coverage="most")])
+def test_bad_queries(bad):
+    with pytest.raises(ValueError):
+        RegionQuery(**bad)
+
+
+def test_newest_version_wins(archive, tmp_path):
+    root = tmp_path / "archive"
+    shutil.copytree(archive.root, root)
+    (root / "spxdask_index.parquet").unlink()
+    old = sorted(root.rglob("*.fits"))[0]
+    newer_dir = old.parent.parent.parent / "l2b-v25-2026-100" / old.parent.name
+    newer_dir.mkdir(parents=True)
+    newer = newer_dir / old.name.replace(old.parent.parent.name, "l2b-v25-2026-100")
+    shutil.copy(old, newer)
+    a = LocalArchive(root)
+    a.index(scheduler="sync")
+    found = a.query(RegionQuery(circle=(150.1, 2.2, 2.0))).frame
+    assert len(found) == len(archive.load_index())
+    mine = found[found.url.str.endswith(newer.name) | found.url.str.endswith(old.name)]
+    assert list(mine.version) == ["l2b-v25-2026-100"]
+
+
+def test_mirror_rule():
+    key = "qr2/level2/2025W51_1A/l2b-v21-2025-354/3/level2_2025W51_1A_0684_2D3_spx_l2b-v21-2025-354.fits"
+    assert mirror_path("https://irsa.ipac.caltech.edu/ibe/data/spherex/" + key, "/m") == "/m/" + key
+    assert mirror_path("s3://nasa-irsa-spherex/" + key, "/m") == "/m/" + key
+    with pytest.raises(ValueError, match="outside the mirror"):
+        mirror_path("https://irsa.ipac.caltech.edu/ibe/data/spherex/../../etc/passwd", "/m")
+    with pytest.raises(ValueError, match="not an IRSA"):
+        mirror_path("https://example.org/x.fits", "/m")
+
+
+# -- fetching ---------------------------------------------------------------------------------
+FAST = FetchConfig(concurrency=3, retries=4, backoff=0.02, max_backoff=0.1, budget=30, timeout=2.0)
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _remote_set(archive, server):
+    """The archive's observations as served over HTTP, with md5 checksums as IRSA gives them."""
+    found = archive.query(RegionQuery(circle=(150.1, 2.2, 2.0)))
+    frame = found.frame.copy()
+    frame["checksum"] = [_md5(Path(u)) for u in frame.url]
+    frame["url"] = [server.url + "/" + u[len(archive.root) + 1:] for u in frame.url]
+    return dataclasses.replace(found, frame=frame)
+
+
+def _same_bytes(result, archive):
+    for row in result.itertuples():
+        source = Path(archive.root) / row.url.split("/", 3)[3]
+        assert _md5(Path(row.path)) == _md5(source)
+
+
+def test_fetch_downloads_verifies_and_resumes(archive, tmp_path):
+    with FileServer(archive.root) as server:
+        found = _remote_set(archive, server)
+        result = fetch(found.to_bag(partition_size=4), tmp_path / "images", FAST)
+        assert (result.status == "ok").all() and len(result) == len(found)
+        _same_bytes(result, archive)
+        for row in result.itertuples():
+            assert row.path.startswith(str(tmp_path / "images" / f"D{row.detector}"))
+        assert not list((tmp_path / "images").rglob(".*"))
+        sent = server.bytes_sent
+        again = fetch(found.to_bag(), tmp_path / "images", FAST)
+        assert (again.status == "skipped").all() and server.bytes_sent == sent
+        # a partial file under the final name is redone
+        victim = result.path.iloc[0]
+        with open(victim, "r+b") as f:
+            f.truncate(1000)
+        third = fetch(found.to_bag(), tmp_path / "images", FAST)
+        assert (third.status == "ok").sum() == 1 and (third.status == "skipped").sum() == len(found) - 1
+        _same_bytes(third, archive)
+
+
+@pytest.mark.parametrize("faults", [[500, 502], [503, 504, 500], [429], ["reset"], ["truncate"], ["short"],
+                                    ["corrupt"], ["slow"]])
+def test_fetch_survives_transient_faults(archive, tmp_path, faults):
+    with FileServer(archive.root, slow_seconds=4.0) as server:
+        found = _remote_set(archive, server)
+        first = found.frame.url.iloc[0][len(server.url) + 1:]
+        server.add_faults(first, faults)
+        result = fetch(found.to_bag(), tmp_path / "images", FAST)
+        assert (result.status == "ok").all(), result[["status", "error"]]
+        row = result[result.url.str.endswith(first)].iloc[0]
+        assert row.attempts == len(faults) + 1
+        _same_bytes(result, archive)
+
+
+def test_fetch_reports_what_cannot_be_had(archive, tmp_path):
+    with FileServer(archive.root) as server:
+        found = _remote_set(archive, server)
+        urls = found.frame.url
+        server.add_faults(urls.iloc[0][len(server.url) + 1:], [500] * 10)
+        server.add_faults(urls.iloc[1][len(server.url) + 1:], [404])
+        frame = found.frame.copy()
+        frame.loc[2, "checksum"] = "0" * 32
+        frame.loc[3, "url"] = server.url + "/qr2/nowhere.fits"
+        result = fetch(dataclasses.replace(found, frame=frame).to_bag(), tmp_path / "images", FAST)
+    result = result.set_index(result.url)
+    assert result.loc[urls.iloc[0], "status"] == "failed" and "HTTP 500" in result.loc[urls.iloc[0], "error"]
+    assert result.loc[urls.iloc[0], "attempts"] == FAST.retries + 1
+    assert result.loc[urls.iloc[1], "status"] == "failed" and result.loc[urls.iloc[1], "attempts"] == 1
+    assert "md5 mismatch" in result.loc[urls.iloc[2], "error"]
+    assert "not found" in result.loc[server.url + "/qr2/nowhere.fits", "error"]
+    assert (result.status == "ok").sum() == len(result) - 4
+    assert not [p for p in (tmp_path / "images").rglob("*") if p.is_file() and p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("url", ["https://h/x/../../../../etc/passwd.fits", "https://h/%2e%2e/evil.fits",
+                                 "https://h/a/..fits", "/abs/olute/../../x.fits", "https://h/dir/"])
+def test_hostile_names_stay_in_the_folder(tmp_path, url):
+    o = obs.Observation("2025W01_1A_0001_1/../../x", 3, 0, 0, 0, 1, 2, (0.0,) * 8, url)
+    path = destination(o, tmp_path)
+    assert path.parent == tmp_path / "D3" and path.name.endswith(".fits") and ".." not in path.name
