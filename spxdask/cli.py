@@ -1,8 +1,9 @@
-"""The ``spxdask`` command."""
+"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -11,14 +12,142 @@ from pathlib import Path
 from .spherex import channels
 
 
-def _detectors(text: str) -> tuple[int, ...]:
+def _bands(text: str) -> tuple[int, ...]:
     try:
         return tuple(channels.parse_band(t) for t in text.split(",") if t.strip())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _add_simulate(sub: argparse._SubParsersAction) -> None:
+def _source_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--archive", help="local folder or fsspec URL of L2 files (IRSA layout)")
+    src.add_argument("--tap", help="TAP service URL (e.g. https://irsa.ipac.caltech.edu/TAP)")
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    p.add_argument("--gateway", action="store_true", help="run on Dask Gateway (see the spxdask.gateway settings)")
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace):
+    from .cluster import get_client
+
+    client = get_client(getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False))
+    try:
+        yield client
+    finally:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None and not getattr(args, "scheduler", None):
+            cluster.close()
+
+
+# -- simulate / demo -------------------------------------------------------------------------
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .spherex.simulate import SimConfig, simulate_sky
+
+    cfg = SimConfig(n_images=args.images, size=args.size, n_sources=args.sources, seed=args.seed,
+                    layout=args.layout, center=tuple(args.center), radius=args.radius, detectors=tuple(args.detectors))
+    t0 = time.perf_counter()
+    sky = simulate_sky(args.out, cfg)
+    print(f"wrote {len(sky.files)} L2 files under {sky.archive} in {time.perf_counter() - t0:.1f} s")
+    print(f"catalog: {sky.catalog}\ntruth:   {sky.truth_sources}, {sky.truth_detections}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, n_images=args.images, n_sources=args.sources, seed=args.seed)
+    return 0
+
+
+# -- archive -----------------------------------------------------------------------------------
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .archive.local import LocalArchive
+
+    t0 = time.perf_counter()
+    table = LocalArchive(args.archive, index_path=args.index).index()
+    bad = table["error"].notna().sum() if "error" in table else 0
+    print(f"indexed {len(table)} files ({bad} unreadable) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _query(args: argparse.Namespace):
+    from .archive.query import RegionQuery
+    from .batch.query import archive_for
+
+    q = RegionQuery(circle=(args.ra, args.dec, args.radius), coverage=args.coverage, bands=args.bands or None,
+                    mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images)
+    return archive_for(args.archive, args.tap).query(q)
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from .archive import observation
+
+    found = _query(args)
+    observation.save(found.frame, args.out)
+    print(f"{len(found)} observations {found.band_counts} -> {args.out}")
+    return 0
+
+
+# -- batch ---------------------------------------------------------------------------------------
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchConfig, BatchPipeline
+
+    config = BatchConfig(center_ra=args.ra, center_dec=args.dec, radius=args.radius, catalog_path=args.catalog,
+                         coverage_mode=args.coverage, bands=[f"D{b}" for b in args.bands] if args.bands else None,
+                         mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images,
+                         output_dir=args.out, archive=args.archive, tap_url=args.tap,
+                         read_in_place=args.read_in_place, export_csv=args.csv)
+    stage = args.stage
+    with _client(args) as client:
+        pipe = BatchPipeline(config, client=client)
+        if stage == "all":
+            summary = pipe.run_all()
+        else:
+            {"query": pipe.run_query, "download": pipe.run_download, "extract": pipe.run_extract,
+             "aggregate": pipe.run_aggregate}[stage]()
+            summary = pipe.summary
+    print(summary.table())
+    if summary.failed:
+        print(f"{summary.failed} image(s) failed; see {config.manifest_path}")
+    return 0
+
+
+def _cmd_lightcurve(args: argparse.Namespace) -> int:
+    from .batch import read_lightcurve
+    from .batch.plot import plot_lightcurve, plot_spectrum
+
+    rows = read_lightcurve(args.out, args.targetid)
+    if rows.empty:
+        print(f"spxdask lightcurve: error: no rows for targetid {args.targetid} in {args.out}", file=sys.stderr)
+        return 1
+    if args.plot:
+        print(f"light curve plot: {plot_lightcurve(rows, args.plot)}")
+    if args.spectrum:
+        print(f"spectrum plot: {plot_spectrum(rows, args.spectrum)}")
+    if not (args.plot or args.spectrum):
+        cols = ["obs_id", "band", "mjd", "wavelength", "flux", "flux_error", "flux_total", "flag", "quality"]
+        print(rows[cols].to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spxdask", description="SPHEREx spectral images to science products, on Dask.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the built-in demo sky",
+                       description="Simulate a small sky, run the batch pipeline and a Drizzle3D cube on a "
+                                   "local cluster, print the summary and write plots.")
+    p.add_argument("--out", type=Path, default=Path("spxdask_demo"), help="output folder (default ./spxdask_demo)")
+    p.add_argument("--images", type=int, default=36)
+    p.add_argument("--sources", type=int, default=400)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_cmd_demo)
+
     p = sub.add_parser("simulate", help="write a simulated SPHEREx L2 archive, catalog and truth tables",
                        description="Write synthetic SPHEREx L2 files under OUT/archive/ (IRSA layout), "
                                    "the catalog as OUT/catalog.csv and truth tables under OUT/truth/.")
@@ -31,70 +160,60 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--center", type=float, nargs=2, metavar=("RA", "DEC"), default=(150.1, 2.2),
                    help="region centre in degrees (default 150.1 2.2)")
     p.add_argument("--radius", type=float, default=None, help="region radius in degrees (default: one image width)")
-    p.add_argument("--detectors", type=_detectors, default=channels.DETECTORS, help="e.g. 1,2,3 (default all six)")
+    p.add_argument("--detectors", type=_bands, default=channels.DETECTORS, help="e.g. 1,2,3 (default all six)")
     p.set_defaults(func=_cmd_simulate)
 
+    p = sub.add_parser("index", help="index a local / fsspec archive of L2 files (headers only)",
+                       description="Build or update the Parquet footprint index of an archive; only new files are read.")
+    p.add_argument("archive", help="folder or fsspec URL")
+    p.add_argument("--index", type=Path, help="index file (default ARCHIVE/spxdask_index.parquet; required for URLs)")
+    p.set_defaults(func=_cmd_index)
 
-def _sim_config(args: argparse.Namespace):
-    from .spherex.simulate import SimConfig
+    def region(p, out_help):
+        p.add_argument("--ra", type=float, required=True, help="region centre RA (deg)")
+        p.add_argument("--dec", type=float, required=True, help="region centre Dec (deg)")
+        p.add_argument("--radius", type=float, required=True, help="region radius (deg)")
+        p.add_argument("--bands", type=_bands, help="e.g. D1,D3 (default all)")
+        p.add_argument("--coverage", choices=("any", "full"), default="any",
+                       help="any: images touching the circle; full: images containing it")
+        p.add_argument("--mjd", type=float, nargs=2, metavar=("MIN", "MAX"), help="MJD range of the midpoints")
+        p.add_argument("--max-images", type=int, default=500, help="stop before downloading if more (0: no limit)")
+        p.add_argument("--out", type=Path, required=True, help=out_help)
+        _source_args(p)
 
-    return SimConfig(n_images=args.images, size=args.size, n_sources=args.sources, seed=args.seed,
-                     layout=args.layout, center=tuple(args.center), radius=args.radius,
-                     detectors=tuple(args.detectors))
+    p = sub.add_parser("query", help="find the L2 images covering a region", description="Query an archive or TAP service.")
+    region(p, "output query.parquet")
+    p.set_defaults(func=_cmd_query)
 
+    p = sub.add_parser("batch", help="batch photometry: query, download, extract, aggregate",
+                       description="Forced photometry of a catalog in every image of a region, then light curves.")
+    p.add_argument("--catalog", type=Path, required=True, help="CSV with targetid, ra, dec")
+    region(p, "output folder")
+    p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "all"), default="all")
+    p.add_argument("--read-in-place", action="store_true", help="measure the files where they are (no download)")
+    p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
+    _cluster_args(p)
+    p.set_defaults(func=_cmd_batch)
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .spherex.simulate import simulate_sky
-
-    t0 = time.perf_counter()
-    sky = simulate_sky(args.out, _sim_config(args))
-    print(f"wrote {len(sky.files)} L2 files under {sky.archive} in {time.perf_counter() - t0:.1f} s")
-    print(f"catalog: {sky.catalog}\ntruth:   {sky.truth_sources}, {sky.truth_detections}")
-    return 0
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run spxdask on the built-in demo sky",
-                       description="Simulate the built-in demo sky (a few dozen small images, hundreds of "
-                                   "sources) and report what was made.")
-    p.add_argument("--out", type=Path, default=Path("spxdask_demo"), help="output folder (default ./spxdask_demo)")
-    p.add_argument("--images", type=int, default=36)
-    p.add_argument("--sources", type=int, default=400)
-    p.add_argument("--seed", type=int, default=1)
-    p.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .spherex.simulate import SimConfig, simulate_sky
-
-    t0 = time.perf_counter()
-    cfg = SimConfig(n_images=args.images, size=256, n_sources=args.sources, seed=args.seed, radius=0.5)
-    sky = simulate_sky(args.out, cfg)
-    truth = pd.read_parquet(sky.truth_detections)
-    print(f"demo sky: {len(sky.files)} L2 files ({cfg.size}x{cfg.size} px, detectors D1-D6) under {sky.archive}")
-    print(f"catalog:  {cfg.n_sources} sources in {sky.catalog}; {len(truth)} source-image detections "
-          f"({truth['targetid'].nunique()} sources seen) in {sky.truth_detections}")
-    print(f"done in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spxdask", description="SPHEREx spectral images to science products, on Dask.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_demo(sub)
-    _add_simulate(sub)
+    p = sub.add_parser("lightcurve", help="show or plot one source's light curve", description="Read one source from a batch run.")
+    p.add_argument("targetid", help="the source's exact targetid")
+    p.add_argument("--out", type=Path, required=True, help="the batch output folder")
+    p.add_argument("--plot", type=Path, help="write the light curve (flux vs MJD) as PNG")
+    p.add_argument("--spectrum", type=Path, help="write the spectrum (flux vs wavelength) as PNG")
+    p.set_defaults(func=_cmd_lightcurve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spxdask`` command; returns the exit code."""
+    from .archive.irsa import TapError
+    from .archive.query import TooManyImagesError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError, TapError, TooManyImagesError, OSError) as exc:
         print(f"spxdask {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

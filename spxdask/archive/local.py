@@ -114,8 +114,9 @@ class LocalArchive:
         return old
 
     def load_index(self) -> pd.DataFrame:
+        """The index; built first when there is none yet."""
         if not self.index_path.exists():
-            raise FileNotFoundError(f"no index at {self.index_path}: run `spxdask index {self.root}` first")
+            return self.index()
         return pd.read_parquet(self.index_path)
 
     def query(self, q: RegionQuery) -> ObservationSet:

@@ -25,6 +25,7 @@ from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
+from ..cluster import compute
 from .select import CatalogIndex
 
 UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
@@ -104,22 +105,22 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     return out
 
 
-def _footprint(path: str) -> dict:
+def _footprint(path: str, storage_options: dict | None = None) -> dict:
     try:
-        with L2File(path) as l2:
+        with L2File(path, storage_options=storage_options) as l2:
             return {"image": path, "corners": l2.footprint(), "error": None}
     except Exception as exc:  # recorded in the manifest; the run goes on
         return {"image": path, "corners": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _extract(path: str, sources: pd.DataFrame, config: PhotometryConfig, out: str,
-             tid_type: pa.DataType) -> dict:
+             tid_type: pa.DataType, storage_options: dict | None = None) -> dict:
     obs_id, det = Path(out).stem.rsplit("_D", 1)
     row = {"image": path, "obs_id": obs_id, "detector": int(det), "output": out,
            "n_sources": len(sources), "n_rows": 0, "error": None}
     t0 = time.perf_counter()
     try:
-        with L2File(path) as l2:
+        with L2File(path, storage_options=storage_options) as l2:
             table = measure_image(l2, sources, config)
         _write(table, Path(out), tid_type)
         row.update(status="ok", n_rows=len(table))
@@ -127,17 +128,6 @@ def _extract(path: str, sources: pd.DataFrame, config: PhotometryConfig, out: st
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["seconds"] = time.perf_counter() - t0
     return row
-
-
-def _compute(tasks: list, n_workers: int | None) -> list:
-    """Compute on the running distributed Client if there is one, else on local threads."""
-    from distributed import get_client
-
-    try:
-        get_client()
-        return list(dask.compute(*tasks))
-    except ValueError:
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=n_workers))
 
 
 def _write_manifest(rows: list[dict], path: Path) -> None:
@@ -148,28 +138,19 @@ def _write_manifest(rows: list[dict], path: Path) -> None:
     write_parquet_atomic(new.astype({"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64"}), path)
 
 
-def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
-                   output_dir: str | Path, n_workers: int = 12, skip_existing: bool = True, *,
-                   manifest_path: str | Path | None = None) -> int:
-    """Measure every L2 image under ``image_dir`` (recursively) with Dask.
+def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
+                   output_dir: str | Path, skip_existing: bool = True, *, manifest_path: str | Path | None = None,
+                   footprints: dict[str, np.ndarray] | None = None, storage_options: dict | None = None) -> int:
+    """Measure the given L2 files (paths or URLs) with Dask; see :func:`run_extraction`.
 
-    Footprints are read (headers only) by one task per bag partition; the catalog is indexed
-    once on the client and each ``photometry-<obs_id>_D<n>`` task receives only the sources in
-    its footprint. Runs on the current distributed Client when there is one, else on
-    ``n_workers`` local threads.
-
-    Returns
-    -------
-    int
-        Number of images newly measured. Failures (unreadable or corrupt files) are written to
-        the manifest (default ``<output_dir>/../manifest.parquet``) with their error.
+    ``footprints`` (image -> (4, 2) corners, e.g. from a query) saves reading the headers
+    first; images without one get theirs read by one task per bag partition.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(manifest_path) if manifest_path else output_dir.parent / "manifest.parquet"
     catalog = sources_frame(sources)
     tid_type = targetid_type(catalog)
-    images = sorted(str(p) for p in Path(image_dir).rglob("*.fits") if not p.name.startswith("."))
     todo, failures = [], []
     for path in images:
         try:
@@ -179,22 +160,44 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
             continue
         if not (skip_existing and out.exists()):
             todo.append((path, str(out)))
-    if not todo:
-        if failures:
-            _write_manifest(failures, manifest)
-        return 0
-    footprints = _compute([db.from_sequence([p for p, _ in todo], npartitions=max(1, min(len(todo) // 8, 256)))
-                           .map(_footprint)], n_workers)[0]
+    known = dict(footprints or {})
+    unknown = [p for p, _ in todo if p not in known]
+    if unknown:
+        bag = db.from_sequence(unknown, npartitions=max(1, min(len(unknown) // 8, 256)))
+        for fp in compute(bag.map(_footprint, storage_options), label="footprints")[0]:
+            known[fp["image"]] = fp["corners"] if fp["error"] is None else fp["error"]
     index = CatalogIndex(catalog)
     margin = 2 * PIXEL_SCALE_ARCSEC / 3600
     tasks = []
-    for (path, out), fp in zip(todo, footprints):
-        if fp["error"]:
-            failures.append({"image": path, "output": out, "status": "failed", "error": fp["error"]})
+    for path, out in todo:
+        corners = known[path]
+        if isinstance(corners, str):
+            failures.append({"image": path, "output": out, "status": "failed", "error": corners})
             continue
-        mine = index.in_polygon(np.asarray(fp["corners"]), margin_deg=margin)
+        mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin)
         tasks.append(dask.delayed(_extract, pure=False)(
-            path, mine, config, out, tid_type, dask_key_name=f"photometry-{Path(out).stem}"))
-    rows = _compute(tasks, n_workers)
-    _write_manifest(rows + failures, manifest)
+            path, mine, config, out, tid_type, storage_options, dask_key_name=f"photometry-{Path(out).stem}"))
+    rows = list(compute(*tasks, label="photometry")) if tasks else []
+    if rows or failures:
+        _write_manifest(rows + failures, manifest)
     return sum(r["status"] == "ok" for r in rows)
+
+
+def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
+                   output_dir: str | Path, n_workers: int = 12, skip_existing: bool = True, *,
+                   manifest_path: str | Path | None = None) -> int:
+    """Measure every L2 image under ``image_dir`` (recursively) with Dask.
+
+    Footprints are read (headers only) by one task per bag partition; the catalog is indexed
+    once on the client and each ``photometry-<obs_id>_D<n>`` task receives only the sources in
+    its footprint. Runs on the current distributed Client when there is one, else on local
+    threads (``n_workers`` is kept for compatibility with the reference; the cluster decides).
+
+    Returns
+    -------
+    int
+        Number of images newly measured. Failures (unreadable or corrupt files) are written to
+        the manifest (default ``<output_dir>/../manifest.parquet``) with their error.
+    """
+    images = sorted(str(p) for p in Path(image_dir).rglob("*.fits") if not p.name.startswith("."))
+    return extract_images(images, sources, config, output_dir, skip_existing, manifest_path=manifest_path)

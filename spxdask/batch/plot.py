@@ -37,7 +37,7 @@ def plot_spectrum(rows: pd.DataFrame, path: str | Path, column: str = "flux") ->
     """Flux vs wavelength coloured by epoch (MJD)."""
     plt, fig, ax = _figure()
     _scatter(ax, rows["wavelength"], rows[column], rows[f"{column}_error"], rows["mjd"], "MJD", "plasma")
-    ax.set(xlabel="wavelength [µm]", ylabel=f"{column} [µJy]", xscale="log",
+    ax.set(xlabel="wavelength [µm]", ylabel=f"{column} [µJy]",
            title=f"targetid {rows['targetid'].iloc[0]}" if len(rows) else "")
     fig.savefig(path, dpi=110)
     plt.close(fig)

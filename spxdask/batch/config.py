@@ -1,0 +1,157 @@
+"""Batch configuration and the catalog loader (reference names and defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..photometry import PhotometryConfig
+from ..spherex.channels import parse_band
+
+
+@dataclass
+class BatchConfig:
+    """Multi-source batch photometry over a sky region.
+
+    The fields up to ``keep_bucket_files`` are the reference's (``num_buckets`` and
+    ``keep_bucket_files`` are accepted and unused: aggregation is a Dask shuffle). spxdask
+    adds where the observations come from (``archive``: a local folder / fsspec URL of L2 files,
+    or ``tap_url``: IRSA's TAP service, the default), ``read_in_place`` (measure the files where
+    they are instead of downloading), ``collections`` and ``export_csv``.
+    """
+
+    center_ra: float
+    center_dec: float
+    radius: float
+    catalog_path: Path
+    coverage_mode: str = "any"
+    bands: list[str] | None = None
+    mjd_range: tuple[float, float] | None = None
+    max_images: int = 500
+    output_dir: Path = field(default_factory=lambda: Path("batch_output"))
+    max_download_workers: int = 4
+    max_extract_workers: int = 12
+    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
+    num_buckets: int = 64
+    keep_bucket_files: bool = False
+    archive: str | None = None
+    tap_url: str | None = None
+    read_in_place: bool = False
+    collections: list[str] | None = None
+    export_csv: bool = False
+
+    def __post_init__(self) -> None:
+        self.catalog_path = Path(self.catalog_path)
+        self.output_dir = Path(self.output_dir)
+        if not (0 <= self.center_ra <= 360 and -90 <= self.center_dec <= 90):
+            raise ValueError(f"BatchConfig.center_ra/center_dec must be ra 0..360, dec -90..90, "
+                             f"got ({self.center_ra}, {self.center_dec})")
+        if not 0 < self.radius <= 90:
+            raise ValueError(f"BatchConfig.radius must be within (0, 90] deg, got {self.radius}")
+        if self.coverage_mode not in ("any", "full"):
+            raise ValueError(f"BatchConfig.coverage_mode must be 'any' or 'full', got {self.coverage_mode!r}")
+        if self.bands is not None:
+            self.bands = [f"D{parse_band(b)}" for b in self.bands]
+        if self.mjd_range is not None:
+            lo, hi = self.mjd_range
+            if not lo <= hi:
+                raise ValueError(f"BatchConfig.mjd_range must be (min, max), got {self.mjd_range}")
+            self.mjd_range = (float(lo), float(hi))
+        if self.max_images < 0:
+            raise ValueError(f"BatchConfig.max_images must be >= 0, got {self.max_images}")
+        for name in ("max_download_workers", "max_extract_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BatchConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.archive and self.tap_url:
+            raise ValueError("BatchConfig: give archive or tap_url, not both")
+
+    @property
+    def image_dir(self) -> Path:
+        return self.output_dir / "images"
+
+    @property
+    def per_image_dir(self) -> Path:
+        return self.output_dir / "per_image"
+
+    @property
+    def lightcurve_dir(self) -> Path:
+        return self.output_dir / "lightcurves"
+
+    @property
+    def csv_dir(self) -> Path:
+        return self.output_dir / "lightcurves_csv"
+
+    @property
+    def bucket_dir(self) -> Path:
+        """Kept for compatibility: there are no bucket files."""
+        return self.output_dir / "buckets"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.output_dir / "manifest.parquet"
+
+
+class CatalogError(ValueError):
+    """A catalog file is unusable; the message names the file and the offending rows."""
+
+
+def _rows(mask: pd.Series, limit: int = 10) -> str:
+    idx = (np.flatnonzero(mask.to_numpy()) + 2).tolist()  # file line numbers (header = line 1)
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return ", ".join(map(str, idx[:limit])) + more
+
+
+def load_catalog(catalog_path: str | Path) -> pd.DataFrame:
+    """Read a catalog CSV with columns targetid, ra, dec (extra columns are dropped).
+
+    ``targetid`` keeps its exact value: int64 when every id is an integer that fits, string
+    otherwise (never float). Vectorised: a million rows load in about a second.
+
+    Raises
+    ------
+    CatalogError
+        For a missing or empty file, missing columns, non-numeric / NaN / out-of-range
+        coordinates or duplicate ids, listing the offending file lines.
+    """
+    path = Path(catalog_path)
+    if not path.exists():
+        raise CatalogError(f"{path}: catalog file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError as exc:
+        raise CatalogError(f"{path}: catalog file is empty") from exc
+    df.columns = [c.strip().lower() for c in df.columns]
+    missing = [c for c in ("targetid", "ra", "dec") if c not in df.columns]
+    if missing:
+        raise CatalogError(f"{path}: missing column(s) {missing}; need targetid, ra, dec (found {list(df.columns)})")
+    if df.empty:
+        raise CatalogError(f"{path}: catalog has no rows")
+    tid = df["targetid"].str.strip()
+    problems = []
+    if (tid == "").any():
+        problems.append(f"empty targetid on line(s) {_rows(tid == '')}")
+    coords = {}
+    for col, lo, hi in (("ra", 0.0, 360.0), ("dec", -90.0, 90.0)):
+        raw = df[col].str.strip()
+        val = pd.to_numeric(raw, errors="coerce")
+        bad_text = val.isna() & (raw != "") & ~raw.str.lower().isin(["nan", "null", "none"])
+        if bad_text.any():
+            problems.append(f"non-numeric {col} on line(s) {_rows(bad_text)}")
+        if (val.isna() & ~bad_text).any():
+            problems.append(f"missing/NaN {col} on line(s) {_rows(val.isna() & ~bad_text)}")
+        out = (val < lo) | (val > hi)
+        if out.any():
+            problems.append(f"{col} outside [{lo:g}, {hi:g}] on line(s) {_rows(out)}")
+        coords[col] = val.astype(float)
+    dup = tid.duplicated(keep=False) & (tid != "")
+    if dup.any():
+        problems.append(f"duplicate targetid on line(s) {_rows(dup)}")
+    if problems:
+        raise CatalogError(f"{path}: " + "; ".join(problems))
+    as_int = pd.to_numeric(tid, errors="coerce")
+    integer = tid.str.fullmatch(r"[+-]?\d{1,18}").all()
+    targetid = tid.astype("int64") if integer and as_int.notna().all() else tid.astype("string")
+    return pd.DataFrame({"targetid": targetid, "ra": coords["ra"], "dec": coords["dec"]})

@@ -1,0 +1,167 @@
+"""The batch pipeline (reference names): query → download → extract → aggregate. Every stage
+reads its inputs from disk, so each runs alone in a new process, and ``run_all`` resumes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import cluster
+from ..archive.fetch import FetchConfig, destination, fetch
+from ..archive.query import load as load_query
+from ..archive.query import load_summary
+from ..photometry import PhotometryConfig
+from .aggregate import aggregate_lightcurves
+from .config import BatchConfig, load_catalog
+from .extract import _write_manifest, extract_images
+from .query import query_region_observations
+
+
+def load_query_summary(output_dir: str | Path) -> dict:
+    """The ``query_summary.yaml`` of a batch run."""
+    return load_summary(output_dir)
+
+
+@dataclass
+class RunSummary:
+    """What a run did: images found / fetched / measured / failed, sources, rows, wall time."""
+
+    images: int = 0
+    fetched: int = 0
+    measured: int = 0
+    failed: int = 0
+    sources: int = 0
+    rows: int = 0
+    seconds: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        lines = [f"{'images found':<18}{self.images:>10}", f"{'files fetched':<18}{self.fetched:>10}",
+                 f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
+                 f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}"]
+        lines += [f"{'time ' + k:<18}{v:>9.1f}s" for k, v in self.seconds.items()]
+        return "\n".join(lines)
+
+
+class BatchPipeline:
+    """Multi-source batch photometry: ``run_query``, ``run_download``, ``run_extract``,
+    ``run_aggregate``, ``run_all``.
+
+    Parameters
+    ----------
+    config : BatchConfig
+    client : distributed.Client, optional
+        Where to compute (default: :func:`spxdask.cluster.get_client` semantics at compute time:
+        a running Client, else local threads).
+    """
+
+    def __init__(self, config: BatchConfig, client=None):
+        self.config = config
+        self.client = client
+        self.summary = RunSummary()
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- stages -----------------------------------------------------------------------------
+    def run_query(self):
+        """Stage 1: find the images; writes ``query.parquet`` and ``query_summary.yaml``."""
+        t0 = time.perf_counter()
+        found = query_region_observations(self.config)
+        found.save(self.config.output_dir)
+        self.summary.images = len(found)
+        self.summary.seconds["query"] = time.perf_counter() - t0
+        return found
+
+    def _observations(self):
+        return load_query(self.config.output_dir)
+
+    def run_download(self, skip_existing: bool = True) -> pd.DataFrame:
+        """Stage 2: fetch the files into ``images/D<n>/`` (nothing when ``read_in_place``).
+        Returns one row per file; failures also go to the manifest."""
+        t0 = time.perf_counter()
+        found = self._observations()
+        if self.config.read_in_place:
+            return pd.DataFrame({"url": found.frame["url"], "path": found.frame["url"], "status": "in place"})
+        if not skip_existing:
+            for o in found.observations:
+                destination(o, self.config.image_dir).unlink(missing_ok=True)
+        cfg = FetchConfig(concurrency=self.config.max_download_workers)
+        with cluster.run_context(self.config.output_dir, "download", self.client, "performance-report-download.html"):
+            result = fetch(found.to_bag(), self.config.image_dir, cfg)
+        failed = result[result.status == "failed"]
+        if len(failed):
+            _write_manifest([{"image": r.url, "obs_id": r.obs_id, "detector": r.detector, "status": "failed",
+                              "error": f"download: {r.error}"} for r in failed.itertuples()],
+                            self.config.manifest_path)
+        self.summary.fetched = int((result.status == "ok").sum())
+        self.summary.failed += len(failed)
+        self.summary.seconds["download"] = time.perf_counter() - t0
+        return result
+
+    def _images(self) -> tuple[list[str], dict]:
+        """The images to measure and their footprints (from the query)."""
+        found = self._observations()
+        images, footprints = [], {}
+        for o in found.observations:
+            path = o.url if self.config.read_in_place else str(destination(o, self.config.image_dir))
+            if self.config.read_in_place or Path(path).exists():
+                images.append(path)
+                footprints[path] = o.corners
+        return images, footprints
+
+    def run_extract(self, skip_existing: bool = True) -> int:
+        """Stage 3: photometry of every catalog source in every image; returns the number of
+        images newly measured."""
+        t0 = time.perf_counter()
+        catalog = load_catalog(self.config.catalog_path)
+        images, footprints = self._images()
+        with cluster.run_context(self.config.output_dir, "extract", self.client, "performance-report-extract.html"):
+            n = extract_images(images, catalog, self.config.photometry, self.config.per_image_dir, skip_existing,
+                               manifest_path=self.config.manifest_path, footprints=footprints)
+        manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
+        self.summary.measured = n
+        self.summary.sources = len(catalog)
+        if manifest is not None:
+            self.summary.failed = int((manifest.status == "failed").sum())
+        self.summary.seconds["extract"] = time.perf_counter() - t0
+        return n
+
+    def run_aggregate(self, clean: bool = False) -> int:
+        """Stage 4: the light-curve store (and per-source CSVs when ``export_csv``); returns the
+        number of targets."""
+        t0 = time.perf_counter()
+        with cluster.run_context(self.config.output_dir, "aggregate", self.client, "performance-report-aggregate.html"):
+            n = aggregate_lightcurves(self.config.per_image_dir, self.config.lightcurve_dir, clean=clean,
+                                      csv_dir=self.config.csv_dir if self.config.export_csv else None)
+        self.summary.rows = int(sum(pd.read_parquet(self.config.lightcurve_dir / "_targetid_index.parquet")["num_rows"]))
+        self.summary.seconds["aggregate"] = time.perf_counter() - t0
+        return n
+
+    def run_all(self, skip_existing: bool = True) -> RunSummary:
+        """All four stages; a rerun resumes (finished downloads and images are skipped)."""
+        t0 = time.perf_counter()
+        if not (skip_existing and (self.config.output_dir / "query.parquet").exists()):
+            self.run_query()
+        else:
+            self.summary.images = len(self._observations())
+        self.run_download(skip_existing)
+        self.run_extract(skip_existing)
+        self.run_aggregate(clean=True)
+        self.summary.seconds["total"] = time.perf_counter() - t0
+        return self.summary
+
+
+def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, output_dir: str = "batch_output",
+              bands: list[str] | None = None, coverage_mode: str = "any", max_images: int = 500,
+              max_download_workers: int = 4, max_extract_workers: int = 12, skip_existing: bool = True,
+              photometry_config: PhotometryConfig | None = None, **options) -> BatchPipeline:
+    """Run the whole batch pipeline with one call (reference signature; ``options`` are further
+    :class:`BatchConfig` fields such as ``archive`` or ``tap_url``). Returns the pipeline."""
+    config = BatchConfig(center_ra=center_ra, center_dec=center_dec, radius=radius, catalog_path=Path(catalog),
+                         coverage_mode=coverage_mode, bands=bands, max_images=max_images, output_dir=Path(output_dir),
+                         max_download_workers=max_download_workers, max_extract_workers=max_extract_workers,
+                         photometry=photometry_config or PhotometryConfig(), **options)
+    pipeline = BatchPipeline(config)
+    pipeline.run_all(skip_existing=skip_existing)
+    return pipeline

@@ -1,0 +1,32 @@
+"""Region query for batch photometry (reference name): BatchConfig → archive query."""
+
+from __future__ import annotations
+
+from ..archive.irsa import IRSA_TAP, IrsaArchive
+from ..archive.local import LocalArchive
+from ..archive.query import ObservationSet, RegionQuery
+from ..spherex.channels import parse_band
+from .config import BatchConfig
+
+
+def archive_for(archive: str | None = None, tap_url: str | None = None) -> LocalArchive | IrsaArchive:
+    """A local / fsspec archive when ``archive`` is given, else the TAP service at ``tap_url``
+    (default IRSA)."""
+    if archive:
+        return LocalArchive(archive)
+    return IrsaArchive(tap_url or IRSA_TAP)
+
+
+def region_query(config: BatchConfig) -> RegionQuery:
+    return RegionQuery(circle=(config.center_ra, config.center_dec, config.radius), coverage=config.coverage_mode,
+                       bands=tuple(parse_band(b) for b in config.bands) if config.bands else None,
+                       mjd_range=config.mjd_range,
+                       collections=tuple(config.collections) if config.collections else None,
+                       max_images=config.max_images)
+
+
+def query_region_observations(config: BatchConfig) -> ObservationSet:
+    """Observations of every image overlapping the configured region (``coverage_mode`` "any")
+    or containing it ("full"), with the ``max_images`` gate (raises
+    :class:`~spxdask.archive.TooManyImagesError` before anything is downloaded)."""
+    return archive_for(config.archive, config.tap_url).query(region_query(config))

@@ -1,0 +1,121 @@
+"""One place that decides where spxdask computes: a running Client, a scheduler address, Dask
+Gateway, or a LocalCluster sized to the machine; plus run bookkeeping (dashboard link,
+progress, performance report) and the ``spxdask`` section of the dask configuration."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.config
+import yaml
+
+_DEFAULTS = Path(__file__).with_name("spxdask.yaml")
+dask.config.update_defaults(yaml.safe_load(_DEFAULTS.read_text()))
+dask.config.refresh()  # environment variables (DASK_SPXDASK__...) override the defaults
+
+
+def setting(key: str, default: Any = None) -> Any:
+    """A value of the ``spxdask`` dask-config section, e.g. ``setting("gateway.address")``."""
+    return dask.config.get(f"spxdask.{key}", default=default)
+
+
+def get_client(scheduler: str | None = None, *, gateway: bool = False):
+    """The Client to run on.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        ``"tcp://host:8786"`` (or any scheduler address) to connect to; ``"gateway"`` for Dask
+        Gateway; ``"local"`` for a new LocalCluster. Default: the ``spxdask.scheduler``
+        setting, else a running Client, else a new LocalCluster sized to the machine.
+    gateway : bool
+        Same as ``scheduler="gateway"``.
+    """
+    from distributed import Client, LocalCluster
+    from distributed import get_client as running
+
+    scheduler = "gateway" if gateway else (scheduler or setting("scheduler"))
+    if scheduler is None:
+        try:
+            return running()
+        except ValueError:
+            scheduler = "local"
+    if scheduler == "gateway":
+        return _gateway_client()
+    if scheduler == "local":
+        # p2p shuffles announce themselves at WARNING level; that is no news to a user
+        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
+        local = setting("local", {})
+        cluster = LocalCluster(n_workers=local.get("n_workers") or os.cpu_count(),
+                               threads_per_worker=local.get("threads_per_worker") or 1,
+                               memory_limit=local.get("memory_limit", "auto"))
+        return Client(cluster)
+    return Client(scheduler)
+
+
+def _gateway_client():
+    try:
+        from dask_gateway import Gateway
+    except ImportError as exc:
+        raise RuntimeError("Dask Gateway needs the dask-gateway package: pip install 'spxdask[gateway]'") from exc
+    cfg = setting("gateway", {})
+    auth = cfg.get("auth")
+    gw = Gateway(address=cfg.get("address"), proxy_address=cfg.get("proxy_address"), auth=auth)
+    cluster = gw.new_cluster(**(cfg.get("cluster_options") or {}))
+    cluster.scale(int(cfg.get("workers") or 2))
+    return cluster.get_client()
+
+
+def compute(*collections, client=None, label: str = "spxdask"):
+    """Compute Dask collections on ``client`` (or the running Client, or local threads),
+    with a progress bar when the ``spxdask.progress`` setting is on."""
+    from distributed import get_client as running
+
+    if client is None:
+        try:
+            client = running()
+        except ValueError:
+            client = None
+    show = setting("progress", True)
+    if client is None:
+        if show:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(minimum=2):
+                return dask.compute(*collections, scheduler="threads")
+        return dask.compute(*collections, scheduler="threads")
+    futures = client.compute(list(collections))
+    if show:
+        from distributed import progress
+
+        progress(futures, notebook=None, multi=False)
+    return tuple(client.gather(futures))
+
+
+@contextlib.contextmanager
+def run_context(output_dir: str | Path, name: str, client=None,
+                report: str = "performance-report.html") -> Iterator[None]:
+    """Print the dashboard link and save ``<output_dir>/<report>`` (when the
+    ``spxdask.performance_report`` setting is on and a Client runs)."""
+    from distributed import get_client as running
+    from distributed import performance_report
+
+    try:
+        client = client or running()
+    except ValueError:
+        client = None
+    if client is None or not setting("performance_report", True):
+        yield
+        return
+    link = getattr(client, "dashboard_link", None)
+    if link:
+        print(f"{name}: Dask dashboard at {link}", flush=True)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with performance_report(filename=str(Path(output_dir) / report)):
+        yield

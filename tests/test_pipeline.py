@@ -1,0 +1,156 @@
+"""BatchPipeline, load_catalog and the CLI, end to end on a simulated sky."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spxdask.archive import TooManyImagesError
+from spxdask.batch import (BatchConfig, BatchPipeline, CatalogError, load_catalog, load_query_summary,
+                           read_lightcurve, run_batch)
+
+CENTER = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
+
+
+def _store(path):
+    files = sorted((path / "lightcurves").glob("part.*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def test_run_all_then_rerun_resumes(sky_qr2, tmp_path):
+    cfg = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path,
+                      export_csv=True)
+    summary = BatchPipeline(cfg).run_all()
+    assert summary.images == summary.fetched == summary.measured > 0 and summary.failed == 0
+    truth = pd.read_parquet(sky_qr2.truth_detections)
+    store = _store(tmp_path)
+    assert summary.rows == len(store) > 0
+    assert set(store.filename) <= set(truth.filename)
+    assert (tmp_path / "query.parquet").exists() and load_query_summary(tmp_path)["total_observations"] == summary.images
+    assert len(list((tmp_path / "lightcurves_csv").glob("*.csv"))) == store.targetid.nunique()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "per_image").glob("*.parquet")}
+    again = BatchPipeline(cfg).run_all()
+    assert again.fetched == 0 and again.measured == 0
+    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "per_image").glob("*.parquet")}
+    pd.testing.assert_frame_equal(_store(tmp_path), store)
+
+
+def test_stages_run_alone_in_new_processes(sky_qr2, tmp_path):
+    code = ("import sys; from spxdask.batch import BatchConfig, BatchPipeline; "
+            f"cfg = BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=r'{sky_qr2.catalog}', "
+            f"archive=r'{sky_qr2.archive}', output_dir=r'{tmp_path}'); "
+            "getattr(BatchPipeline(cfg), 'run_' + sys.argv[1])()")
+    for stage in ("query", "download", "extract", "aggregate"):
+        subprocess.run([sys.executable, "-c", code, stage], check=True, capture_output=True)
+    one = run_batch(str(sky_qr2.catalog), 150.1, 2.2, 0.3, output_dir=str(tmp_path / "one"), archive=str(sky_qr2.archive))
+    assert one.summary.measured > 0
+    pd.testing.assert_frame_equal(_store(tmp_path).drop(columns="filename"), _store(tmp_path / "one").drop(columns="filename"))
+
+
+def test_read_in_place_equals_download(sky_qr2, tmp_path):
+    common = dict(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive))
+    BatchPipeline(BatchConfig(**common, output_dir=tmp_path / "copy")).run_all()
+    BatchPipeline(BatchConfig(**common, output_dir=tmp_path / "inplace", read_in_place=True)).run_all()
+    assert not (tmp_path / "inplace" / "images").exists()
+    pd.testing.assert_frame_equal(_store(tmp_path / "copy"), _store(tmp_path / "inplace"))
+
+
+def test_max_images_gate_stops_before_download(sky_qr2, tmp_path):
+    cfg = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path,
+                      max_images=2)
+    with pytest.raises(TooManyImagesError, match="max_images=2"):
+        BatchPipeline(cfg).run_all()
+    assert not (tmp_path / "images").exists() and not (tmp_path / "query.parquet").exists()
+
+
+# -- catalogs ---------------------------------------------------------------------------------
+def test_load_catalog_keeps_ids_exact(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("targetid,ra,dec,mag\n39627000000000001,10.0,-5.0,17\n39627000000000002,10.1,-5.1,18\n")
+    cat = load_catalog(path)
+    assert cat.targetid.dtype == np.int64 and list(cat.targetid) == [39627000000000001, 39627000000000002]
+    path.write_text("targetid,ra,dec\nJ1+2,10.0,-5.0\n007,10.1,-5.1\n")
+    cat = load_catalog(path)
+    assert list(cat.targetid) == ["J1+2", "007"] and pd.api.types.is_string_dtype(cat.targetid)
+
+
+def test_load_catalog_is_vectorised(tmp_path):
+    n = 10**6
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"targetid": 39627000000000000 + np.arange(n), "ra": rng.uniform(0, 360, n),
+                  "dec": rng.uniform(-90, 90, n)}).to_csv(tmp_path / "big.csv", index=False)
+    cat = load_catalog(tmp_path / "big.csv")
+    assert len(cat) == n and cat.targetid.iloc[-1] == 39627000000000000 + n - 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("targetid,ra\n1,2\n", r"missing column\(s\) \['dec'\]"),
+    ("targetid,ra,dec\n", "no rows"),
+    ("targetid,ra,dec\n1,10,5\n2,nan,5\n3,10,\n", "missing/NaN ra on line\\(s\\) 3; missing/NaN dec on line\\(s\\) 4"),
+    ("targetid,ra,dec\n1,10,5\n2,abc,5\n", "non-numeric ra on line\\(s\\) 3"),
+    ("targetid,ra,dec\n1,361,5\n2,10,-91\n", r"ra outside \[0, 360\] on line\(s\) 2; dec outside \[-90, 90\] on line\(s\) 3"),
+    ("targetid,ra,dec\n1,10,5\n2,10,5\n1,11,5\n", r"duplicate targetid on line\(s\) 2, 4"),
+])
+def test_bad_catalogs_name_the_rows(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(path)
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(radius=0), "radius"), (dict(center_dec=95), "center_ra/center_dec"),
+                                           (dict(coverage_mode="most"), "coverage_mode"), (dict(max_images=-1), "max_images"),
+                                           (dict(mjd_range=(5, 1)), "mjd_range"), (dict(bands=["D9"]), None)])
+def test_bad_config(kwargs, field, tmp_path):
+    args = {**CENTER, "catalog_path": tmp_path / "c.csv", **kwargs}
+    with pytest.raises(ValueError, match=f"BatchConfig.{field}" if field else "D9"):
+        BatchConfig(**args)
+
+
+# -- the CLI through its real entry point --------------------------------------------------------
+SPXDASK = str(Path(sys.executable).with_name("spxdask"))  # the installed console script
+
+
+def _cli(*args, check=True):
+    proc = subprocess.run([SPXDASK, *map(str, args)], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr + proc.stdout)
+    return proc
+
+
+@pytest.mark.parametrize("verb", ["demo", "simulate", "index", "query", "batch", "lightcurve"])
+def test_every_verb_has_help(verb):
+    assert "usage: spxdask " + verb in _cli(verb, "--help").stdout
+
+
+def test_cli_end_to_end(tmp_path):
+    sky = tmp_path / "sky"
+    _cli("simulate", sky, "--images", 6, "--size", 128, "--sources", 60, "--seed", 4, "--radius", 0.15)
+    assert (sky / "catalog.csv").exists() and len(list((sky / "archive").rglob("*.fits"))) == 6
+    assert "indexed 6 files" in _cli("index", sky / "archive").stdout
+    out = _cli("query", "--archive", sky / "archive", "--ra", 150.1, "--dec", 2.2, "--radius", 0.5,
+               "--bands", "D2,D5", "--out", tmp_path / "q.parquet").stdout
+    assert "2 observations" in out and (tmp_path / "q.parquet").exists()
+    run = _cli("batch", "--catalog", sky / "catalog.csv", "--ra", 150.1, "--dec", 2.2, "--radius", 0.5,
+               "--archive", sky / "archive", "--out", tmp_path / "run", "--scheduler", "local")
+    assert "images measured" in run.stdout
+    tid = pd.read_parquet(tmp_path / "run" / "lightcurves").targetid.iloc[0]
+    table = _cli("lightcurve", tid, "--out", tmp_path / "run").stdout
+    assert "flux_total" in table and len(table.splitlines()) == len(read_lightcurve(tmp_path / "run", tid)) + 1
+    _cli("lightcurve", tid, "--out", tmp_path / "run", "--plot", tmp_path / "lc.png", "--spectrum", tmp_path / "sp.png")
+    assert (tmp_path / "lc.png").stat().st_size > 5000 and (tmp_path / "sp.png").stat().st_size > 5000
+    assert len(read_lightcurve(tmp_path / "run", tid)) > 0
+
+
+def test_cli_errors_exit_non_zero(tmp_path):
+    bad = _cli("batch", "--catalog", tmp_path / "none.csv", "--ra", 10, "--dec", 5, "--radius", 0.5,
+               "--archive", tmp_path, "--out", tmp_path / "o", "--stage", "extract", check=False)
+    assert bad.returncode != 0 and "error" in bad.stderr
+    assert _cli("lightcurve", "123", "--out", tmp_path, check=False).returncode != 0
+    assert _cli("query", "--ra", 10, "--dec", 5, "--radius", 0.5, "--out", tmp_path / "q", check=False).returncode == 2
