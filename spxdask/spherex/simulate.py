@@ -51,7 +51,11 @@ class SimConfig:
 
     ``n_images`` counts L2 files; exposures have one file per detector in ``detectors``.
     ``radius`` (deg) bounds the catalog and the pointings (default: one image width).
-    ``noiseless`` drops noise and pixel artefacts (for truth checks of the source model).
+    ``noiseless`` drops noise and pixel artefacts (for truth checks of the source model);
+    ``artefacts=False`` keeps the noise but drops the hot/cold/transient/dead pixels.
+    Images smaller than the detector are cut-outs of it (IBE style): at its centre
+    (``cutouts="centre"``) or anywhere on it (``"random"``, so the images of one sky position
+    sample every wavelength of the detector).
     """
 
     n_images: int = 24
@@ -67,6 +71,8 @@ class SimConfig:
     flux_range_ujy: tuple[float, float] = (30.0, 30000.0)
     read_noise: float = 0.006  # MJy/sr per pixel
     noiseless: bool = False
+    artefacts: bool = True
+    cutouts: str = "centre"
 
     def __post_init__(self) -> None:
         if self.layout not in QR_VERSIONS:
@@ -78,6 +84,8 @@ class SimConfig:
         bad = [d for d in self.detectors if d not in channels.DETECTORS]
         if bad or not self.detectors:
             raise ValueError(f"detectors must be within 1..6, got {self.detectors}")
+        if self.cutouts not in ("centre", "random"):
+            raise ValueError(f"cutouts must be 'centre' or 'random', got {self.cutouts!r}")
         if not (0 <= self.center[0] < 360 and -90 <= self.center[1] <= 90):
             raise ValueError(f"center must be (ra 0..360, dec -90..90), got {self.center}")
 
@@ -101,12 +109,13 @@ class ImageSpec:
     zodi_scale: float
     zodi_gradient: tuple[float, float]
     relpath: str
+    origin: tuple[int, int]  # 0-based parent-detector pixel (x, y) of the image's first pixel
     sources: pd.DataFrame = field(repr=False)
 
 
 # -- geometry ------------------------------------------------------------------------------
-def cutout_origin(size: int) -> int:
-    """0-based parent-detector pixel of a small image's first pixel (a central cutout)."""
+def central_origin(size: int) -> int:
+    """0-based parent-detector pixel of a central cut-out's first pixel."""
     return (channels.N_PIX - size) // 2
 
 
@@ -125,18 +134,20 @@ def _fit_inverse_sip(size: int, order: int = 3) -> tuple[dict, dict]:
 def image_wcs_header(spec: ImageSpec, size: int) -> fits.Header:
     """Celestial TAN-SIP WCS plus the 'A' (parent pixel) and 'W' (WAVE-TAB) alternates."""
     h = fits.Header()
-    origin = cutout_origin(size)
-    crpix = channels.N_PIX / 2 + 0.5 - origin
+    ox, oy = spec.origin
     t = np.radians(spec.rotation_deg)
     pc = SCALE_DEG * np.array([[np.cos(t), np.sin(t)], [np.sin(t), -np.cos(t)]])
+    # (spec.ra, spec.dec) is the image centre; CRVAL is the detector centre (CRPIX, as in a cut-out)
+    centre = np.array([1019.5 - ox - (size - 1) / 2, 1019.5 - oy - (size - 1) / 2])
+    xi, eta = pc @ centre
+    crval = tangent_to_sky(spec.ra, spec.dec, np.array(xi), np.array(eta))
     h["WCSAXES"] = 2
-    for i in (1, 2):
-        h[f"CRPIX{i}"] = crpix
+    h["CRPIX1"], h["CRPIX2"] = channels.N_PIX / 2 + 0.5 - ox, channels.N_PIX / 2 + 0.5 - oy
     h["CDELT1"], h["CDELT2"] = 1.0, 1.0
     h["CUNIT1"], h["CUNIT2"] = "deg", "deg"
     h["CTYPE1"], h["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
-    h["CRVAL1"], h["CRVAL2"] = spec.ra, spec.dec
-    h["LONPOLE"], h["LATPOLE"] = 180.0, spec.dec
+    h["CRVAL1"], h["CRVAL2"] = float(crval[0]), float(crval[1])
+    h["LONPOLE"], h["LATPOLE"] = 180.0, float(crval[1])
     h["RADESYS"] = "ICRS"
     h["PC1_1"], h["PC1_2"], h["PC2_1"], h["PC2_2"] = pc[0, 0], pc[0, 1], pc[1, 0], pc[1, 1]
     ap, bp = _fit_inverse_sip(channels.N_PIX)
@@ -147,8 +158,8 @@ def image_wcs_header(spec: ImageSpec, size: int) -> fits.Header:
     # 'A': 0-based parent-detector pixel coordinates (shifted like an IBE cutout)
     h["WCSAXESA"] = 2
     h["WCSNAMEA"] = "0-based active pixel coordinates"
-    for i in (1, 2):
-        h[f"CRPIX{i}A"] = float(1 - origin)
+    for i, o in ((1, ox), (2, oy)):
+        h[f"CRPIX{i}A"] = float(1 - o)
         h[f"CDELT{i}A"] = 1.0
         h[f"CUNIT{i}A"] = "pixel"
         h[f"CTYPE{i}A"] = "LINEAR"
@@ -158,8 +169,8 @@ def image_wcs_header(spec: ImageSpec, size: int) -> fits.Header:
     h.set("WCSAXESW", 2, "Two output axes: wavelength and bandwidth")
     h["WCSNAMEW"] = "Approximated per-pixel wavelength and bandwidth"
     h["CNAME1W"], h["CNAME2W"] = "Wavelength", "Bandwidth"
-    for i, what in ((1, "wavelength"), (2, "bandwidth")):
-        h.set(f"CRPIX{i}W", float(1 - origin), "Lookup table is in raw FITS coordinates")
+    for i, what, o in ((1, "wavelength", ox), (2, "bandwidth", oy)):
+        h.set(f"CRPIX{i}W", float(1 - o), "Lookup table is in raw FITS coordinates")
         h[f"CDELT{i}W"] = 1.0
         h[f"CUNIT{i}W"] = "um"
         h.set(f"CTYPE{i}W", "WAVE-TAB", "Bilinear lookup table, FITS Paper 3, Sect 6.1")
@@ -377,7 +388,8 @@ def plan_survey(cfg: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
         for det in cfg.detectors:
             if len(specs) == cfg.n_images:
                 break
-            k = (det - 1) % 3 - 1  # pair offset along the rotated y axis
+            # pair offset along the rotated y axis, centred on the requested detectors
+            k = (det - 1) % 3 - 1 - np.mean([(d - 1) % 3 - 1 for d in cfg.detectors])
             t = np.radians(rot)
             xi = r * np.cos(phi) - k * width * np.sin(t)
             eta = r * np.sin(phi) + k * width * np.cos(t)
@@ -387,11 +399,15 @@ def plan_survey(cfg: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
             near = np.hypot(txi, teta) < cfg.size * SCALE_DEG * 0.75 + 0.01
             name = f"level2_{obs_id}D{det}_spx_{tag}.fits"
             expidn = int(f"{plan[:4]}{plan[5:7]}{plan[8]}01{large:04d}{small}{det}")
+            if cfg.cutouts == "random":
+                origin = tuple(int(v) for v in rng.integers(0, channels.N_PIX - cfg.size + 1, 2))
+            else:
+                origin = (central_origin(cfg.size),) * 2
             specs.append(ImageSpec(
                 index=len(specs), obs_id=obs_id, expidn=expidn, detector=det, ra=ra, dec=dec,
                 rotation_deg=rot, mjd_beg=mjd, zodi_scale=float(rng.uniform(0.97, 1.03)),
                 zodi_gradient=(float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.05))),
-                relpath=f"{cfg.layout}/level2/{plan}/{tag}/{det}/{name}",
+                relpath=f"{cfg.layout}/level2/{plan}/{tag}/{det}/{name}", origin=origin,
                 sources=catalog.loc[near].reset_index(drop=True),
             ))
     return specs
@@ -413,26 +429,26 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
     """The L2 file of ``spec`` and its truth rows (one per source whose centre is in the image)."""
     rng = np.random.default_rng([cfg.seed, 3, spec.index])
     n = cfg.size
-    origin = cutout_origin(n)
+    ox, oy = spec.origin
     wcs_h = image_wcs_header(spec, n)
     wcs = WCS(wcs_h, naxis=2)
     xs_c, ys_c, values = wave_table(spec.detector, cfg.layout)
-    axis = np.arange(n) + origin + 1.0
-    wl_map, _ = wave_map(xs_c, ys_c, values.astype(float), axis, axis)
+    axis = np.arange(n) + 1.0
+    wl_map, _ = wave_map(xs_c, ys_c, values.astype(float), axis + ox, axis + oy)
     yy, xx = np.mgrid[0:n, 0:n]
-    zodi = zodi_model(wl_map, xx + origin, yy + origin, spec.zodi_gradient).astype(np.float32)
+    zodi = zodi_model(wl_map, xx + ox, yy + oy, spec.zodi_gradient).astype(np.float32)
 
     src = spec.sources
     x, y = wcs.all_world2pix(src["ra"].to_numpy(), src["dec"].to_numpy(), 0)
     inside = (x >= -0.5) & (x <= n - 0.5) & (y >= -0.5) & (y <= n - 0.5)
     near = (x > -10) & (x < n + 9) & (y > -10) & (y < n + 9)
     src, x, y, inside = src[near], x[near], y[near], inside[near]
-    wl, bw = wave_lookup(xs_c, ys_c, values, x + origin + 1.0, y + origin + 1.0)
+    wl, bw = wave_lookup(xs_c, ys_c, values, x + ox + 1.0, y + oy + 1.0)
     mjd_mid = spec.mjd_beg + 0.5 * 113.5826 / 86400
     flux = true_flux(src, wl, np.full(len(src), mjd_mid))
     area = pixel_area_arcsec2(wcs, x, y)
     gx, gy, _, _ = zone_grid(spec.detector, cfg.layout)
-    zone = np.argmin((x[:, None] + origin - gx) ** 2 + (y[:, None] + origin - gy) ** 2, axis=1)
+    zone = np.argmin((x[:, None] + ox - gx) ** 2 + (y[:, None] + oy - gy) ** 2, axis=1)
     sigma = psf_sigma(spec.detector, gx, gy)[zone]
     model = np.zeros((n, n))
     render_stamps(model, x, y, flux / (area * UJY_ARCSEC2_PER_MJY_SR), sigma)
@@ -443,7 +459,8 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
     flag[model > 0.5 * cfg.read_noise] |= Flag.SOURCE
     if not cfg.noiseless:
         image = image + rng.standard_normal((n, n)) * np.sqrt(variance)
-        _add_artefacts(rng, image, variance, flag, spec.detector)
+        if cfg.artefacts:
+            _add_artefacts(rng, image, variance, flag, spec.detector)
     primary = fits.PrimaryHDU()
     primary.header["VERSION"] = QR_VERSIONS[cfg.layout][1]
     common = _common_header(spec, wcs_h, area=float(np.median(pixel_area_arcsec2(wcs, xx[::16, ::16].ravel(), yy[::16, ::16].ravel()))))

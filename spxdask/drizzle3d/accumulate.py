@@ -1,0 +1,146 @@
+"""Per-image partial cubes and their combination (pure numpy; no Dask).
+
+A partial cube holds, over the (z, y, x) box its image touches, the associative sums of the
+drizzle: Σ w·f, Σ w, Σ w²σ² (w = spatial × spectral overlap × inverse variance), the number of
+contributing images, and the AND / OR of the contributing pixels' flags. Partials add up in
+any order; dividing happens once, at the end (:class:`DrizzleCube`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.wcs import WCS
+
+from ..photometry.aperture import fit_zodi_scale
+from ..spherex.flags import DEFAULT_BAD, Flag
+from ..spherex.l2 import L2File
+from .config import Drizzle3DConfig
+from .spatial import PixelTransform, input_window, map_window
+from .spectral import ZGrid, spectral_overlaps
+
+ALL_BITS = np.uint32(0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """The cube's geometry, shared by every task of a detector (sent once)."""
+
+    wcs: WCS
+    shape: tuple[int, int]  # (ny, nx)
+    zgrid: ZGrid
+    detector: int
+
+
+@dataclass
+class PartialCube:
+    """Accumulation buffers over the box starting at (z0, y0, x0)."""
+
+    z0: int
+    y0: int
+    x0: int
+    flux: np.ndarray
+    weight: np.ndarray
+    var: np.ndarray
+    count: np.ndarray
+    and_mask: np.ndarray
+    or_mask: np.ndarray
+    plane_inputs: np.ndarray  # images contributing to each z plane (full z axis)
+    n_inputs: int = 1
+    n_rejected: int = 0
+    rejected: list = field(default_factory=list)  # (image, reason)
+
+    @property
+    def box(self) -> tuple[slice, slice, slice]:
+        nz, ny, nx = self.flux.shape
+        return slice(self.z0, self.z0 + nz), slice(self.y0, self.y0 + ny), slice(self.x0, self.x0 + nx)
+
+    @classmethod
+    def empty(cls, n_z: int, box: tuple[slice, slice, slice] = (slice(0, 0),) * 3, **meta) -> "PartialCube":
+        shape = tuple(s.stop - s.start for s in box)
+        return cls(box[0].start, box[1].start, box[2].start, np.zeros(shape), np.zeros(shape), np.zeros(shape),
+                   np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),
+                   np.zeros(n_z, np.int32), **meta)
+
+
+def rejected(n_z: int, image: str, reason: str) -> PartialCube:
+    """The partial of an image that contributed nothing, with the reason."""
+    return PartialCube.empty(n_z, n_inputs=1, n_rejected=1, rejected=[(image, reason)])
+
+
+def combine(a: PartialCube, b: PartialCube) -> PartialCube:
+    """The sum of two partials over the union of their boxes."""
+    if a.flux.size == 0 or b.flux.size == 0:
+        keep, other = (b, a) if a.flux.size == 0 else (a, b)
+        out = PartialCube(keep.z0, keep.y0, keep.x0, keep.flux, keep.weight, keep.var, keep.count, keep.and_mask,
+                          keep.or_mask, keep.plane_inputs + other.plane_inputs)
+    else:
+        box = tuple(slice(min(sa.start, sb.start), max(sa.stop, sb.stop)) for sa, sb in zip(a.box, b.box))
+        out = PartialCube.empty(a.plane_inputs.size, box)
+        out.plane_inputs = a.plane_inputs + b.plane_inputs
+        for p in (a, b):
+            sl = tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(p.box, box))
+            out.flux[sl] += p.flux
+            out.weight[sl] += p.weight
+            out.var[sl] += p.var
+            out.count[sl] += p.count
+            out.and_mask[sl] &= p.and_mask
+            out.or_mask[sl] |= p.or_mask
+    out.n_inputs = a.n_inputs + b.n_inputs
+    out.n_rejected = a.n_rejected + b.n_rejected
+    out.rejected = a.rejected + b.rejected
+    return out
+
+
+def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> PartialCube:
+    """Drizzle one image into a partial cube cropped to the output box it touches."""
+    n_z = grid.zgrid.n_z
+    window = input_window(l2.wcs, l2.shape, grid.wcs, grid.shape)
+    if window is None:
+        return rejected(n_z, l2.source, "no spatial overlap with the output grid")
+    data = l2.image(window).astype(np.float64)
+    var = l2.variance(window).astype(np.float64)
+    flags = l2.flags(window).astype(np.uint32)
+    if config.subtract_zodi:
+        scale = 1.0 if config.static_zodi else fit_zodi_scale(
+            l2.raw("IMAGE"), l2.raw("ZODI"), l2.raw("VARIANCE"), l2.raw("FLAGS"), DEFAULT_BAD | Flag.SOURCE, 0.0, 10.0)
+        data -= scale * l2.zodi(window)
+    lam, dlam = l2.wavelength_map(window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good = (np.isfinite(data) & np.isfinite(var) & (var > 0) & np.isfinite(lam) & (lam > 0)
+                & np.isfinite(dlam) & (dlam > 0) & ((flags & np.uint32(config.exclude_mask)) == 0)).ravel()
+        weight = np.minimum(1.0 / var, config.ivar_max).ravel()
+    pixel, oy, ox, f_xy = map_window(PixelTransform(l2.wcs, grid.wcs, window), window, grid.shape,
+                                     config.xy_shrink, config.kernel)
+    keep = good[pixel]
+    pixel, oy, ox, f_xy = pixel[keep], oy[keep], ox[keep], f_xy[keep]
+    if pixel.size == 0:
+        return rejected(n_z, l2.source, "no valid pixel lands in the output grid")
+    used, inverse = np.unique(pixel, return_inverse=True)
+    z_idx, f_z = spectral_overlaps(lam.ravel()[used], dlam.ravel()[used], config.effective_z_shrink(), grid.zgrid.edges)
+    k = z_idx.shape[1]
+    wf = (f_xy[:, None] * f_z[inverse]).ravel()
+    z = z_idx[inverse].ravel()
+    src = np.repeat(used[inverse], k)
+    yy, xx = np.repeat(oy, k), np.repeat(ox, k)
+    sel = (wf > 0) & (wf >= config.min_overlap)
+    if not sel.any():
+        return rejected(n_z, l2.source, "no spectral overlap with the z grid")
+    wf, z, src, yy, xx = wf[sel], z[sel], src[sel], yy[sel], xx[sel]
+    box = (slice(int(z.min()), int(z.max()) + 1), slice(int(yy.min()), int(yy.max()) + 1),
+           slice(int(xx.min()), int(xx.max()) + 1))
+    out = PartialCube.empty(n_z, box, n_inputs=1)
+    shape = out.flux.shape
+    flat = np.ravel_multi_index((z - box[0].start, yy - box[1].start, xx - box[2].start), shape)
+    size = int(np.prod(shape))
+    w = weight[src] * wf
+    out.flux = np.bincount(flat, w * data.ravel()[src], size).reshape(shape)
+    out.weight = np.bincount(flat, w, size).reshape(shape)
+    out.var = np.bincount(flat, w * w * var.ravel()[src], size).reshape(shape)
+    out.count = (out.weight > 0).astype(np.int32)
+    pix_flags = flags.ravel()[src]
+    np.bitwise_and.at(out.and_mask.reshape(-1), flat, pix_flags)
+    np.bitwise_or.at(out.or_mask.reshape(-1), flat, pix_flags)
+    out.plane_inputs[box[0]] = (out.weight.reshape(shape[0], -1) > 0).any(axis=1)
+    return out

@@ -1,0 +1,177 @@
+"""Drizzle3D configuration (the reference's fields and defaults), with YAML/JSON round trips."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .._io import atomic_path
+from ..spherex.channels import PIXEL_SCALE_ARCSEC
+from ..spherex.flags import mask_from_bits
+
+KERNELS = ("square", "bilinear")
+
+
+@dataclass
+class Drizzle3DConfig:
+    """Where and how to build (λ, y, x) cubes.
+
+    The reference's fields keep their names and defaults. Sizes ``width`` / ``height`` are in
+    arcmin; ``detector`` 0 means every detector (one cube each). spxdask adds where the data
+    come from (``archive``: a local folder / fsspec URL; ``tap_url``; ``data_mirror`` maps IRSA
+    URLs to a local mirror), the spatial ``kernel`` ("square": exact pixel-footprint overlap, the
+    drizzle algorithm; "bilinear": the reference's kernel, for comparison) and ``split_every``
+    (fan-in of the tree reduction of partial cubes).
+    """
+
+    center_ra: float
+    center_dec: float
+    width: float
+    height: float
+    detector: int = 0
+    xy_shrink: float = 0.8
+    z_shrink: float | None = None
+    xy_oversample: float = 1.0
+    z_oversample: float = 1.0
+    z_lambda_edges: np.ndarray | None = None
+    mjd_range: tuple[float, float] | None = None
+    max_images: int = 500
+    download_workers: int = 4
+    skip_existing: bool = True
+    data_mirror: Path | None = None
+    subtract_zodi: bool = True
+    static_zodi: bool = False
+    exclude_flags: list[int] = field(default_factory=list)
+    ivar_max: float = 1e10
+    min_overlap: float = 0.0
+    output_dir: Path = field(default_factory=lambda: Path("drizzle_output"))
+    overwrite: bool = False
+    archive: str | None = None
+    tap_url: str | None = None
+    kernel: str = "square"
+    split_every: int = 8
+
+    BASE_PIXSCALE = PIXEL_SCALE_ARCSEC
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ValueError(f"Drizzle3DConfig.{name} {what}, got {getattr(self, name)!r}")
+
+        need(0 <= self.center_ra <= 360, "center_ra", "must be within 0..360 deg")
+        need(-90 <= self.center_dec <= 90, "center_dec", "must be within -90..90 deg")
+        need(0 < self.width <= 600, "width", "must be within (0, 600] arcmin")
+        need(0 < self.height <= 600, "height", "must be within (0, 600] arcmin")
+        need(self.detector in range(7), "detector", "must be 0 (all) or 1..6")
+        need(0 < self.xy_shrink <= 1, "xy_shrink", "must be within (0, 1]")
+        need(self.z_shrink is None or 0 < self.z_shrink <= 1, "z_shrink", "must be None or within (0, 1]")
+        need(self.xy_oversample > 0, "xy_oversample", "must be > 0")
+        need(self.z_oversample > 0, "z_oversample", "must be > 0")
+        need(self.ivar_max > 0, "ivar_max", "must be > 0")
+        need(self.max_images >= 0, "max_images", "must be >= 0")
+        need(self.min_overlap >= 0, "min_overlap", "must be >= 0")
+        need(self.kernel in KERNELS, "kernel", f"must be one of {KERNELS}")
+        need(int(self.split_every) == self.split_every and self.split_every >= 2, "split_every", "must be an integer >= 2")
+        need(self.output_nx() >= 1 and self.output_ny() >= 1, "width", "gives an empty output grid")
+        if self.mjd_range is not None:
+            need(len(self.mjd_range) == 2 and self.mjd_range[0] <= self.mjd_range[1], "mjd_range", "must be (min, max)")
+            self.mjd_range = (float(self.mjd_range[0]), float(self.mjd_range[1]))
+        if self.z_lambda_edges is not None:
+            edges = np.asarray(self.z_lambda_edges, float)
+            need(edges.ndim == 1 and edges.size >= 2 and bool(np.all(np.diff(edges) > 0)), "z_lambda_edges",
+                 "must be >= 2 strictly increasing edges (micron)")
+            self.z_lambda_edges = edges
+        try:
+            mask_from_bits(self.exclude_flags)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Drizzle3DConfig.exclude_flags must be bit numbers 0..31, got {self.exclude_flags!r}") from exc
+        self.output_dir = Path(self.output_dir)
+        self.data_mirror = Path(self.data_mirror) if self.data_mirror else None
+
+    # -- derived values (reference names) --------------------------------------------------
+    @property
+    def pixscale(self) -> float:
+        """Output pixel scale (arcsec)."""
+        return self.BASE_PIXSCALE / self.xy_oversample
+
+    def output_nx(self) -> int:
+        return int(self.width * 60 / self.pixscale)
+
+    def output_ny(self) -> int:
+        return int(self.height * 60 / self.pixscale)
+
+    def effective_z_shrink(self) -> float:
+        """Spectral droplet shrink (``z_shrink`` if set, else ``xy_shrink``)."""
+        return self.z_shrink if self.z_shrink is not None else self.xy_shrink
+
+    def spatial_radius_deg(self) -> float:
+        """Half-diagonal of the output region (deg)."""
+        return math.hypot(self.width, self.height) / 2 / 60
+
+    @property
+    def exclude_mask(self) -> int:
+        return mask_from_bits(self.exclude_flags)
+
+    # -- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types; ``z_lambda_edges`` becomes a list (or None)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Path):
+                v = str(v)
+            elif isinstance(v, np.ndarray):
+                v = v.tolist()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Drizzle3DConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a Drizzle3DConfig needs a mapping, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown Drizzle3DConfig field(s): {sorted(unknown)}")
+        data = dict(data)
+        if data.get("mjd_range") is not None:
+            data["mjd_range"] = tuple(data["mjd_range"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, json_str: str) -> "Drizzle3DConfig":
+        return cls.from_dict(json.loads(json_str))
+
+    def to_yaml_file(self, filepath: str | Path) -> None:
+        """Write the config as YAML (atomically), with a comment header."""
+        header = ("# spxdask Drizzle3D configuration\n# width/height in arcmin; xy_shrink = pixfrac; "
+                  "detector 0 = every detector\n")
+        with atomic_path(filepath) as tmp:
+            tmp.write_text(header + yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml_file(cls, filepath: str | Path) -> "Drizzle3DConfig":
+        path = Path(filepath)
+        if not path.exists():
+            raise FileNotFoundError(f"no config file at {path}")
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} does not hold a YAML mapping")
+        return cls.from_dict(data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Drizzle3DConfig) and json.dumps(self.to_dict()) == json.dumps(other.to_dict())
+
+
+

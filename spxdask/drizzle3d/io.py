@@ -1,0 +1,95 @@
+"""The 7-HDU FITS file of a cube (reference layout): PRIMARY, SCI, VARIANCE, AND_MASK, OR_MASK,
+COUNT, WAVELENGTH."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .. import __version__
+from .._io import atomic_path
+from .cube import DrizzleCube
+
+
+def _cube_wcs(cube: DrizzleCube) -> fits.Header:
+    h = fits.Header()
+    w = cube.wcs.wcs
+    h["WCSAXES"] = 3
+    for i in (0, 1):
+        h[f"CTYPE{i + 1}"] = w.ctype[i]
+        h[f"CRVAL{i + 1}"] = float(w.crval[i])
+        h[f"CRPIX{i + 1}"] = float(w.crpix[i])
+        h[f"CDELT{i + 1}"] = float(w.cdelt[i])
+        h[f"CUNIT{i + 1}"] = "deg"
+    z = cube.zgrid
+    h["CTYPE3"] = "WAVE"
+    h["CRVAL3"] = float(z.centers[0] * 1e-6)
+    h["CRPIX3"] = 1.0
+    h["CDELT3"] = float(np.mean(z.widths) * 1e-6)
+    h["CUNIT3"] = "m"
+    h["RADESYS"] = "ICRS"
+    h["COMMENT"] = "Approximate linear spectral WCS; exact bins in the WAVELENGTH extension"
+    return h
+
+
+def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the cube as 7-HDU FITS, atomically. Raises FileExistsError when ``path`` exists
+    and not ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (set overwrite=True to replace it)")
+    cfg = cube.config
+    z = cube.zgrid
+    n_z, ny, nx = cube.flux_weighted.shape
+    primary = fits.PrimaryHDU()
+    p = primary.header
+    for key, value, comment in (
+            ("TELESCOP", "SPHEREx", ""), ("INSTRUME", "SPHEREx", ""), ("FILETYPE", "DRIZZLED_CUBE", ""),
+            ("DETECTOR", cube.detector, "detector 1-6"), ("N_INPUTS", cube.n_inputs, "input images"),
+            ("N_REJECT", cube.n_rejected, "inputs that contributed nothing"),
+            ("XYSHRINK", cfg.xy_shrink, "spatial pixfrac"), ("ZSHRINK", cfg.effective_z_shrink(), "spectral shrink"),
+            ("XYOVRSM", cfg.xy_oversample, ""), ("ZOVRSM", cfg.z_oversample, ""),
+            ("PIXSCALE", cfg.BASE_PIXSCALE, "[arcsec] native pixel scale"),
+            ("EPIXSCLE", cfg.pixscale, "[arcsec] output pixel scale"), ("KERNEL", cfg.kernel, "spatial kernel"),
+            ("BUNIT", "MJy/sr", ""), ("DRIZVER", __version__, "spxdask version"),
+            ("DRIZDATE", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "UTC"),
+            ("BAND_NM", f"D{cube.detector}", ""), ("LAM_MIN", float(z.edges[0]), "[um]"),
+            ("LAM_MAX", float(z.edges[-1]), "[um]"), ("NZ", n_z, ""), ("NX", nx, ""), ("NY", ny, "")):
+        p[key] = (value, comment)
+    wcs = _cube_wcs(cube)
+    sci = fits.ImageHDU(cube.sci, header=wcs.copy(), name="SCI")
+    sci.header["BUNIT"] = "MJy/sr"
+    var = fits.ImageHDU(cube.variance, header=wcs.copy(), name="VARIANCE")
+    var.header["BUNIT"] = "MJy^2/sr^2"
+    and_hdu = fits.ImageHDU(cube.final_and_mask, name="AND_MASK")
+    or_hdu = fits.ImageHDU(cube.or_mask.astype(np.uint32), name="OR_MASK")
+    count = fits.ImageHDU(cube.count_map.astype(np.int32), name="COUNT")
+    count.header["COMMENT"] = "number of distinct input images contributing to each voxel"
+    table = fits.BinTableHDU.from_columns([
+        fits.Column("INDEX", "I", array=np.arange(n_z)),
+        fits.Column("LAMBDA", "D", unit="um", array=z.centers),
+        fits.Column("LAMBDA_MIN", "D", unit="um", array=z.edges[:-1]),
+        fits.Column("LAMBDA_MAX", "D", unit="um", array=z.edges[1:]),
+        fits.Column("DLAMBDA", "D", unit="um", array=z.widths),
+        fits.Column("NU", "D", unit="Hz", array=z.frequencies()),
+        fits.Column("DNU", "D", unit="Hz", array=z.delta_nu()),
+        fits.Column("R_EFF", "E", array=z.resolving_power()),
+        fits.Column("N_INPUT_SC", "J", array=cube.plane_inputs if cube.plane_inputs is not None else np.zeros(n_z)),
+    ], name="WAVELENGTH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fits.HDUList([primary, sci, var, and_hdu, or_hdu, count, table]).writeto(tmp)
+    return path
+
+
+def load_cube(path: str | Path) -> dict:
+    """The cube's arrays: ``header`` (PRIMARY), ``sci``, ``variance``, ``and_mask``,
+    ``or_mask``, ``count`` and ``wavelength`` (a FITS record array)."""
+    with fits.open(path) as h:
+        return {"header": h[0].header.copy(), "sci": h["SCI"].data.copy(), "variance": h["VARIANCE"].data.copy(),
+                "and_mask": h["AND_MASK"].data.copy(), "or_mask": h["OR_MASK"].data.copy(),
+                "count": h["COUNT"].data.copy(), "wavelength": h["WAVELENGTH"].data.copy(),
+                "sci_header": h["SCI"].header.copy()}

@@ -1,0 +1,102 @@
+"""Drizzle3D orchestration: query the region (its polygon, not its centre) → files (read in
+place, a mirror, or fetched) → per-detector trees of partial cubes, detectors in parallel →
+7-HDU FITS per detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import cluster
+from .._io import write_parquet_atomic
+from ..archive.fetch import FetchConfig, fetch
+from ..archive.local import mirror_path
+from ..archive.query import RegionQuery
+from ..batch.query import archive_for
+from .accumulate import OutputGrid
+from .config import Drizzle3DConfig
+from .cube import DrizzleCube
+from .grid import build_output_wcs, footprint_corners
+from .io import save_cube
+from .reduce import tree_partials
+from .spectral import z_grid_for
+
+
+def output_grid(config: Drizzle3DConfig, detector: int, output_wcs=None) -> OutputGrid:
+    return OutputGrid(output_wcs or build_output_wcs(config), (config.output_ny(), config.output_nx()),
+                      z_grid_for(detector, config.z_oversample, config.z_lambda_edges), detector)
+
+
+def cube_path(config: Drizzle3DConfig, detector: int) -> Path:
+    return config.output_dir / f"drizzle_D{detector}.fits"
+
+
+def _check_outputs(config: Drizzle3DConfig, detectors) -> None:
+    existing = [str(cube_path(config, d)) for d in detectors if cube_path(config, d).exists()]
+    if existing and not config.overwrite:
+        raise FileExistsError(f"output exists: {', '.join(existing)} (set overwrite=True to replace)")
+
+
+def _finish(partial, grid: OutputGrid, config: Drizzle3DConfig) -> Path | None:
+    cube = DrizzleCube.from_partial(partial, grid, config)
+    if cube.rejected:
+        write_parquet_atomic(pd.DataFrame(cube.rejected, columns=["image", "reason"]),
+                             config.output_dir / f"drizzle_D{grid.detector}_rejected.parquet")
+    if not (cube.weight_total > 0).any():
+        return None
+    return save_cube(cube, cube_path(config, grid.detector), overwrite=True)
+
+
+def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, output_wcs=None,
+                     storage_options: dict | None = None) -> Path | None:
+    """Drizzle the given files of one detector into ``drizzle_D<n>.fits``; None when nothing
+    contributed. Images of other detectors, unreadable or non-overlapping images are
+    rejected (listed in ``drizzle_D<n>_rejected.parquet``), never fatal."""
+    _check_outputs(config, [detector])
+    grid = output_grid(config, detector, output_wcs)
+    (partial,) = cluster.compute(tree_partials([str(p) for p in fits_paths], grid, config, storage_options))
+    return _finish(partial, grid, config)
+
+
+def _files(config: Drizzle3DConfig) -> dict[int, list[str]]:
+    corners = footprint_corners(build_output_wcs(config), (config.output_ny(), config.output_nx()))
+    query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
+                        mjd_range=config.mjd_range, max_images=config.max_images)
+    found = archive_for(config.archive, config.tap_url).query(query)
+    frame = found.frame
+    if config.data_mirror is not None:
+        paths = [mirror_path(u, config.data_mirror) for u in frame["url"]]
+        missing = [p for p in paths if not Path(p).exists()]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} file(s) missing from the mirror {config.data_mirror}, e.g. {missing[0]}")
+    elif config.archive and "://" not in str(config.archive):
+        paths = list(frame["url"])  # a local archive is read in place
+    else:
+        result = fetch(found.to_bag(), config.output_dir / "images", FetchConfig(concurrency=config.download_workers))
+        ok = result["status"] != "failed"
+        paths = list(result["path"].where(ok))
+    out: dict[int, list[str]] = {}
+    for det, path in zip(frame["detector"], paths):
+        if isinstance(path, str):
+            out.setdefault(int(det), []).append(path)
+    return out
+
+
+def drizzle(config: Drizzle3DConfig) -> dict[int, Path]:
+    """Query → files → one cube per detector (detectors in parallel) → {detector: path}.
+
+    Existing outputs are detected before anything is computed (FileExistsError unless
+    ``overwrite``)."""
+    detectors = [config.detector] if config.detector else list(range(1, 7))
+    _check_outputs(config, detectors)
+    files = _files(config)
+    grids = {det: output_grid(config, det) for det in sorted(files)}
+    with cluster.run_context(config.output_dir, "drizzle", report="performance-report-drizzle.html"):
+        partials = cluster.compute(*(tree_partials(files[d], grids[d], config) for d in grids))
+    results = {}
+    for det, partial in zip(grids, partials):
+        path = _finish(partial, grids[det], config)
+        if path is not None:
+            results[det] = path
+    return results
