@@ -28,6 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .._io import atomic_path, write_parquet_atomic
+from ..cluster import setting
 
 INDEX_NAME = "_targetid_index.parquet"
 SORT_KEYS = ["targetid", "mjd", "wavelength"]
@@ -56,13 +57,15 @@ def _divisions(per_image_dir: Path, npartitions: int | None) -> tuple[list, int]
 
 
 def _shuffle_method() -> str:
+    """P2P on a distributed Client (the ``spxdask.shuffle_method`` setting may say "tasks"),
+    the task-based shuffle on local schedulers."""
     from distributed import get_client
 
     try:
         get_client()
-        return "p2p"
     except ValueError:
         return "tasks"
+    return setting("shuffle_method", "p2p")
 
 
 def _sort_partition(df: pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +133,7 @@ def aggregate_lightcurves(image_csv_dir: str | Path, lightcurve_dir: str | Path,
     if not any(per_image.glob("*.parquet")):
         raise FileNotFoundError(f"no per-image Parquet files in {per_image}")
     divisions, n_targets = _divisions(per_image, npartitions)
-    ddf = dd.read_parquet(str(per_image), index=False)
+    ddf = dd.read_parquet(str(per_image), index=False, filesystem="arrow")
     ddf = ddf.set_index("targetid", divisions=divisions, shuffle_method=_shuffle_method())
     ddf = ddf.map_partitions(_sort_partition, meta=_sort_partition(ddf._meta))
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
