@@ -69,7 +69,10 @@ def _shuffle_method() -> str:
 
 
 def _sort_partition(df: pd.DataFrame) -> pd.DataFrame:
-    return df.reset_index().sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    """Sort by (targetid, mjd, wavelength); text columns get one dtype whatever the shuffle."""
+    df = df.reset_index().sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    text = [c for c in df.columns if pd.api.types.is_string_dtype(df[c])]
+    return df.astype({c: "str" for c in text})
 
 
 def _parts(store: Path) -> list[str]:
