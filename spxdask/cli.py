@@ -117,6 +117,24 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drizzle(args: argparse.Namespace) -> int:
+    from .drizzle3d import Drizzle3DConfig, drizzle
+
+    config = Drizzle3DConfig(center_ra=args.ra, center_dec=args.dec, width=args.width, height=args.height,
+                             detector=args.detector, xy_shrink=args.xy_shrink, xy_oversample=args.xy_oversample,
+                             z_oversample=args.z_oversample, max_images=args.max_images, output_dir=args.out,
+                             overwrite=args.overwrite, archive=args.archive, tap_url=args.tap,
+                             data_mirror=args.mirror, exclude_flags=args.exclude_flags or [])
+    with _client(args):
+        cubes = drizzle(config)
+    if not cubes:
+        print("spxdask drizzle: error: no input image contributed to the cube", file=sys.stderr)
+        return 1
+    for det, path in cubes.items():
+        print(f"D{det}: {path}")
+    return 0
+
+
 def _cmd_lightcurve(args: argparse.Namespace) -> int:
     from .batch import read_lightcurve
     from .batch.plot import plot_lightcurve, plot_spectrum
@@ -194,6 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
     _cluster_args(p)
     p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser("drizzle", help="build (λ, y, x) spectral cubes of a sky box (Drizzle3D)",
+                       description="Drizzle every image overlapping a box into one 7-HDU FITS cube per detector.")
+    p.add_argument("--ra", type=float, required=True, help="box centre RA (deg)")
+    p.add_argument("--dec", type=float, required=True, help="box centre Dec (deg)")
+    p.add_argument("--width", type=float, required=True, help="box width (arcmin)")
+    p.add_argument("--height", type=float, required=True, help="box height (arcmin)")
+    p.add_argument("--detector", type=int, default=0, choices=range(7), help="1-6, or 0 for every detector")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--xy-shrink", type=float, default=0.8, help="pixfrac (default 0.8)")
+    p.add_argument("--xy-oversample", type=float, default=1.0, help="output pixels per native pixel (default 1)")
+    p.add_argument("--z-oversample", type=float, default=1.0, help="1: the 17 native channels; else constant R")
+    p.add_argument("--exclude-flags", type=lambda t: [int(b) for b in t.split(",") if b], help="flag bits to drop, e.g. 0,6,10")
+    p.add_argument("--max-images", type=int, default=500)
+    p.add_argument("--mirror", type=Path, help="local mirror of the IRSA tree (data_mirror)")
+    p.add_argument("--overwrite", action="store_true")
+    _source_args(p)
+    _cluster_args(p)
+    p.set_defaults(func=_cmd_drizzle)
 
     p = sub.add_parser("lightcurve", help="show or plot one source's light curve", description="Read one source from a batch run.")
     p.add_argument("targetid", help="the source's exact targetid")

@@ -10,14 +10,18 @@ import pandas as pd
 from .batch import BatchConfig, BatchPipeline, read_lightcurve
 from .batch.plot import plot_lightcurve, plot_spectrum
 from .cluster import get_client
+from .drizzle3d import Drizzle3DConfig, drizzle
+from .drizzle3d.plot import plot_cube_slice
+from .spherex.flags import REFERENCE_BAD_BITS
 from .spherex.simulate import SimConfig, simulate_sky
 
 CENTER = (150.1, 2.2)
 
 
 def run_demo(out: str | Path = "spxdask_demo", n_images: int = 36, n_sources: int = 400, seed: int = 1) -> dict:
-    """Simulate the demo sky under ``out/sky``, run the batch pipeline into ``out/batch`` and
-    write plots of the best-measured source; returns what was written."""
+    """Simulate the demo sky under ``out/sky``, run the batch pipeline into ``out/batch``,
+    write plots of the best-measured source, and drizzle a D2 cube of the field centre into
+    ``out/drizzle`` with a PNG of one plane; returns what was written."""
     out = Path(out)
     t0 = time.perf_counter()
     client = get_client("local")
@@ -37,6 +41,11 @@ def run_demo(out: str | Path = "spxdask_demo", n_images: int = 36, n_sources: in
         rows = read_lightcurve(config.output_dir, best)
         written = {"lightcurve_png": plot_lightcurve(rows, out / f"lightcurve_{best}.png", column="flux_total"),
                    "spectrum_png": plot_spectrum(rows, out / f"spectrum_{best}.png", column="flux_total")}
+        cube = drizzle(Drizzle3DConfig(center_ra=CENTER[0], center_dec=CENTER[1], width=12, height=12, detector=2,
+                                       archive=str(sky.archive), output_dir=out / "drizzle", overwrite=True,
+                                       exclude_flags=list(REFERENCE_BAD_BITS)))
+        written["cube_fits"] = cube[2]
+        written["cube_slice_png"] = plot_cube_slice(cube[2], out / "cube_slice_D2.png")
         for name, path in written.items():
             print(f"{name}: {path}")
         print(f"demo finished in {time.perf_counter() - t0:.1f} s")

@@ -124,7 +124,7 @@ def _cli(*args, check=True):
     return proc
 
 
-@pytest.mark.parametrize("verb", ["demo", "simulate", "index", "query", "batch", "lightcurve"])
+@pytest.mark.parametrize("verb", ["demo", "simulate", "index", "query", "batch", "drizzle", "lightcurve"])
 def test_every_verb_has_help(verb):
     assert "usage: spxdask " + verb in _cli(verb, "--help").stdout
 
@@ -146,6 +146,20 @@ def test_cli_end_to_end(tmp_path):
     _cli("lightcurve", tid, "--out", tmp_path / "run", "--plot", tmp_path / "lc.png", "--spectrum", tmp_path / "sp.png")
     assert (tmp_path / "lc.png").stat().st_size > 5000 and (tmp_path / "sp.png").stat().st_size > 5000
     assert len(read_lightcurve(tmp_path / "run", tid)) > 0
+    out = _cli("drizzle", "--ra", 150.1, "--dec", 2.2, "--width", 6, "--height", 6, "--detector", 2,
+               "--archive", sky / "archive", "--out", tmp_path / "cube").stdout
+    assert "D2:" in out and (tmp_path / "cube" / "drizzle_D2.fits").exists()
+    again = _cli("drizzle", "--ra", 150.1, "--dec", 2.2, "--width", 6, "--height", 6, "--detector", 2,
+                 "--archive", sky / "archive", "--out", tmp_path / "cube", check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_demo_runs_the_whole_job(tmp_path):
+    out = _cli("demo", "--out", tmp_path / "demo", "--images", 18, "--sources", 150).stdout
+    for name in ("images measured", "lightcurve_png", "spectrum_png", "cube_fits", "cube_slice_png"):
+        assert name in out
+    pngs = list((tmp_path / "demo").glob("*.png"))
+    assert len(pngs) == 3 and all(p.stat().st_size > 5000 for p in pngs)
 
 
 def test_cli_errors_exit_non_zero(tmp_path):
