@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test tap-service bench clean-venv
 
 $(BIN)/spxdask: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(BIN)/spxdask: pyproject.toml
 demo: $(BIN)/spxdask
 	$(BIN)/spxdask demo
 
-test: $(BIN)/spxdask
+test: $(BIN)/spxdask tap-service
 	$(BIN)/python -m pytest -q
+
+# The TAP tests talk to a real GAVO DaCHS service on loopback (Debian packages; needs root).
+tap-service:
+	if [ "$$(id -u)" = 0 ]; then sh spxdask/testing/dachs/setup.sh; else sudo -n sh spxdask/testing/dachs/setup.sh; fi
 
 bench: $(BIN)/spxdask
 	$(BIN)/python -m benchmarks

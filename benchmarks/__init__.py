@@ -6,6 +6,7 @@ Every benchmark measures spxdask against a baseline in the same run and reports 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -49,3 +50,24 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+class PeakMemory:
+    """Poll each worker's process memory from the scheduler while a block runs."""
+
+    def __init__(self, client):
+        self.client, self.peak, self._stop = client, {}, threading.Event()
+
+    def _poll(self):
+        while not self._stop.wait(0.25):
+            for addr, w in self.client.scheduler_info(n_workers=-1)["workers"].items():
+                self.peak[addr] = max(self.peak.get(addr, 0), w["metrics"]["memory"])
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

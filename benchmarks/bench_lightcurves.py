@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from spxdask.batch import aggregate_lightcurves, read_lightcurve
 from spxdask.batch.extract import _write
 from spxdask.photometry import COLUMNS
 
-from . import Result, register
+from . import PeakMemory, Result, register
 
 N_FILES, ROWS_PER_FILE, N_TARGETS = 1000, 10_000, 20_000
 AGG = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
@@ -62,27 +61,6 @@ def reference_aggregate(csv_dir: Path, out: Path, num_buckets: int = 64) -> int:
             rows.drop(columns="targetid").to_csv(lcs / f"{tid}.csv", index=False)
             n += 1
     return n
-
-
-class PeakMemory:
-    """Poll each worker's process memory from the scheduler while a block runs."""
-
-    def __init__(self, client):
-        self.client, self.peak, self._stop = client, {}, threading.Event()
-
-    def _poll(self):
-        while not self._stop.wait(0.25):
-            for addr, w in self.client.scheduler_info(n_workers=-1)["workers"].items():
-                self.peak[addr] = max(self.peak.get(addr, 0), w["metrics"]["memory"])
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 @register("lightcurves")

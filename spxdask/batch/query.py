@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from ..archive.irsa import IRSA_TAP, IrsaArchive
+from ..archive.irsa import IrsaArchive
 from ..archive.local import LocalArchive
 from ..archive.query import ObservationSet, RegionQuery
 from ..spherex.channels import parse_band
+from ..cluster import setting
 from .config import BatchConfig
 
 
 def archive_for(archive: str | None = None, tap_url: str | None = None) -> LocalArchive | IrsaArchive:
     """A local / fsspec archive when ``archive`` is given, else the TAP service at ``tap_url``
-    (default IRSA)."""
+    (default: the ``spxdask.irsa.tap_url`` setting, IRSA; download URLs start with the
+    ``spxdask.irsa.base_url`` setting)."""
     if archive:
         return LocalArchive(archive)
-    return IrsaArchive(tap_url or IRSA_TAP)
+    return IrsaArchive(tap_url or setting("irsa.tap_url"), base_url=setting("irsa.base_url"))
 
 
 def region_query(config: BatchConfig) -> RegionQuery:

@@ -1,0 +1,118 @@
+"""IRSA-style TAP queries through pyvo against a real DaCHS service on loopback (set up by
+spxdask/testing/dachs/setup.sh, which `make test` and .ci/run run first)."""
+
+from __future__ import annotations
+
+import shutil
+
+import dask
+import pandas as pd
+import pytest
+
+from spxdask.archive import LocalArchive, RegionQuery, TooManyImagesError
+from spxdask.archive.fetch import FetchConfig, fetch
+from spxdask.archive.irsa import IrsaArchive, TapError, adql
+from spxdask.batch import BatchConfig, BatchPipeline
+from spxdask.geometry import box_corners
+from spxdask.testing import tap
+from spxdask.testing.http_server import FileServer
+
+
+@pytest.fixture(scope="module")
+def served(sky_qr2, tmp_path_factory):
+    """The simulated archive under an IRSA-like tree, served over HTTP and published in DaCHS."""
+    root = tmp_path_factory.mktemp("irsa")
+    data = root / "ibe" / "data" / "spherex"
+    shutil.copytree(sky_qr2.archive, data)
+    local = LocalArchive(data)
+    local.index(scheduler="sync")
+    plane, artifact = tap.rows_from_archive(local)
+    url = tap.publish(plane, artifact)
+    with FileServer(root) as server:
+        yield {"local": local, "tap": IrsaArchive(url, base_url=server.url + "/", backoff=0.05),
+               "server": server, "plane": plane, "artifact": artifact, "url": url}
+
+
+def _ids(found):
+    return sorted(zip(found.frame.obs_id, found.frame.detector))
+
+
+QUERIES = [
+    RegionQuery(circle=(150.12, 2.23, 0.05)),
+    RegionQuery(circle=(150.12, 2.23, 0.2)),
+    RegionQuery(circle=(150.12, 2.23, 0.05), coverage="full"),
+    RegionQuery(point=(150.05, 2.15)),
+    RegionQuery(polygon=tuple(map(tuple, box_corners(150.05, 2.15, 0.3, 0.2)))),
+    RegionQuery(circle=(150.1, 2.2, 1.0), bands=(1, 3)),
+    RegionQuery(circle=(150.1, 2.2, 1.0), collections=("wide",)),
+    RegionQuery(circle=(150.1, 2.2, 1.0), collections=("qr3",)),
+]
+
+
+@pytest.mark.parametrize("q", QUERIES, ids=range(len(QUERIES)))
+def test_tap_answers_like_the_local_archive(served, q):
+    via_tap = served["tap"].query(q)
+    assert _ids(via_tap) == _ids(served["local"].query(q))
+    if len(via_tap):
+        row = via_tap.frame.iloc[0]
+        assert row.url.startswith(served["server"].url + "/ibe/data/spherex/qr2/level2/")
+        assert len(row.checksum) == 32 and row.size > 0 and row.version.startswith("l2b-v21")
+        assert row.collection == "spherex_qr2"
+
+
+def test_mjd_filter_and_gate(served):
+    everything = served["tap"].query(RegionQuery(circle=(150.1, 2.2, 1.0)))
+    first = everything.frame.mjd.min()
+    early = served["tap"].query(RegionQuery(circle=(150.1, 2.2, 1.0), mjd_range=(first - 0.5, first + 0.5)))
+    assert 0 < len(early) < len(everything) and (early.frame.mjd <= first + 0.5).all()
+    with pytest.raises(TooManyImagesError, match="max_images=2"):
+        served["tap"].query(RegionQuery(circle=(150.1, 2.2, 1.0), max_images=2))
+
+
+def test_overflowing_sync_query_goes_async(served):
+    small = IrsaArchive(served["url"], base_url="x/", sync_maxrec=3)
+    q = RegionQuery(circle=(150.1, 2.2, 1.0))
+    big = small.execute(adql(q))
+    assert len(big) == len(served["plane"]) > 3
+    assert len(small._run_async(adql(q))) == len(big)
+
+
+def test_tap_errors_are_clear(served):
+    with pytest.raises(TapError, match="refused the query"):
+        served["tap"].execute("SELECT nonsense FROM spherex.nowhere")
+    dead = IrsaArchive("http://127.0.0.1:9/tap", retries=2, backoff=0.01)
+    with pytest.raises(TapError, match="127.0.0.1:9"):
+        dead.query(RegionQuery(point=(150.1, 2.2)))
+
+
+def test_newest_version_and_hostile_rows(served, tmp_path):
+    plane, artifact = served["plane"].copy(), served["artifact"].copy()
+    # an older processing of the first file, and a row whose uri tries to leave the folder
+    old = plane.iloc[[0]].assign(planeid=9000, provenance_version="l2b-v20-2025-300")
+    old_art = artifact.iloc[[0]].assign(planeid=9000, uri=artifact.uri.iloc[0].replace("l2b-v21", "l2b-v20"))
+    evil = plane.iloc[[1]].assign(planeid=9001, obs_publisher_did="ivo://irsa.ipac/spherex_qr2?../../evil/D2")
+    evil_art = artifact.iloc[[1]].assign(planeid=9001, uri="../../../../etc/passwd")
+    tap.publish(pd.concat([plane, old, evil]), pd.concat([artifact, old_art, evil_art]))
+    try:
+        found = served["tap"].query(RegionQuery(circle=(150.1, 2.2, 1.0)))
+        first = found.frame[found.frame.obs_id == plane.obs_publisher_did.iloc[0].split("?")[1].split("/")[0]]
+        assert not first.url.str.contains("l2b-v20").any()
+        result = fetch(found.to_bag(), tmp_path / "images", FetchConfig(retries=0))
+        written = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert all(p.parent.parent == tmp_path / "images" for p in written)
+        assert (result.status == "failed").sum() == 1 and (result.status == "ok").sum() == len(result) - 1
+    finally:
+        tap.publish(plane, artifact)
+
+
+def test_batch_pipeline_through_tap_and_http(served, sky_qr2, tmp_path):
+    with dask.config.set({"spxdask.irsa.base_url": served["server"].url + "/"}):
+        cfg = BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
+                          tap_url=served["url"], output_dir=tmp_path / "tap")
+        summary = BatchPipeline(cfg).run_all()
+    local = BatchPipeline(BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
+                                      archive=str(served["local"].root), output_dir=tmp_path / "local")).run_all()
+    assert summary.images == local.images and summary.fetched == summary.images and summary.failed == 0
+    a = pd.read_parquet(tmp_path / "tap" / "lightcurves")
+    b = pd.read_parquet(tmp_path / "local" / "lightcurves")
+    pd.testing.assert_frame_equal(a, b)
