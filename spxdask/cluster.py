@@ -94,7 +94,10 @@ def compute(*collections, client=None, label: str = "spxdask"):
     if show:
         from distributed import progress
 
-        progress(futures, notebook=None, multi=False)
+        try:
+            progress(futures, notebook=None, multi=False)
+        except ImportError:  # a notebook without ipywidgets: a text bar instead
+            progress(futures, notebook=False, multi=False)
     return tuple(client.gather(futures))
 
 

@@ -131,8 +131,8 @@ def aggregate_lightcurves(image_csv_dir: str | Path, lightcurve_dir: str | Path,
     int
         Number of distinct targets in the store.
     """
-    per_image = Path(image_csv_dir)
-    final = Path(lightcurve_dir)
+    per_image = Path(image_csv_dir).resolve()  # the arrow filesystem wants absolute paths
+    final = Path(lightcurve_dir).resolve()
     if not any(per_image.glob("*.parquet")):
         raise FileNotFoundError(f"no per-image Parquet files in {per_image}")
     divisions, n_targets = _divisions(per_image, npartitions)
