@@ -81,12 +81,12 @@ def test_dask_gateway_run_equals_single_process(sky_qr2, single_process, tmp_pat
 
 
 def test_settings_come_from_the_environment():
-    code = "from spxdask.cluster import setting; print(setting('shuffle_method'), setting('irsa.base_url'))"
-    env = dict(os.environ, DASK_SPXDASK__SHUFFLE_METHOD="tasks", DASK_SPXDASK__IRSA__BASE_URL="http://mirror/")
+    code = "from spxdask.cluster import setting; print(setting('shuffle_method'), setting('irsa.data_root'))"
+    env = dict(os.environ, DASK_SPXDASK__SHUFFLE_METHOD="tasks", DASK_SPXDASK__IRSA__DATA_ROOT="http://mirror/")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["tasks", "http://mirror/"]
     default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert default.split() == ["p2p", "https://irsa.ipac.caltech.edu/"]
+    assert default.split() == ["p2p", "https://irsa.ipac.caltech.edu/ibe/data/spherex/"]
 
 
 def test_get_client_reuses_a_running_client():

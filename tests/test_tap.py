@@ -29,7 +29,7 @@ def served(sky_qr2, tmp_path_factory):
     plane, artifact = tap.rows_from_archive(local)
     url = tap.publish(plane, artifact)
     with FileServer(root) as server:
-        yield {"local": local, "tap": IrsaArchive(url, base_url=server.url + "/", backoff=0.05),
+        yield {"local": local, "tap": IrsaArchive(url, data_root=server.url + "/ibe/data/spherex/", backoff=0.05),
                "server": server, "plane": plane, "artifact": artifact, "url": url}
 
 
@@ -70,7 +70,7 @@ def test_mjd_filter_and_gate(served):
 
 
 def test_overflowing_sync_query_goes_async(served):
-    small = IrsaArchive(served["url"], base_url="x/", sync_maxrec=3)
+    small = IrsaArchive(served["url"], data_root="x/", sync_maxrec=3)
     q = RegionQuery(circle=(150.1, 2.2, 1.0))
     big = small.execute(adql(q))
     assert len(big) == len(served["plane"]) > 3
@@ -106,7 +106,7 @@ def test_newest_version_and_hostile_rows(served, tmp_path):
 
 
 def test_batch_pipeline_through_tap_and_http(served, sky_qr2, tmp_path):
-    with dask.config.set({"spxdask.irsa.base_url": served["server"].url + "/"}):
+    with dask.config.set({"spxdask.irsa.data_root": served["server"].url + "/ibe/data/spherex/"}):
         cfg = BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
                           tap_url=served["url"], output_dir=tmp_path / "tap")
         summary = BatchPipeline(cfg).run_all()

@@ -16,7 +16,8 @@ from ..spherex import channels
 from .query import ObservationSet, RegionQuery, finish
 
 IRSA_TAP = "https://irsa.ipac.caltech.edu/TAP"
-IRSA_BASE = "https://irsa.ipac.caltech.edu/"
+IRSA_DATA_ROOT = "https://irsa.ipac.caltech.edu/ibe/data/spherex/"
+URI_PREFIX = "ibe/data/spherex/"  # artifact.uri starts with it; the rest is the archive key
 log = logging.getLogger(__name__)
 _OBS_ID = re.compile(r"\?([^/]+)/")
 _COLLECTION = re.compile(r"ivo://[^/]+/([^?]+)\?")
@@ -72,7 +73,7 @@ def _footprint(poly) -> list[float]:
     return [float("nan")] * 8
 
 
-def rows_to_frame(table, base_url: str) -> pd.DataFrame:
+def rows_to_frame(table, data_root: str) -> pd.DataFrame:
     """Observation rows from the TAP result (astropy Table); rows whose obs_publisher_did cannot
     be parsed are dropped with a warning."""
     rows = []
@@ -93,7 +94,7 @@ def rows_to_frame(table, base_url: str) -> pd.DataFrame:
         rows.append({
             "obs_id": m[1], "detector": det, "mjd": 0.5 * (t0 + t1), "t_min": t0, "t_max": t1,
             "wavelength_min": float(r["energy_bounds_lower"]) * 1e6, "wavelength_max": float(r["energy_bounds_upper"]) * 1e6,
-            "footprint": _footprint(r["poly"]), "url": uri if "://" in uri else base_url.rstrip("/") + "/" + uri.lstrip("/"),
+            "footprint": _footprint(r["poly"]), "url": uri if "://" in uri else data_root.rstrip("/") + "/" + uri.lstrip("/").removeprefix(URI_PREFIX),
             "size": None if size is np.ma.masked else int(size),
             "checksum": (checksum.removeprefix("md5:") if checksum else None),
             "collection": coll[1] if coll else "", "version": version,
@@ -110,8 +111,10 @@ class IrsaArchive:
     ----------
     tap_url : str
         The TAP endpoint.
-    base_url : str
-        Prefix of the relative ``artifact.uri`` for download URLs.
+    data_root : str
+        Where the files are: the download URL is ``data_root`` + the archive key (the
+        relative ``artifact.uri`` without its ``ibe/data/spherex/`` prefix). IRSA by default;
+        ``s3://nasa-irsa-spherex/`` for the AWS mirror; a local mirror folder.
     retries, backoff, max_backoff : int, float, float
         Retries on 5xx / timeouts / connection errors; waits ``backoff`` x 2^attempt seconds
         (at most ``max_backoff``) times a random factor in [0.5, 1.5].
@@ -121,10 +124,10 @@ class IrsaArchive:
         Seconds to wait for an async job.
     """
 
-    def __init__(self, tap_url: str = IRSA_TAP, base_url: str = IRSA_BASE, retries: int = 4, backoff: float = 2.0,
+    def __init__(self, tap_url: str = IRSA_TAP, data_root: str = IRSA_DATA_ROOT, retries: int = 4, backoff: float = 2.0,
                  max_backoff: float = 60.0, sync_maxrec: int = 20000, async_timeout: float = 600.0):
         self.tap_url = tap_url
-        self.base_url = base_url
+        self.data_root = data_root
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.sync_maxrec = sync_maxrec
         self.async_timeout = async_timeout
@@ -189,4 +192,4 @@ class IrsaArchive:
 
     def query(self, q: RegionQuery) -> ObservationSet:
         """Observations matching ``q`` (newest version per file, ``max_images`` gate)."""
-        return finish(rows_to_frame(self.execute(adql(q)), self.base_url), q, self.tap_url)
+        return finish(rows_to_frame(self.execute(adql(q)), self.data_root), q, self.tap_url)

@@ -20,7 +20,8 @@ class BatchConfig:
     ``keep_bucket_files`` are accepted and unused: aggregation is a Dask shuffle). spxdask
     adds where the observations come from (``archive``: a local folder / fsspec URL of L2 files,
     or ``tap_url``: IRSA's TAP service, the default), ``read_in_place`` (measure the files where
-    they are instead of downloading), ``collections`` and ``export_csv``.
+    they are instead of downloading), ``collections``, ``export_csv`` and ``storage_options``
+    (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket).
     """
 
     center_ra: float
@@ -42,6 +43,7 @@ class BatchConfig:
     read_in_place: bool = False
     collections: list[str] | None = None
     export_csv: bool = False
+    storage_options: dict | None = None
 
     def __post_init__(self) -> None:
         self.catalog_path = Path(self.catalog_path)

@@ -88,7 +88,7 @@ class BatchPipeline:
                 destination(o, self.config.image_dir).unlink(missing_ok=True)
         cfg = FetchConfig(concurrency=self.config.max_download_workers)
         with cluster.run_context(self.config.output_dir, "download", self.client, "performance-report-download.html"):
-            result = fetch(found.to_bag(), self.config.image_dir, cfg)
+            result = fetch(found.to_bag(), self.config.image_dir, cfg, self.config.storage_options)
         failed = result[result.status == "failed"]
         if len(failed):
             _write_manifest([{"image": r.url, "obs_id": r.obs_id, "detector": r.detector, "status": "failed",
@@ -118,7 +118,8 @@ class BatchPipeline:
         images, footprints = self._images()
         with cluster.run_context(self.config.output_dir, "extract", self.client, "performance-report-extract.html"):
             n = extract_images(images, catalog, self.config.photometry, self.config.per_image_dir, skip_existing,
-                               manifest_path=self.config.manifest_path, footprints=footprints)
+                               manifest_path=self.config.manifest_path, footprints=footprints,
+                               storage_options=self.config.storage_options)
         manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
         self.summary.measured = n
         self.summary.sources = len(catalog)

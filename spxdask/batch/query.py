@@ -10,13 +10,14 @@ from ..cluster import setting
 from .config import BatchConfig
 
 
-def archive_for(archive: str | None = None, tap_url: str | None = None) -> LocalArchive | IrsaArchive:
+def archive_for(archive: str | None = None, tap_url: str | None = None, *, index_path=None,
+                storage_options: dict | None = None) -> LocalArchive | IrsaArchive:
     """A local / fsspec archive when ``archive`` is given, else the TAP service at ``tap_url``
     (default: the ``spxdask.irsa.tap_url`` setting, IRSA; download URLs start with the
-    ``spxdask.irsa.base_url`` setting)."""
+    ``spxdask.irsa.data_root`` setting)."""
     if archive:
-        return LocalArchive(archive)
-    return IrsaArchive(tap_url or setting("irsa.tap_url"), base_url=setting("irsa.base_url"))
+        return LocalArchive(archive, index_path=index_path, storage_options=storage_options)
+    return IrsaArchive(tap_url or setting("irsa.tap_url"), data_root=setting("irsa.data_root"))
 
 
 def region_query(config: BatchConfig) -> RegionQuery:
@@ -31,4 +32,7 @@ def query_region_observations(config: BatchConfig) -> ObservationSet:
     """Observations of every image overlapping the configured region (``coverage_mode`` "any")
     or containing it ("full"), with the ``max_images`` gate (raises
     :class:`~spxdask.archive.TooManyImagesError` before anything is downloaded)."""
-    return archive_for(config.archive, config.tap_url).query(region_query(config))
+    remote = bool(config.archive) and "://" in str(config.archive) and not str(config.archive).startswith("file://")
+    index = config.output_dir / "archive_index.parquet" if remote else None
+    return archive_for(config.archive, config.tap_url, index_path=index,
+                       storage_options=config.storage_options).query(region_query(config))
