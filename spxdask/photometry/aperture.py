@@ -22,7 +22,7 @@ import sep
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..spherex.flags import Flag
-from ..spherex.l2 import L2File
+from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .config import PhotometryConfig
 
@@ -221,6 +221,9 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
 
     # arrays as stored (memory-mapped for local files): only the pixels used are read
     image, flags, variance = l2.raw("IMAGE"), l2.raw("FLAGS"), l2.raw("VARIANCE")
+    step = max(1, min(image.shape) // 64)
+    if not np.isfinite(image[::step, ::step]).any() and not np.isfinite(image).any():
+        raise L2FormatError(l2.source, "IMAGE has no finite pixel")
     bad_mask = config.bad_mask
     if config.subtract_zodi:
         zodi = l2.raw("ZODI")
