@@ -72,7 +72,7 @@ def _gateway_client():
     return cluster.get_client()
 
 
-def compute(*collections, client=None, label: str = "spxdask"):
+def compute(*collections, client=None):
     """Compute Dask collections on ``client`` (or the running Client, or local threads),
     with a progress bar when the ``spxdask.progress`` setting is on."""
     from distributed import get_client as running

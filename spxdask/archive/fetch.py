@@ -75,7 +75,8 @@ def destination(obs: Observation, image_dir: str | Path) -> Path:
     return path
 
 
-def _md5(path: Path) -> str:
+def md5_of(path: str | Path) -> str:
+    """Hex md5 digest of a file, read in 4 MiB blocks."""
     h = hashlib.md5()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(2**22), b""):
@@ -90,7 +91,7 @@ def verified(path: Path, obs: Observation, check_md5: bool = True) -> str | None
     size = path.stat().st_size
     if obs.size is not None and size != obs.size:
         return f"size {size} != expected {obs.size}"
-    if check_md5 and obs.checksum and _md5(path) != obs.checksum.lower().removeprefix("md5:"):
+    if check_md5 and obs.checksum and md5_of(path) != obs.checksum.lower().removeprefix("md5:"):
         return "md5 mismatch"
     return None
 

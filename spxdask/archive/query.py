@@ -91,7 +91,7 @@ class ObservationSet:
     """The observations a query found (newest processing version per file)."""
 
     frame: pd.DataFrame
-    query: RegionQuery
+    query: RegionQuery | None  # None when read back from disk
     source: str
     query_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
@@ -121,13 +121,15 @@ class ObservationSet:
         """The reference's ``query_summary.yaml`` content."""
         f = self.frame
         q = self.query
+        region = None if q is None else {
+            "circle": list(q.circle) if q.circle else None, "point": list(q.point) if q.point else None,
+            "polygon": [list(c) for c in q.polygon] if q.polygon else None, "coverage_mode": q.coverage}
         return {
             "query_time": self.query_time.isoformat(),
             "source": self.source,
-            "region": {"circle": list(q.circle) if q.circle else None, "point": list(q.point) if q.point else None,
-                       "polygon": [list(c) for c in q.polygon] if q.polygon else None, "coverage_mode": q.coverage},
-            "bands": [f"D{b}" for b in q.bands] if q.bands else None,
-            "mjd_range": list(q.mjd_range) if q.mjd_range else None,
+            "region": region,
+            "bands": [f"D{b}" for b in q.bands] if q is not None and q.bands else None,
+            "mjd_range": list(q.mjd_range) if q is not None and q.mjd_range else None,
             "total_observations": len(f),
             "band_counts": self.band_counts,
             "time_span_days": float(f["mjd"].max() - f["mjd"].min()) if len(f) else 0.0,
@@ -166,4 +168,4 @@ def load(output_dir: str | Path, query: RegionQuery | None = None) -> Observatio
     if not path.exists():
         raise FileNotFoundError(f"no query results at {path}: run the query stage first")
     frame = obs.to_frame(obs.load(path))
-    return ObservationSet(frame, query or RegionQuery(point=(0.0, 0.0)), str(path))
+    return ObservationSet(frame, query, str(path))

@@ -130,7 +130,8 @@ def _extract(path: str, sources: pd.DataFrame, config: PhotometryConfig, out: st
     return row
 
 
-def _write_manifest(rows: list[dict], path: Path) -> None:
+def write_manifest(rows: list[dict], path: Path) -> None:
+    """Merge run records into the manifest: a new record of an image replaces its old one."""
     new = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     if path.exists():
         old = pd.read_parquet(path)
@@ -164,7 +165,7 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
     unknown = [p for p, _ in todo if p not in known]
     if unknown:
         bag = db.from_sequence(unknown, npartitions=max(1, min(len(unknown) // 8, 256)))
-        for fp in compute(bag.map(_footprint, storage_options), label="footprints")[0]:
+        for fp in compute(bag.map(_footprint, storage_options))[0]:
             known[fp["image"]] = fp["corners"] if fp["error"] is None else fp["error"]
     index = CatalogIndex(catalog)
     margin = 2 * PIXEL_SCALE_ARCSEC / 3600
@@ -177,9 +178,9 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
         mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin)
         tasks.append(dask.delayed(_extract, pure=False)(
             path, mine, config, out, tid_type, storage_options, dask_key_name=f"photometry-{Path(out).stem}"))
-    rows = list(compute(*tasks, label="photometry")) if tasks else []
+    rows = list(compute(*tasks)) if tasks else []
     if rows or failures:
-        _write_manifest(rows + failures, manifest)
+        write_manifest(rows + failures, manifest)
     return sum(r["status"] == "ok" for r in rows)
 
 

@@ -16,7 +16,7 @@ from ..archive.query import load_summary
 from ..photometry import PhotometryConfig
 from .aggregate import aggregate_lightcurves
 from .config import BatchConfig, load_catalog
-from .extract import _write_manifest, extract_images
+from .extract import extract_images, write_manifest
 from .query import query_region_observations
 
 
@@ -91,7 +91,7 @@ class BatchPipeline:
             result = fetch(found.to_bag(), self.config.image_dir, cfg, self.config.storage_options)
         failed = result[result.status == "failed"]
         if len(failed):
-            _write_manifest([{"image": r.url, "obs_id": r.obs_id, "detector": r.detector, "status": "failed",
+            write_manifest([{"image": r.url, "obs_id": r.obs_id, "detector": r.detector, "status": "failed",
                               "error": f"download: {r.error}"} for r in failed.itertuples()],
                             self.config.manifest_path)
         self.summary.fetched = int((result.status == "ok").sum())

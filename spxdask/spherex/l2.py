@@ -323,7 +323,7 @@ class L2File:
                 t = hdu.data
                 n = int(np.sqrt(np.asarray(t["EPSF"][0]).size))
                 return EffectivePSF(
-                    epsf=np.asarray(t["EPSF"], float).reshape(len(t), n, n),
+                    data=np.asarray(t["EPSF"], float).reshape(len(t), n, n),
                     xctr=np.asarray(t["XCENTER"], float) - 1,
                     yctr=np.asarray(t["YCENTER"], float) - 1,
                     oversamp=int(hdu.header.get("OVSMPX", 5)),
@@ -333,7 +333,7 @@ class L2File:
             nz = cube.shape[0]
             h = hdu.header
             return OversampledPSF(
-                planes=cube,
+                data=cube,
                 xctr=np.array([float(h[f"XCTR_{i}"]) for i in range(1, nz + 1)]) - 1,
                 yctr=np.array([float(h[f"YCTR_{i}"]) for i in range(1, nz + 1)]) - 1,
                 oversamp=int(h.get("OVERSAMP", 10)),

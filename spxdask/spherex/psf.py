@@ -14,11 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _nearest_zone(xctr: np.ndarray, yctr: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    d2 = (x[:, None] - xctr[None, :]) ** 2 + (y[:, None] - yctr[None, :]) ** 2
-    return np.argmin(d2, axis=1)
-
-
 def _box_weights(offset: np.ndarray, m: int, n_sub: int, centre: float, oversamp: int) -> np.ndarray:
     """Fraction of each sub-pixel (0..n_sub-1, centred at ``centre``) falling in each native
     pixel -m..m, for a source at sub-pixel ``offset`` = x - round(x). Shape (n, 2m+1, n_sub)."""
@@ -31,18 +26,24 @@ def _box_weights(offset: np.ndarray, m: int, n_sub: int, centre: float, oversamp
 
 
 @dataclass(frozen=True)
-class OversampledPSF:
-    """QR2 PSF cube: ``planes`` (n_zone, ny, nx) oversampled optical PSFs, zone centres in
-    0-based parent-detector pixels, ``oversamp`` sub-pixels per native pixel."""
+class ZonedPSF:
+    """PSFs per detector zone: ``data`` (n_zone, ny, nx) sampled ``oversamp`` times per native
+    pixel, zone centres ``xctr``, ``yctr`` in 0-based parent-detector pixels."""
 
-    planes: np.ndarray
+    data: np.ndarray
     xctr: np.ndarray
     yctr: np.ndarray
-    oversamp: int = 10
+    oversamp: int
 
     def zone(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Index of the zone nearest to each position."""
-        return _nearest_zone(self.xctr, self.yctr, np.asarray(x, float), np.asarray(y, float))
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        return np.argmin((x[:, None] - self.xctr[None, :]) ** 2 + (y[:, None] - self.yctr[None, :]) ** 2, axis=1)
+
+
+@dataclass(frozen=True)
+class OversampledPSF(ZonedPSF):
+    """QR2 PSF cube: oversampled optical PSFs (pixel response deconvolved), each summing to one."""
 
     def stamps(self, x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
         """Native-pixel stamps (n, 2m+1, 2m+1) centred on pixel (round(y), round(x)), each
@@ -50,7 +51,7 @@ class OversampledPSF:
         total."""
         x = np.asarray(x, float)
         y = np.asarray(y, float)
-        n_zone, ny, nx = self.planes.shape
+        n_zone, ny, nx = self.data.shape
         cy, cx = (ny - 1) / 2, (nx - 1) / 2
         # only sub-pixels that can land within m + 1 native pixels matter
         half = (m + 1) * self.oversamp
@@ -60,7 +61,7 @@ class OversampledPSF:
         zones = self.zone(x, y)
         for z in np.unique(zones):
             sel = np.flatnonzero(zones == z)
-            plane = self.planes[z].astype(float)
+            plane = self.data[z].astype(float)
             crop = plane[ys, xs]
             wy = _box_weights(y[sel] - np.round(y[sel]), m, crop.shape[0], cy - ys.start, self.oversamp)
             wx = _box_weights(x[sel] - np.round(x[sel]), m, crop.shape[1], cx - xs.start, self.oversamp)
@@ -69,24 +70,15 @@ class OversampledPSF:
 
 
 @dataclass(frozen=True)
-class EffectivePSF:
-    """QR3 ePSF table: ``epsf`` (n_zone, ny, nx) effective PSFs sampled every 1/oversamp px,
-    normalised so that samples on the native pixel lattice sum to one."""
-
-    epsf: np.ndarray
-    xctr: np.ndarray
-    yctr: np.ndarray
-    oversamp: int = 5
-
-    def zone(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return _nearest_zone(self.xctr, self.yctr, np.asarray(x, float), np.asarray(y, float))
+class EffectivePSF(ZonedPSF):
+    """QR3 ePSF table: effective PSFs (pixel response included) sampled every 1/oversamp px."""
 
     def stamps(self, x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
         """Native-pixel stamps (n, 2m+1, 2m+1): the ePSF interpolated (bilinear) at each pixel
         centre's offset from the source, divided by the ePSF's native-pixel total."""
         x = np.asarray(x, float)
         y = np.asarray(y, float)
-        _, ny, nx = self.epsf.shape
+        _, ny, nx = self.data.shape
         cy, cx = (ny - 1) / 2, (nx - 1) / 2
         zones = self.zone(x, y)
         offs = np.arange(-m, m + 1)
@@ -99,7 +91,7 @@ class EffectivePSF:
         tx = np.clip(sx - x0, 0, 1)[:, None, :]
         z = zones[:, None, None]
         Y0, X0 = y0[:, :, None], x0[:, None, :]
-        e = self.epsf
+        e = self.data
         val = ((1 - ty) * (1 - tx) * e[z, Y0, X0] + (1 - ty) * tx * e[z, Y0, X0 + 1]
                + ty * (1 - tx) * e[z, Y0 + 1, X0] + ty * tx * e[z, Y0 + 1, X0 + 1])
         inside = ((sy >= 0) & (sy <= ny - 1))[:, :, None] & ((sx >= 0) & (sx <= nx - 1))[:, None, :]

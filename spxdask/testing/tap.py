@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..archive.fetch import md5_of
 from ..archive.local import LocalArchive
 
 PORT = int(os.environ.get("DACHS_PORT", "8089"))
@@ -24,14 +24,6 @@ INPUTS = Path("/var/gavo/inputs/spherex")
 SETUP = Path(__file__).with_name("dachs") / "setup.sh"
 #: artifact.uri prefix, as at IRSA (``https://irsa.ipac.caltech.edu/`` + uri)
 URI_PREFIX = "ibe/data/spherex/"
-
-
-def _md5(path: str) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def rows_from_archive(archive: LocalArchive, first_planeid: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -49,7 +41,7 @@ def rows_from_archive(archive: LocalArchive, first_planeid: int = 1000) -> tuple
                       "energy_bounds_upper": r["wavelength_max"] * 1e-6,
                       "energy_bandpassname": f"SPHEREx-D{int(r['detector'])}", "provenance_version": r["version"]})
         artifact.append({"planeid": pid, "uri": URI_PREFIX + r["url"], "contentlength": int(r["size"]),
-                         "contentchecksum": f"md5:{_md5(archive.url_of(r['url']))}", "producttype": "science"})
+                         "contentchecksum": f"md5:{md5_of(archive.url_of(r['url']))}", "producttype": "science"})
     return pd.DataFrame(plane), pd.DataFrame(artifact)
 
 
