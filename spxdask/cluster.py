@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def _gateway_client():
 
 def compute(*collections, client=None):
     """Compute Dask collections on ``client`` (or the running Client, or local threads),
-    with a progress bar when the ``spxdask.progress`` setting is on."""
+    with a progress bar in terminals and notebooks when the ``spxdask.progress`` setting is on."""
     from distributed import get_client as running
 
     if client is None:
@@ -82,7 +83,8 @@ def compute(*collections, client=None):
             client = running()
         except ValueError:
             client = None
-    show = setting("progress", True)
+    # progress bars where someone watches: a terminal or a notebook, not a log file
+    show = setting("progress", True) and (sys.stdout.isatty() or "ipykernel" in sys.modules)
     if client is None:
         if show:
             from dask.diagnostics import ProgressBar

@@ -117,17 +117,14 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     pixel, oy, ox, f_xy = pixel[keep], oy[keep], ox[keep], f_xy[keep]
     if pixel.size == 0:
         return rejected(n_z, l2.source, "no valid pixel lands in the output grid")
-    used, inverse = np.unique(pixel, return_inverse=True)
-    z_idx, f_z = spectral_overlaps(lam.ravel()[used], dlam.ravel()[used], config.effective_z_shrink(), grid.zgrid.edges)
-    k = z_idx.shape[1]
-    wf = (f_xy[:, None] * f_z[inverse]).ravel()
-    z = z_idx[inverse].ravel()
-    src = np.repeat(used[inverse], k)
-    yy, xx = np.repeat(oy, k), np.repeat(ox, k)
+    # spectral overlaps once per window pixel, then per spatial contribution
+    z_all, f_all = spectral_overlaps(lam.ravel(), dlam.ravel(), config.effective_z_shrink(), grid.zgrid.edges)
+    wf = f_xy[:, None] * f_all[pixel]
     sel = (wf > 0) & (wf >= config.min_overlap)
     if not sel.any():
         return rejected(n_z, l2.source, "no spectral overlap with the z grid")
-    wf, z, src, yy, xx = wf[sel], z[sel], src[sel], yy[sel], xx[sel]
+    row, col = np.nonzero(sel)
+    wf, z, src, yy, xx = wf[row, col], z_all[pixel[row], col], pixel[row], oy[row], ox[row]
     box = (slice(int(z.min()), int(z.max()) + 1), slice(int(yy.min()), int(yy.max()) + 1),
            slice(int(xx.min()), int(xx.max()) + 1))
     out = PartialCube.empty(n_z, box, n_inputs=1)
@@ -139,8 +136,16 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     out.weight = np.bincount(flat, w, size).reshape(shape)
     out.var = np.bincount(flat, w * w * var.ravel()[src], size).reshape(shape)
     out.count = (out.weight > 0).astype(np.int32)
-    pix_flags = flags.ravel()[src]
-    np.bitwise_and.at(out.and_mask.reshape(-1), flat, pix_flags)
-    np.bitwise_or.at(out.or_mask.reshape(-1), flat, pix_flags)
+    _flag_masks(out, flat, flags.ravel()[src])
     out.plane_inputs[box[0]] = (out.weight.reshape(shape[0], -1) > 0).any(axis=1)
     return out
+
+
+def _flag_masks(out: PartialCube, flat: np.ndarray, pix_flags: np.ndarray) -> None:
+    """AND / OR of the contributing pixels' flags per voxel. Only flagged contributions go
+    through the (slow) unbuffered ``ufunc.at``; any unflagged one makes the AND zero."""
+    flagged = pix_flags != 0
+    np.bitwise_or.at(out.or_mask.reshape(-1), flat[flagged], pix_flags[flagged])
+    and_mask = out.and_mask.reshape(-1)
+    np.bitwise_and.at(and_mask, flat[flagged], pix_flags[flagged])
+    and_mask[np.bincount(flat[~flagged], minlength=and_mask.size) > 0] = 0

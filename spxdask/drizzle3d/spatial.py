@@ -18,6 +18,7 @@ from astropy.wcs import WCS
 from scipy.ndimage import map_coordinates
 
 COARSE_STEP = 32  # input pixels between exactly transformed grid points
+_CHUNK = 1 << 15  # quad-cell pairs per vectorised step
 
 
 def input_window(input_wcs: WCS, input_shape: tuple[int, int], output_wcs: WCS, output_shape: tuple[int, int],
@@ -66,21 +67,20 @@ class PixelTransform:
 def _edge_integral(x1, y1, x2, y2):
     """Signed ∫ clamp(y(x), 0, 1) dx over the part of segment (x1,y1)→(x2,y2) with x in [0, 1]
     (positive when x increases): one edge's share of a polygon's overlap with the unit square."""
-    sign = np.where(x2 > x1, 1.0, -1.0)
     a = np.clip(np.minimum(x1, x2), 0.0, 1.0)
     b = np.clip(np.maximum(x1, x2), 0.0, 1.0)
     dx = x2 - x1
-    flat = np.abs(dx) < 1e-12
-    m = np.where(flat, 0.0, (y2 - y1) / np.where(flat, 1.0, dx))
+    steep_x = np.abs(dx) > 1e-12
+    m = np.divide(y2 - y1, dx, out=np.zeros_like(dx), where=steep_x)
     c = y1 - m * x1
 
-    def g(u):  # antiderivative of clamp(u, 0, 1)
-        return np.where(u <= 0, 0.0, np.where(u >= 1, u - 0.5, 0.5 * u * u))
+    def g(u):  # antiderivative of clamp(u, 0, 1): u²/2 on [0, 1], u - 1/2 above
+        return 0.5 * np.square(np.clip(u, 0.0, 1.0)) + np.maximum(u - 1.0, 0.0)
 
     steep = np.abs(m) > 1e-12
-    integral = np.where(steep, (g(m * b + c) - g(m * a + c)) / np.where(steep, m, 1.0),
+    integral = np.where(steep, np.divide(g(m * b + c) - g(m * a + c), m, out=np.zeros_like(m), where=steep),
                         np.clip(c, 0.0, 1.0) * (b - a))
-    return np.where(flat | (b <= a), 0.0, sign * integral)
+    return np.where(steep_x & (b > a), np.copysign(integral, dx), 0.0)
 
 
 def square_overlaps(qx: np.ndarray, qy: np.ndarray, max_span: int = 6) -> tuple[np.ndarray, ...]:
@@ -100,10 +100,12 @@ def square_overlaps(qx: np.ndarray, qy: np.ndarray, max_span: int = 6) -> tuple[
     quad, cell = np.nonzero((dx[None, :] < nxc[:, None]) & (dy[None, :] < nyc[:, None]))
     ox = cx0[quad] + dx[cell]
     oy = cy0[quad] + dy[cell]
-    lu = u[quad] - ox[:, None]
-    lv = v[quad] - oy[:, None]
-    nu, nv = np.roll(lu, -1, axis=1), np.roll(lv, -1, axis=1)
-    area = np.abs(_edge_integral(lu, lv, nu, nv).sum(axis=1))
+    area = np.empty(quad.size)
+    for s in range(0, quad.size, _CHUNK):  # chunks that stay in cache
+        q = slice(s, s + _CHUNK)
+        lu = u[quad[q]] - ox[q, None]
+        lv = v[quad[q]] - oy[q, None]
+        area[q] = np.abs(_edge_integral(lu, lv, np.roll(lu, -1, axis=1), np.roll(lv, -1, axis=1)).sum(axis=1))
     keep = area > 1e-12
     return quad[keep], oy[keep], ox[keep], area[keep]
 

@@ -375,9 +375,12 @@ def plan_survey(cfg: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
     width = cfg.size * SCALE_DEG * 1.02
     version, _ = QR_VERSIONS[cfg.layout]
     specs: list[ImageSpec] = []
+    epoch_start: dict[int, float] = {}  # epochs half a year apart; exposures 2 min apart within one
     for e in range(n_exp):
         epoch = e % cfg.n_epochs
-        mjd = MJD_START + 182.6 * epoch + (e // cfg.n_epochs) * 0.0014 + rng.uniform(0, 0.5) * (e // cfg.n_epochs == 0)
+        offset = rng.uniform(0, 0.5)
+        epoch_start.setdefault(epoch, MJD_START + 182.6 * epoch + offset)
+        mjd = epoch_start[epoch] + (e // cfg.n_epochs) * 0.0014
         r = 0.5 * cfg.region_radius * np.sqrt(rng.uniform())
         phi = rng.uniform(0, 2 * np.pi)
         rot = rng.uniform(0, 360)

@@ -1,0 +1,80 @@
+"""Observations: fetching 50 full-size files from the loopback HTTP server against a plain
+aiohttp download loop in the same run; indexing 1,000 files over HTTP, bytes read against bytes
+stored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from spxdask.archive import FetchConfig, LocalArchive, ObservationSet, fetch
+from spxdask.archive.observation import SCHEMA
+from spxdask.spherex.simulate import SimConfig, simulate_sky
+from spxdask.testing.http_server import FileServer
+
+from . import Result, register
+
+
+def _copies(source: Path, root: Path, n: int) -> list[Path]:
+    """``n`` hard links of one L2 file under distinct IRSA-style names."""
+    out = []
+    for i in range(n):
+        obs = f"2026W01_1A_{i:04d}_1"
+        path = root / "qr2" / "level2" / "2026W01_1A" / "l2b-v21-2026-031" / "2" / f"level2_{obs}D2_spx_l2b-v21-2026-031.fits"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, path)
+        out.append(path)
+    return out
+
+
+async def _plain_loop(urls: list[str], dest: Path, concurrency: int = 4) -> None:
+    gate = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+        async def one(i, url):
+            async with gate, session.get(url) as r:
+                r.raise_for_status()
+                with open(dest / f"{i}.fits", "wb") as f:
+                    async for chunk in r.content.iter_chunked(2**20):
+                        f.write(chunk)
+        await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
+
+
+@register("archive")
+def run() -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sky = simulate_sky(tmp / "one", SimConfig(n_images=1, size=2040, n_sources=50, detectors=(2,)), scheduler="sync")
+        size = sky.files[0].stat().st_size
+        root = tmp / "served"
+        files = _copies(sky.files[0], root, 1000)
+        out = []
+        with FileServer(root) as server:
+            remote = LocalArchive(server.url, index_path=tmp / "index.parquet")
+            t0 = time.perf_counter()
+            table = remote.index()
+            t_index = time.perf_counter() - t0
+            read = server.bytes_sent
+            assert len(table) == len(files)
+            out.append(Result("archive", "index 1,000 full-size files over HTTP", t_index,
+                              extra={"bytes read / stored": f"{read / (size * len(files)):.4%}"}))
+            # the copies share one header (one obs_id), so take the index rows as they are
+            frame = table.iloc[:50].assign(url=[remote.url_of(u) for u in table.url.iloc[:50]])[SCHEMA.names]
+            found = ObservationSet(frame.astype({"detector": "int8"}), None, server.url)
+            urls = list(frame.url)
+            (tmp / "plain").mkdir()
+            t0 = time.perf_counter()
+            asyncio.run(_plain_loop(urls, tmp / "plain"))
+            t_plain = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result = fetch(found.to_bag(partition_size=50), tmp / "images",
+                           FetchConfig(concurrency=4), None)
+            t_fetch = time.perf_counter() - t0
+            assert (result.status == "ok").all()
+        out.append(Result("archive", "fetch 50 full-size files (HTTP, 4 at a time)", t_fetch, "plain aiohttp loop", t_plain,
+                          {"MB/s": round(50 * size / t_fetch / 1e6, 1)}))
+        return out
