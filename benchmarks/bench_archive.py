@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -66,15 +67,23 @@ def run() -> list[Result]:
             frame = table.iloc[:50].assign(url=[remote.url_of(u) for u in table.url.iloc[:50]])[SCHEMA.names]
             found = ObservationSet(frame.astype({"detector": "int8"}), None, server.url)
             urls = list(frame.url)
-            (tmp / "plain").mkdir()
-            t0 = time.perf_counter()
-            asyncio.run(_plain_loop(urls, tmp / "plain"))
-            t_plain = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            result = fetch(found.to_bag(partition_size=50), tmp / "images",
-                           FetchConfig(concurrency=4), None)
-            t_fetch = time.perf_counter() - t0
-            assert (result.status == "ok").all()
+            # alternate the two, each into an empty folder after a sync, so neither pays for
+            # the other's write-back
+            t_plain, t_fetch = [], []
+            for _ in range(2):
+                for name in ("plain", "images"):
+                    shutil.rmtree(tmp / name, ignore_errors=True)
+                    (tmp / name).mkdir()
+                    os.sync()
+                    t0 = time.perf_counter()
+                    if name == "plain":
+                        asyncio.run(_plain_loop(urls, tmp / name))
+                        t_plain.append(time.perf_counter() - t0)
+                    else:
+                        result = fetch(found.to_bag(partition_size=50), tmp / name, FetchConfig(concurrency=4), None)
+                        t_fetch.append(time.perf_counter() - t0)
+                        assert (result.status == "ok").all()
+            t_plain, t_fetch = min(t_plain), min(t_fetch)
         out.append(Result("archive", "fetch 50 full-size files (HTTP, 4 at a time)", t_fetch, "plain aiohttp loop", t_plain,
                           {"MB/s": round(50 * size / t_fetch / 1e6, 1)}))
         return out

@@ -198,9 +198,10 @@ def fetch_partition(observations: list[Observation], image_dir: str, cfg: FetchC
 
 def fetch(bag, image_dir: str | Path, cfg: FetchConfig = FetchConfig(),
           storage_options: dict | None = None) -> pd.DataFrame:
-    """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition); returns
-    one row per file: status ``ok`` / ``skipped`` (already complete) / ``failed`` with the
-    error."""
-    rows = bag.map_partitions(fetch_partition, str(image_dir), cfg, storage_options,
-                              token="fetch").compute()
+    """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition, on the
+    running Client or local threads: downloads wait on the network, not the GIL); returns one
+    row per file: status ``ok`` / ``skipped`` (already complete) / ``failed`` with the error."""
+    from ..cluster import compute
+
+    (rows,) = compute(bag.map_partitions(fetch_partition, str(image_dir), cfg, storage_options, token="fetch"))
     return pd.DataFrame(list(rows), columns=list(RESULT_COLUMNS))
