@@ -121,6 +121,19 @@ def run_context(output_dir: str | Path, name: str, client=None,
     link = getattr(client, "dashboard_link", None)
     if link:
         print(f"{name}: Dask dashboard at {link}", flush=True)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    with performance_report(filename=str(Path(output_dir) / report)):
+    try:
+        import bokeh  # noqa: F401 - the report is drawn with bokeh
+    except ImportError:
+        logging.getLogger(__name__).warning("no performance report for %s: bokeh is not installed", name)
         yield
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    recorder = performance_report(filename=str(Path(output_dir) / report))
+    recorder.__enter__()
+    try:
+        yield
+    finally:
+        try:
+            recorder.__exit__(None, None, None)
+        except Exception as exc:  # noqa: BLE001 - a missing report never fails a finished run
+            logging.getLogger(__name__).warning("no performance report for %s: %s", name, exc)
