@@ -17,7 +17,8 @@ from ..photometry.aperture import fit_zodi_scale
 from ..spherex.flags import DEFAULT_BAD, Flag
 from ..spherex.l2 import L2File
 from .config import Drizzle3DConfig
-from .spatial import PixelTransform, input_window, map_window
+from .kernel import accumulate_square
+from .spatial import PixelTransform, input_window, map_window, pixel_geometry
 from .spectral import ZGrid, spectral_overlaps
 
 ALL_BITS = np.uint32(0xFFFFFFFF)
@@ -111,23 +112,56 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
         good = (np.isfinite(data) & np.isfinite(var) & (var > 0) & np.isfinite(lam) & (lam > 0)
                 & np.isfinite(dlam) & (dlam > 0) & ((flags & np.uint32(config.exclude_mask)) == 0)).ravel()
         weight = np.minimum(1.0 / var, config.ivar_max).ravel()
-    pixel, oy, ox, f_xy = map_window(PixelTransform(l2.wcs, grid.wcs, window), window, grid.shape,
-                                     config.xy_shrink, config.kernel)
+    transform = PixelTransform(l2.wcs, grid.wcs, window)
+    z_all, f_all = spectral_overlaps(lam.ravel(), dlam.ravel(), config.effective_z_shrink(), grid.zgrid.edges)
+    if config.kernel == "square":
+        out = _square(transform, window, grid, config, good, weight, data, var, flags, z_all, f_all)
+    else:
+        out = _pairs(transform, window, grid, config, good, weight, data, var, flags, z_all, f_all)
+    if out is None:
+        return rejected(n_z, l2.source, "no valid pixel lands in the output grid")
+    out.count = (out.weight > 0).astype(np.int32)
+    out.plane_inputs[out.box[0]] = (out.weight.reshape(out.weight.shape[0], -1) > 0).any(axis=1)
+    return out
+
+
+def _square(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, weight, data, var, flags,
+            z_all, f_all) -> PartialCube | None:
+    """The square kernel, compiled: each pixel's overlaps accumulated in place."""
+    cx, cy, kx, ky = pixel_geometry(transform, window)
+    ny, nx = grid.shape
+    hit = good & (f_all > 0).any(axis=1)
+    if not hit.any():
+        return None
+    # the box the window can touch on the grid, and the bins its good pixels reach
+    x0, x1 = max(int(np.floor(kx.min() + 0.5)), 0), min(int(np.ceil(kx.max() + 0.5)), nx)
+    y0, y1 = max(int(np.floor(ky.min() + 0.5)), 0), min(int(np.ceil(ky.max() + 0.5)), ny)
+    zs = z_all[hit][f_all[hit] > 0]
+    if x0 >= x1 or y0 >= y1:
+        return None
+    out = PartialCube.empty(grid.zgrid.n_z, (slice(int(zs.min()), int(zs.max()) + 1), slice(y0, y1), slice(x0, x1)),
+                            n_inputs=1)
+    n = accumulate_square(kx, ky, cx, cy, float(config.xy_shrink), hit, weight, data.ravel(), var.ravel(),
+                          flags.ravel(), z_all, f_all, float(config.min_overlap), ny, nx, out.z0, out.y0, out.x0,
+                          out.flux, out.weight, out.var, out.and_mask, out.or_mask)
+    return out if n else None
+
+
+def _pairs(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, weight, data, var, flags,
+           z_all, f_all) -> PartialCube | None:
+    """Any kernel, through the list of (pixel, output pixel, weight) pairs of :func:`map_window`."""
+    pixel, oy, ox, f_xy = map_window(transform, window, grid.shape, config.xy_shrink, config.kernel)
     keep = good[pixel]
     pixel, oy, ox, f_xy = pixel[keep], oy[keep], ox[keep], f_xy[keep]
-    if pixel.size == 0:
-        return rejected(n_z, l2.source, "no valid pixel lands in the output grid")
-    # spectral overlaps once per window pixel, then per spatial contribution
-    z_all, f_all = spectral_overlaps(lam.ravel(), dlam.ravel(), config.effective_z_shrink(), grid.zgrid.edges)
     wf = f_xy[:, None] * f_all[pixel]
     sel = (wf > 0) & (wf >= config.min_overlap)
     if not sel.any():
-        return rejected(n_z, l2.source, "no spectral overlap with the z grid")
+        return None
     row, col = np.nonzero(sel)
     wf, z, src, yy, xx = wf[row, col], z_all[pixel[row], col], pixel[row], oy[row], ox[row]
     box = (slice(int(z.min()), int(z.max()) + 1), slice(int(yy.min()), int(yy.max()) + 1),
            slice(int(xx.min()), int(xx.max()) + 1))
-    out = PartialCube.empty(n_z, box, n_inputs=1)
+    out = PartialCube.empty(grid.zgrid.n_z, box, n_inputs=1)
     shape = out.flux.shape
     flat = np.ravel_multi_index((z - box[0].start, yy - box[1].start, xx - box[2].start), shape)
     size = int(np.prod(shape))
@@ -135,9 +169,7 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     out.flux = np.bincount(flat, w * data.ravel()[src], size).reshape(shape)
     out.weight = np.bincount(flat, w, size).reshape(shape)
     out.var = np.bincount(flat, w * w * var.ravel()[src], size).reshape(shape)
-    out.count = (out.weight > 0).astype(np.int32)
     _flag_masks(out, flat, flags.ravel()[src])
-    out.plane_inputs[box[0]] = (out.weight.reshape(shape[0], -1) > 0).any(axis=1)
     return out
 
 

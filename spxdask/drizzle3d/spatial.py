@@ -115,6 +115,20 @@ def quad_area(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(np.sum(qx * np.roll(qy, -1, axis=1) - np.roll(qx, -1, axis=1) * qy, axis=1))
 
 
+def pixel_geometry(transform: PixelTransform, window: tuple[slice, slice]) -> tuple[np.ndarray, ...]:
+    """Output pixel coordinates of the window's pixel centres ``(cx, cy)``, (hy, hx), and of
+    its pixel corners ``(kx, ky)``, (hy + 1, hx + 1)."""
+    rows, cols = window
+    hy, hx = rows.stop - rows.start, cols.stop - cols.start
+    ey, ex = np.mgrid[rows.start - 0.5:rows.stop, cols.start - 0.5:cols.stop]
+    kx, ky = transform(ex.ravel(), ey.ravel())
+    kx, ky = kx.reshape(hy + 1, hx + 1), ky.reshape(hy + 1, hx + 1)
+    # the transform is affine across a pixel (to ~1e-7 px), so a centre maps to its corners' mean
+    cx = 0.25 * (kx[:-1, :-1] + kx[:-1, 1:] + kx[1:, :-1] + kx[1:, 1:])
+    cy = 0.25 * (ky[:-1, :-1] + ky[:-1, 1:] + ky[1:, :-1] + ky[1:, 1:])
+    return cx, cy, kx, ky
+
+
 def map_window(transform: PixelTransform, window: tuple[slice, slice], output_shape: tuple[int, int],
                xy_shrink: float, kernel: str = "square") -> tuple[np.ndarray, ...]:
     """Spatial contributions of the input pixels of ``window``.
@@ -124,11 +138,9 @@ def map_window(transform: PixelTransform, window: tuple[slice, slice], output_sh
     its shrunk footprint there times ``xy_shrink**2`` for "square", the reference's bilinear
     weights for "bilinear". Only pixels inside the output grid are returned.
     """
-    rows, cols = window
-    hy, hx = rows.stop - rows.start, cols.stop - cols.start
     ny, nx = output_shape
-    yy, xx = np.mgrid[rows, cols]
-    cx, cy = transform(xx.ravel().astype(float), yy.ravel().astype(float))
+    centre_x, centre_y, kx, ky = pixel_geometry(transform, window)
+    cx, cy = centre_x.ravel(), centre_y.ravel()
     if kernel == "bilinear":
         x0, y0 = np.floor(cx).astype(np.int64), np.floor(cy).astype(np.int64)
         parts = []
@@ -139,10 +151,6 @@ def map_window(transform: PixelTransform, window: tuple[slice, slice], output_sh
                 parts.append((np.arange(cx.size), oy, ox, w))
         pixel, oy, ox, f = (np.concatenate(p) for p in zip(*parts))
     else:
-        # pixel corners through the transform once, on the (hy + 1) x (hx + 1) corner lattice
-        ey, ex = np.mgrid[rows.start - 0.5:rows.stop, cols.start - 0.5:cols.stop]
-        kx, ky = transform(ex.ravel(), ey.ravel())
-        kx, ky = kx.reshape(hy + 1, hx + 1), ky.reshape(hy + 1, hx + 1)
         corner_x = np.stack([kx[:-1, :-1], kx[:-1, 1:], kx[1:, 1:], kx[1:, :-1]], axis=-1).reshape(-1, 4)
         corner_y = np.stack([ky[:-1, :-1], ky[:-1, 1:], ky[1:, 1:], ky[1:, :-1]], axis=-1).reshape(-1, 4)
         # the shrunk footprint: corners pulled towards the centre (the mapping is affine on a pixel)
