@@ -42,7 +42,8 @@ def adql(q: RegionQuery) -> str:
     else:
         where = f"INTERSECTS(p.poly, {_polygon(q.polygon)}) = 1"
     if q.bands:
-        where += " AND (" + " OR ".join(f"p.energy_bandpassname = 'SPHEREx-D{int(b)}'" for b in q.bands) + ")"
+        where += " AND (" + " OR ".join(f"p.energy_bandpassname = '{channels.detector(b).bandpass_name}'"
+                                        for b in q.bands) + ")"
     if q.mjd_range:
         mid = "(p.time_bounds_lower + p.time_bounds_upper) / 2.0"
         where += f" AND {mid} >= {q.mjd_range[0]:.8f} AND {mid} <= {q.mjd_range[1]:.8f}"

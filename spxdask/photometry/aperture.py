@@ -14,7 +14,6 @@ Pure numpy / astropy / sep: no Dask, no Python loop over sources. Steps:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd

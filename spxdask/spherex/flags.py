@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
-import numpy as np
 
 
 class Flag(enum.IntFlag):
@@ -127,8 +126,3 @@ def bits_from_header(header: Mapping) -> dict[str, int]:
         elif key.startswith("MSKN") and key[4:].isdigit():
             out[str(header[key]).strip()] = int(key[4:])
     return out
-
-
-def is_bad(flags: np.ndarray, mask: int = DEFAULT_BAD) -> np.ndarray:
-    """Boolean array: pixel has any bit of ``mask`` set."""
-    return (flags & np.int32(int(mask))) != 0

@@ -42,9 +42,6 @@ class FileServer:
         """Queue faults for requests of ``path`` (relative to root, or ``"*"``)."""
         self._faults[path.lstrip("/")].extend(faults)
 
-    def clear_faults(self) -> None:
-        self._faults.clear()
-
     def _next_fault(self, rel: str):
         for key in (rel, "*"):
             if self._faults.get(key):
