@@ -107,11 +107,3 @@ def intersects_polygon(poly: np.ndarray, region: np.ndarray) -> np.ndarray:
     b1, b2 = region[None, None], np.roll(region, -1, axis=0)[None, None]
     crossing = np.any(_arcs_cross(a1, a2, b1, b2), axis=(1, 2))
     return corner_in_poly | poly_in_region | crossing
-
-
-def box_corners(ra: float, dec: float, width_deg: float, height_deg: float) -> np.ndarray:
-    """(4, 2) corners of a tangent-plane box centred at (ra, dec), sides along RA and Dec."""
-    xi = np.array([-1, 1, 1, -1]) * width_deg / 2
-    eta = np.array([-1, -1, 1, 1]) * height_deg / 2
-    r, d = tangent_to_sky(ra, dec, xi, eta)
-    return np.column_stack([r, d])

@@ -17,9 +17,11 @@ from spxdask.archive import observation as obs
 from spxdask.archive.fetch import FetchConfig, destination, fetch
 from spxdask.archive.local import LocalArchive, mirror_path
 from spxdask.archive.query import RegionQuery, TooManyImagesError
-from spxdask.geometry import box_corners
 from spxdask.spherex import L2File
 from spxdask.testing.http_server import FileServer
+
+from .conftest import drizzle_box
+
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +108,10 @@ def test_point_and_box_queries(archive):
     got = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(point=(ra, dec))).observations}
     assert got == {(o, d) for o, d, v in expected if v}
     # a box: INTERSECTS(POLYGON) finds images touching it, not only those holding its centre
-    box = box_corners(ra, dec, 0.3, 0.2)
-    by_box = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(polygon=tuple(map(tuple, box)))).observations}
+    box = drizzle_box(ra, dec, 0.3, 0.2)
+    by_box = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(polygon=box)).observations}
     assert got < by_box
-    far = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(polygon=tuple(map(tuple, box_corners(10, -40, 1, 1))))).observations}
+    far = {(o.obs_id, o.detector) for o in archive.query(RegionQuery(polygon=drizzle_box(10, -40, 1, 1))).observations}
     assert far == set()
 
 

@@ -126,6 +126,17 @@ def _plane_of(cube, wavelength):
     return int(np.searchsorted(cube.zgrid.edges, wavelength) - 1)
 
 
+def _assert_same_cube(got: DrizzleCube, ref: DrizzleCube, rtol: float) -> None:
+    """Sums equal to ``rtol`` and to 1e-12 of the cube's scale (single voxels can cancel when
+    summed in another order); counts and flag masks identical."""
+    for name in ("flux_weighted", "weight_total", "var_accum"):
+        want = getattr(ref, name)
+        np.testing.assert_allclose(getattr(got, name), want, rtol=rtol, atol=1e-12 * np.abs(want).max())
+    np.testing.assert_array_equal(got.count_map, ref.count_map)
+    np.testing.assert_array_equal(got.or_mask, ref.or_mask)
+    np.testing.assert_array_equal(got.final_and_mask, ref.final_and_mask)
+
+
 def _cube(paths, cfg, det=3):
     grid = output_grid(cfg, det)
     parts = [image_partial(str(p), grid, cfg) for p in paths]
@@ -219,13 +230,7 @@ def test_tree_equals_serial_and_count_is_images(many):
     (tree,) = dask.compute(tree_partials([str(p) for p in many.files], grid, cfg), scheduler="threads")
     a = DrizzleCube.from_partial(serial, grid, cfg)
     b = DrizzleCube.from_partial(tree, grid, cfg)
-    for name in ("flux_weighted", "weight_total", "var_accum"):
-        ref = getattr(a, name)
-        # sums in another order: equal to 1e-12 of the cube's scale (single voxels can cancel)
-        np.testing.assert_allclose(getattr(b, name), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
-    np.testing.assert_array_equal(b.count_map, a.count_map)
-    np.testing.assert_array_equal(b.or_mask, a.or_mask)
-    np.testing.assert_array_equal(b.final_and_mask, a.final_and_mask)
+    _assert_same_cube(b, a, rtol=1e-12)
     assert b.n_inputs == len(many.files)
     # COUNT = images covering each output pixel whose wavelength there falls in the plane
     ny, nx = grid.shape
@@ -330,9 +335,4 @@ def test_compiled_square_kernel_equals_the_numpy_pairs(many):
         acc._square = original
     a = DrizzleCube.from_partial(functools.reduce(combine, compiled), grid, cfg)
     b = DrizzleCube.from_partial(functools.reduce(combine, vectorised), grid, cfg)
-    for name in ("flux_weighted", "weight_total", "var_accum"):
-        ref = getattr(b, name)
-        np.testing.assert_allclose(getattr(a, name), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
-    np.testing.assert_array_equal(a.count_map, b.count_map)
-    np.testing.assert_array_equal(a.or_mask, b.or_mask)
-    np.testing.assert_array_equal(a.final_and_mask, b.final_and_mask)
+    _assert_same_cube(a, b, rtol=1e-10)

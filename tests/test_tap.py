@@ -13,9 +13,11 @@ from spxdask.archive import LocalArchive, RegionQuery, TooManyImagesError
 from spxdask.archive.fetch import FetchConfig, fetch
 from spxdask.archive.irsa import IrsaArchive, TapError, adql
 from spxdask.batch import BatchConfig, BatchPipeline
-from spxdask.geometry import box_corners
 from spxdask.testing import tap
 from spxdask.testing.http_server import FileServer
+
+from .conftest import drizzle_box
+
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ QUERIES = [
     RegionQuery(circle=(150.12, 2.23, 0.2)),
     RegionQuery(circle=(150.12, 2.23, 0.05), coverage="full"),
     RegionQuery(point=(150.05, 2.15)),
-    RegionQuery(polygon=tuple(map(tuple, box_corners(150.05, 2.15, 0.3, 0.2)))),
+    RegionQuery(polygon=drizzle_box(150.05, 2.15, 0.3, 0.2)),
     RegionQuery(circle=(150.1, 2.2, 1.0), bands=(1, 3)),
     RegionQuery(circle=(150.1, 2.2, 1.0), collections=("wide",)),
     RegionQuery(circle=(150.1, 2.2, 1.0), collections=("qr3",)),
