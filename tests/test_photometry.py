@@ -8,11 +8,14 @@ import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.stats import sigma_clipped_stats
 from photutils.aperture import CircularAperture, aperture_photometry
 
 from spxdask import PhotometryConfig
 from spxdask.photometry import measure_image
+from spxdask.photometry.background import fit_zodi_scale, local_background
 from spxdask.spherex import L2File
+from spxdask.spherex.flags import Flag
 from spxdask.spherex.simulate import SimConfig, make_catalog, plan_survey, render_image, simulate_sky
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 
@@ -226,3 +229,54 @@ def test_qr3_files_measure_alike(sky_qr3):
     good = res[(res.quality == "") & (res.flux_total / res.flux_total_error > 50)]
     assert len(good) > 20
     assert abs(np.median(good.flux_total / good.flux_true - 1)) < 0.01
+
+
+# -- the compiled background loops, against the libraries they replace --------------------------
+def test_local_background_equals_astropy_sigma_clipping(truth_sky, catalog):
+    config = PhotometryConfig(bg_sigma_clip_sigma=2.0)
+    with L2File(truth_sky.files[2]) as l2:
+        image, zodi, flags = l2.image(), l2.zodi(), l2.flags()
+        x, y = l2.wcs.all_world2pix(catalog.ra, catalog.dec, 0)
+        inner = (x > 10) & (x < 245) & (y > 10) & (y < 245)
+        x, y = x[inner][:80], y[inner][:80]
+        level, error, used_source = local_background(l2.raw("IMAGE"), l2.raw("ZODI"), l2.raw("FLAGS"),
+                                                     0.9, x, y, 1.0, config)
+    # the first annulus (r_in = 1 + 1.414, area 10 px^2) without masked or SOURCE pixels
+    r_in = 1.0 + config.annulus_inner_offset
+    r_out = np.sqrt(r_in**2 + config.min_annulus_area / np.pi)
+    yy, xx = np.mgrid[:256, :256]
+    checked = 0
+    for i in range(x.size):
+        d2 = (xx - x[i]) ** 2 + (yy - y[i]) ** 2
+        use = (d2 >= r_in**2) & (d2 < r_out**2) & ((flags & (config.bad_mask | Flag.SOURCE)) == 0)
+        if use.sum() < config.min_usable_pixels:
+            continue
+        values = (image - np.float32(0.9) * zodi)[use]
+        _, median, std = sigma_clipped_stats(values, sigma=2.0, maxiters=config.bg_sigma_clip_maxiters,
+                                             cenfunc="mean", stdfunc="std")
+        assert level[i] == pytest.approx(median, rel=1e-6)
+        assert error[i] == pytest.approx(np.sqrt(np.pi / 2) * std / np.sqrt(use.sum()), rel=1e-5)
+        assert not used_source[i]
+        checked += 1
+    assert checked > 20
+
+
+def test_compiled_loops_read_any_byte_order(truth_sky, catalog):
+    with L2File(truth_sky.files[0]) as l2:
+        stored = [l2.raw(n) for n in ("IMAGE", "ZODI", "VARIANCE", "FLAGS")]
+        x, y = l2.wcs.all_world2pix(catalog.ra, catalog.dec, 0)
+        keep = (x > 0) & (x < 255) & (y > 0) & (y < 255)
+        x, y = x[keep], y[keep]
+    assert not stored[0].dtype.isnative  # FITS is big-endian
+    native = [a.astype(a.dtype.newbyteorder("=")) for a in stored]
+    image, zodi, variance, flags = stored
+    scales = [fit_zodi_scale(*arrays, Flag.SOURCE, 0, 10) for arrays in (stored, native)]
+    assert scales[0] == scales[1] and 0.9 < scales[0] < 1.1
+    # the weighted least-squares amplitude, by numpy on all usable pixels
+    ok = ((flags & Flag.SOURCE) == 0) & np.isfinite(image) & (zodi != 0) & (variance > 0)
+    w, z = 1 / variance[ok].astype(float), zodi[ok].astype(float)
+    assert scales[0] == pytest.approx(np.sum(w * z * image[ok]) / np.sum(w * z * z), rel=1e-12)
+    a = local_background(image, zodi, flags, scales[0], x, y, 1.0, PhotometryConfig())
+    b = local_background(native[0], native[1], native[3], scales[0], x, y, 1.0, PhotometryConfig())
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from astropy.wcs import WCS
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 
 from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags
 from spxdask.spherex.l2 import wave_lookup
 from spxdask.geometry import sky_to_tangent
-from spxdask.spherex.simulate import (SimConfig, make_catalog, plan_survey, render_image, simulate_sky,
-                                      wave_table, write_image)
+from spxdask.spherex.simulate import (SimConfig, _psf_pixels, make_catalog, plan_survey, psf_sigma, render_image,
+                                      simulate_sky, wave_table, write_image)
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from spxdask.testing.http_server import FileServer
 
@@ -115,6 +116,45 @@ def test_fast_wavelength_agrees_with_astropy(det, tmp_path):
         # longest wavelength on the first row, falling with row
         assert wl[-4] == pytest.approx(d.wave_top_um, rel=1e-3)
         assert f.wavelength(1020, 2039)[0] == pytest.approx(d.wave_bottom_um, rel=1e-3)
+
+
+def test_celestial_wcs_equals_astropy_on_the_whole_header(sky_qr2):
+    with L2File(sky_qr2.files[0]) as f:
+        full = WCS(f.header, naxis=2)
+        assert f.wcs.sip is not None and f.wcs.wcs.ctype[0] == "RA---TAN-SIP"
+        rng = np.random.default_rng(1)
+        x, y = rng.uniform(-10, 265, 500), rng.uniform(-10, 265, 500)
+        np.testing.assert_array_equal(f.wcs.all_pix2world(x, y, 0), full.all_pix2world(x, y, 0))
+        ra, dec = full.all_pix2world(x, y, 0)
+        np.testing.assert_allclose(f.wcs.all_world2pix(ra, dec, 0), full.all_world2pix(ra, dec, 0), atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["qr2", "qr3"])
+def test_psf_stamps_are_the_injected_psf_integrated_over_pixels(layout, sky_qr2, sky_qr3):
+    sky = {"qr2": sky_qr2, "qr3": sky_qr3}[layout]
+    with L2File(sky.files[0]) as f:
+        psf, det = f.psf, f.meta.detector
+    # sources near zone centres, at random sub-pixel positions: the simulator's PSF there is
+    # known exactly (two Gaussians integrated over each native pixel)
+    rng = np.random.default_rng(3)
+    zones = rng.choice(psf.xctr.size, 200)
+    x = np.round(psf.xctr[zones]) + rng.uniform(-0.5, 0.5, zones.size)
+    y = np.round(psf.yctr[zones]) + rng.uniform(-0.5, 0.5, zones.size)
+    m = 3
+    stamps = psf.stamps(x, y, m)
+    np.testing.assert_array_equal(psf.zone(x, y), zones)
+    offs = np.arange(-m, m + 1)
+    dx, dy = (x - np.round(x))[:, None, None], (y - np.round(y))[:, None, None]
+    sigma = psf_sigma(det, psf.xctr[zones], psf.yctr[zones])[:, None, None]
+    truth = _psf_pixels(offs[None, None, :] - 0.5 - dx, offs[None, None, :] + 0.5 - dx,
+                        offs[None, :, None] - 0.5 - dy, offs[None, :, None] + 0.5 - dy, sigma)
+    # per pixel: the models' resolution (QR2 10x sub-pixel integrals, QR3 5x samples
+    # interpolated bilinearly); over the central 3x3 (an aperture's reach) and in total: close
+    pixel, box, total = {"qr2": (0.015, 1e-3, 1e-5), "qr3": (0.05, 3e-3, 1e-3)}[layout]
+    assert np.abs(stamps - truth).max() < pixel * truth.max()
+    c = slice(m - 1, m + 2)
+    np.testing.assert_allclose(stamps[:, c, c].sum(axis=(1, 2)), truth[:, c, c].sum(axis=(1, 2)), rtol=box)
+    np.testing.assert_allclose(stamps.sum(axis=(1, 2)), truth.sum(axis=(1, 2)), rtol=total)
 
 
 def test_small_images_are_central_cutouts_of_the_detector(sky_qr2):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.wcs import WCS
 
-from ..photometry.aperture import fit_zodi_scale
+from ..photometry.background import fit_zodi_scale
 from ..spherex.flags import DEFAULT_BAD, Flag
 from ..spherex.l2 import L2File
 from .config import Drizzle3DConfig

@@ -1,10 +1,11 @@
 """Forced aperture photometry of all catalog sources in one SPHEREx L2 image, at once.
 
-Pure numpy / astropy / sep: no Dask, no Python loop over sources. Steps:
+numpy / astropy / sep and the compiled loops of :mod:`.background`: no Dask, no Python loop
+over sources. Steps:
 
 1. sky → pixel through the file's SIP WCS for the image's own sources;
 2. zodi: the ZODI model scaled by a weighted least-squares fit over background pixels;
-3. background per source (annulus or window), sigma-clipped, from stacked cut-outs;
+3. background per source (annulus or window), sigma-clipped (:mod:`.background`);
 4. aperture sums with exact circle/pixel overlap (``sep.sum_circle(subpix=0)``, which equals
    photutils' ``method="exact"``) on a mosaic of per-source stamps;
 5. aperture correction from the file's own PSF at each source's sub-pixel position, with the
@@ -23,6 +24,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
+from .background import fit_zodi_scale, local_background
 from .config import PhotometryConfig
 
 #: Output columns of :func:`measure_image`, in order (the reference's, then spxdask's).
@@ -30,9 +32,6 @@ COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "
            "mag_ab_error", "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius",
            "filename", "detector", "n_bad", "aperture_correction", "flux_total", "flux_total_error",
            "zodi_scale", "quality")
-
-_CHUNK_PIXELS = 2_000_000  # cut-out pixels held at once in the background step
-
 
 def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:
     """Aperture radius in pixels for this image."""
@@ -51,29 +50,6 @@ def pixel_scale(l2: L2File, config: PhotometryConfig) -> float:
     return scale if np.isfinite(scale) and scale > 0 else config.pixel_scale_fallback
 
 
-def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
-                   reject: int, lo: float, hi: float, min_fraction: float = 0.5,
-                   max_pixels: int = 300_000) -> float:
-    """Weighted least-squares amplitude s of ``zodi`` in ``image`` (w = 1/variance) over pixels
-    with no ``reject`` flag bit, finite values and positive variance, clipped to [lo, hi];
-    1.0 when under ``min_fraction`` of the pixels are usable or the fit is undefined.
-
-    The zodi model is smooth, so the fit uses a regular sub-grid of at most ``max_pixels``
-    pixels (every k-th row and column)."""
-    k = max(1, int(math.ceil(math.sqrt(image.size / max_pixels))))
-    img, z, var, f = (a[::k, ::k] for a in (image, zodi, variance, flags))
-    ok = ((f & np.int32(reject)) == 0) & np.isfinite(img) & np.isfinite(z) & (z != 0) & (var > 0)
-    if ok.mean() < min_fraction:
-        return 1.0
-    w = 1.0 / var[ok].astype(np.float64)
-    zz = z[ok].astype(np.float64)
-    den = np.dot(w, zz * zz)
-    if not den > 0:
-        return 1.0
-    scale = float(np.dot(w * zz, img[ok].astype(np.float64)) / den)
-    return float(np.clip(scale, lo, hi)) if np.isfinite(scale) else 1.0
-
-
 def _cutouts(arrays: list[np.ndarray], ix: np.ndarray, iy: np.ndarray, half_y: int, half_x: int,
              fills: list) -> tuple[list[np.ndarray], np.ndarray]:
     """(n, 2*half_y+1, 2*half_x+1) cut-outs centred on pixels (iy, ix) of each array; pixels
@@ -89,89 +65,6 @@ def _cutouts(arrays: list[np.ndarray], ix: np.ndarray, iy: np.ndarray, half_y: i
         cut = np.take(a.reshape(-1), flat)
         out.append(cut if everywhere else np.where(inside, cut, fill))
     return out, inside
-
-
-def _clipped_stats(values: np.ndarray, use: np.ndarray, sigma: float,
-                   maxiters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of ``values`` (n, k) restricted to ``use``: the sigma-clipped median, the
-    clipped population std and the number of pixels before clipping. Clipping iterates
-    (mean, std of the survivors; keep |v - mean| <= sigma std) and is idempotent once nothing
-    more is clipped, so every row runs ``maxiters`` rounds."""
-    v = np.where(use, values, 0).astype(np.float64)
-    v2 = v * v
-    n_used = use.sum(axis=1)
-    keep = use.copy()
-
-    def moments(k):
-        w = k.astype(np.float64)
-        n = np.maximum(k.sum(axis=1), 1)
-        mean = np.einsum("ij,ij->i", v, w) / n
-        return mean, np.sqrt(np.maximum(np.einsum("ij,ij->i", v2, w) / n - mean**2, 0))
-
-    for _ in range(maxiters):
-        mean, std = moments(keep)
-        keep &= np.abs(v - mean[:, None]) <= sigma * std[:, None] * (1 + 1e-12)
-    _, std = moments(keep)
-    n = keep.sum(axis=1)
-    srt = np.sort(np.where(keep, values, np.inf).astype(np.float32), axis=1)
-    lo = np.take_along_axis(srt, (np.maximum(n - 1, 0) // 2)[:, None], axis=1)[:, 0]
-    hi = np.take_along_axis(srt, np.minimum(n // 2, srt.shape[1] - 1)[:, None], axis=1)[:, 0]
-    return np.where(n > 0, 0.5 * (lo.astype(np.float64) + hi), np.nan), std, n_used
-
-
-def _background(image, zodi, flags, zodi_scale, x, y, r, bad_mask: int, config: PhotometryConfig):
-    """Background level and its error (image units) and whether SOURCE pixels had to be used,
-    per source, by the configured method."""
-    n = x.size
-    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
-    if config.background_method == "window":
-        h, w = config.window_shape
-        hy, hx = h // 2 + 1, w // 2 + 1
-    else:
-        r_in = r + config.annulus_inner_offset
-        r_out0 = max(math.sqrt(r_in**2 + config.min_annulus_area / math.pi), r_in + 0.5)
-        cap = max(config.max_outer_radius, r_out0)
-        radii = sorted({min(r_out0 + k * config.annulus_expansion_step, cap)
-                        for k in range(config.max_annulus_attempts + 1)})
-        hy = hx = int(math.ceil(radii[-1])) + 1
-    level = np.full(n, np.nan)
-    error = np.full(n, np.nan)
-    used_source = np.zeros(n, bool)
-    chunk = max(1, _CHUNK_PIXELS // ((2 * hy + 1) * (2 * hx + 1)))
-    offy = np.arange(-hy, hy + 1)[None, :, None]
-    offx = np.arange(-hx, hx + 1)[None, None, :]
-    for s in range(0, n, chunk):
-        sl = slice(s, s + chunk)
-        (img, zod, flg), inside = _cutouts([image, zodi, flags], ix[sl], iy[sl], hy, hx, [np.nan, 0, 0])
-        vals = img - np.float32(zodi_scale) * zod
-        relaxed = inside & ((flg & np.int32(bad_mask)) == 0) & np.isfinite(vals)
-        strict = relaxed & ((flg & np.int32(Flag.SOURCE)) == 0)
-        dist2 = (iy[sl, None, None] + offy - y[sl, None, None]) ** 2 + (ix[sl, None, None] + offx - x[sl, None, None]) ** 2
-        if config.background_method == "window":
-            rows, cols = iy[sl, None, None] + offy, ix[sl, None, None] + offx
-            in_box = ((rows >= np.floor(y[sl] - h / 2)[:, None, None]) & (rows < np.ceil(y[sl] + h / 2)[:, None, None])
-                      & (cols >= np.floor(x[sl] - w / 2)[:, None, None]) & (cols < np.ceil(x[sl] + w / 2)[:, None, None]))
-            regions = [in_box & (dist2 > (r + 0.707) ** 2)]
-        else:
-            regions = [(dist2 >= r_in**2) & (dist2 < r_out**2) for r_out in radii]
-        # the first (mask, region) with enough pixels wins: the strict mask while the annulus
-        # grows, then with SOURCE pixels admitted
-        options = [(m, reg) for m in (strict, relaxed) for reg in regions]
-        use = np.zeros_like(strict)
-        choice = np.full(vals.shape[0], -1)
-        for k, (m, reg) in enumerate(options):
-            sel = m & reg
-            take = (choice < 0) & (sel.sum(axis=(1, 2)) >= config.min_usable_pixels)
-            use[take] = sel[take]
-            choice[take] = k
-        med, std, n_used = _clipped_stats(vals.reshape(len(vals), -1), use.reshape(len(vals), -1),
-                                          config.bg_sigma_clip_sigma, config.bg_sigma_clip_maxiters)
-        found = choice >= 0
-        # standard error of a median: sqrt(pi/2) x that of a mean
-        level[sl] = np.where(found, med, np.nan)
-        error[sl] = np.where(found, np.sqrt(np.pi / 2) * std / np.sqrt(np.maximum(n_used, 1)), np.nan)
-        used_source[sl] = found & (choice >= len(regions))
-    return level, error, used_source
 
 
 def _mosaic_sum(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float,
@@ -232,7 +125,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         zodi, zodi_scale = image, 0.0
 
     r = aperture_radius(l2, config)
-    bg, bg_err, bg_source = _background(image, zodi, flags, zodi_scale, x, y, r, bad_mask, config)
+    bg, bg_err, bg_source = local_background(image, zodi, flags, zodi_scale, x, y, r, config)
 
     m = max(1, int(math.ceil(r)))
     ix, iy = np.round(x).astype(int), np.round(y).astype(int)
@@ -284,7 +177,8 @@ _EMPTY_DTYPES = {"obs_id": "object", "band": "object", "filename": "object", "qu
 
 def _reasons(**conditions: np.ndarray) -> np.ndarray:
     """Comma-separated names of the conditions that hold, per row ("" when none)."""
-    out = np.full(len(next(iter(conditions.values()))), "", dtype=object)
-    for name, hit in conditions.items():
-        out = np.where(hit, np.where(out == "", name, out + "," + name), out)
-    return out
+    names = list(conditions)
+    table = np.array([",".join(nm for b, nm in enumerate(names) if code >> b & 1) for code in range(2 ** len(names))],
+                     dtype=object)
+    codes = sum(np.asarray(hit, dtype=np.int64) << b for b, hit in enumerate(conditions.values()))
+    return table[codes]

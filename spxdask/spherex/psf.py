@@ -11,18 +11,57 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 
-def _box_weights(offset: np.ndarray, m: int, n_sub: int, centre: float, oversamp: int) -> np.ndarray:
-    """Fraction of each sub-pixel (0..n_sub-1, centred at ``centre``) falling in each native
-    pixel -m..m, for a source at sub-pixel ``offset`` = x - round(x). Shape (n, 2m+1, n_sub)."""
-    sub_lo = (np.arange(n_sub) - centre - 0.5) / oversamp  # sub-pixel edges, px from the source
-    sub_hi = sub_lo + 1.0 / oversamp
-    pix_lo = np.arange(-m, m + 1) - 0.5  # native pixel edges, px from the central pixel
-    lo = np.maximum(sub_lo[None, None, :], (pix_lo[None, :, None] - offset[:, None, None]))
-    hi = np.minimum(sub_hi[None, None, :], (pix_lo[None, :, None] + 1 - offset[:, None, None]))
-    return np.clip(hi - lo, 0.0, None) * oversamp
+@numba.njit(cache=True)
+def _nearest(xc, yc, x, y):
+    """Index of the point (xc, yc) nearest to each (x, y) (the first one on ties)."""
+    out = np.empty(x.size, np.int64)
+    for s in range(x.size):
+        best = np.inf
+        for k in range(xc.size):
+            d2 = (x[s] - xc[k]) ** 2 + (y[s] - yc[k]) ** 2
+            if d2 < best:
+                best, out[s] = d2, k
+    return out
+
+
+@numba.njit(cache=True)
+def _integrate_pixels(planes, zones, v0, u0, n_pix, step):
+    """Integrals of ``planes[zones[i]]`` (sub-pixel values, (n_zone, ny, nx)) over native pixels:
+    pixel (a, b) of source i spans sub-pixel edge coordinates [v0[i] + a step, + step) in rows
+    and [u0[i] + b step, + step) in columns (sub-pixel k spans [k, k + 1]; beyond the plane
+    is zero). The cumulative integral is bilinear within each sub-pixel, so it is exact.
+    Returns (n, n_pix, n_pix)."""
+    n_zone, ny, nx = planes.shape
+    table = np.zeros((n_zone, ny + 1, nx + 1))
+    for z in range(n_zone):
+        for j in range(ny):
+            row = 0.0
+            for i in range(nx):
+                row += planes[z, j, i]
+                table[z, j + 1, i + 1] = table[z, j, i + 1] + row
+    out = np.empty((zones.size, n_pix, n_pix))
+    corners = np.empty((n_pix + 1, n_pix + 1))
+    for s in range(zones.size):
+        z = zones[s]
+        for a in range(n_pix + 1):
+            v = min(max(v0[s] + a * step, 0.0), ny)
+            j = min(int(v), ny - 1)
+            tv = v - j
+            for b in range(n_pix + 1):
+                u = min(max(u0[s] + b * step, 0.0), nx)
+                i = min(int(u), nx - 1)
+                tu = u - i
+                top = table[z, j, i] + tu * (table[z, j, i + 1] - table[z, j, i])
+                bottom = table[z, j + 1, i] + tu * (table[z, j + 1, i + 1] - table[z, j + 1, i])
+                corners[a, b] = top + tv * (bottom - top)
+        for a in range(n_pix):
+            for b in range(n_pix):
+                out[s, a, b] = corners[a + 1, b + 1] - corners[a, b + 1] - corners[a + 1, b] + corners[a, b]
+    return out
 
 
 @dataclass(frozen=True)
@@ -37,8 +76,7 @@ class ZonedPSF:
 
     def zone(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Index of the zone nearest to each position."""
-        x, y = np.asarray(x, float), np.asarray(y, float)
-        return np.argmin((x[:, None] - self.xctr[None, :]) ** 2 + (y[:, None] - self.yctr[None, :]) ** 2, axis=1)
+        return _nearest(self.xctr, self.yctr, np.asarray(x, float).ravel(), np.asarray(y, float).ravel())
 
 
 @dataclass(frozen=True)
@@ -51,22 +89,19 @@ class OversampledPSF(ZonedPSF):
         total."""
         x = np.asarray(x, float)
         y = np.asarray(y, float)
-        n_zone, ny, nx = self.data.shape
+        _, ny, nx = self.data.shape
         cy, cx = (ny - 1) / 2, (nx - 1) / 2
         # only sub-pixels that can land within m + 1 native pixels matter
         half = (m + 1) * self.oversamp
         ys = slice(max(0, int(cy) - half), min(ny, int(cy) + half + 1))
         xs = slice(max(0, int(cx) - half), min(nx, int(cx) + half + 1))
-        out = np.zeros((x.size, 2 * m + 1, 2 * m + 1))
+        # first native pixel edge (-m - 0.5 px from the central pixel), in sub-pixel edge
+        # coordinates of the crop
+        v0 = (-m - 0.5 - (y - np.round(y))) * self.oversamp + cy - ys.start + 0.5
+        u0 = (-m - 0.5 - (x - np.round(x))) * self.oversamp + cx - xs.start + 0.5
         zones = self.zone(x, y)
-        for z in np.unique(zones):
-            sel = np.flatnonzero(zones == z)
-            plane = self.data[z].astype(float)
-            crop = plane[ys, xs]
-            wy = _box_weights(y[sel] - np.round(y[sel]), m, crop.shape[0], cy - ys.start, self.oversamp)
-            wx = _box_weights(x[sel] - np.round(x[sel]), m, crop.shape[1], cx - xs.start, self.oversamp)
-            out[sel] = (wy @ crop) @ wx.transpose(0, 2, 1) / plane.sum()
-        return out
+        totals = self.data.sum(axis=(1, 2), dtype=float)
+        return _integrate_pixels(self.data[:, ys, xs], zones, v0, u0, 2 * m + 1, float(self.oversamp)) / totals[zones, None, None]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,229 @@
+"""Backgrounds of one L2 image: the fitted zodi scale and the local background of each source.
+
+Both are compiled (numba) loops that read the image HDUs in place — memory-mapped and
+big-endian as stored — touching only the pixels they use: a regular sub-grid for the zodi fit,
+each source's annulus or window for its background. No Dask in here. The numpy/photutils way of
+doing the same (cut-outs per source, ``sigma_clipped_stats``) is the baseline of
+``benchmarks/bench_photometry.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ..spherex.flags import Flag
+from .config import PhotometryConfig
+
+
+def as_words(a: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
+    """The bytes of a 2-D image array as native uint32 words, and whether each word must be
+    byte-swapped to give the value. ``kind`` is the value type the kernels read: "f"
+    (float32) or "i" (int32); arrays of another type are converted first."""
+    if a.dtype.kind != kind or a.dtype.itemsize != 4:
+        a = np.asarray(a, dtype=f"={kind}4")
+    return a.view(np.uint32), not a.dtype.isnative
+
+
+@numba.njit(cache=True, inline="always")
+def _word(a, i, j, swap):
+    u = a[i, j]
+    if swap:
+        u = ((u & 0xFF) << 24) | ((u & 0xFF00) << 8) | ((u >> 8) & 0xFF00) | (u >> 24)
+    return np.uint32(u)
+
+
+@numba.njit(cache=True, inline="always")
+def _f32(a, i, j, swap):
+    return _word(a, i, j, swap).view(np.float32)
+
+
+@numba.njit(cache=True, inline="always")
+def _i32(a, i, j, swap):
+    return _word(a, i, j, swap).view(np.int32)
+
+
+@numba.njit(cache=True)
+def _zodi_sums(image, zodi, variance, flags, swaps, step, reject):
+    """Over every ``step``-th row and column: the number of pixels, of usable pixels, and the
+    weighted sums Σ z²/var and Σ z·image/var over the usable ones."""
+    ny, nx = image.shape
+    n_all = n_ok = 0
+    zz = zi = 0.0
+    for i in range(0, ny, step):
+        for j in range(0, nx, step):
+            n_all += 1
+            if _i32(flags, i, j, swaps[3]) & reject:
+                continue
+            v = _f32(image, i, j, swaps[0])
+            z = _f32(zodi, i, j, swaps[1])
+            var = _f32(variance, i, j, swaps[2])
+            if not (np.isfinite(v) and np.isfinite(z) and z != 0 and var > 0):
+                continue
+            n_ok += 1
+            w = 1.0 / np.float64(var)
+            zz += w * np.float64(z) * np.float64(z)
+            zi += w * np.float64(z) * np.float64(v)
+    return n_all, n_ok, zz, zi
+
+
+def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+                   reject: int, lo: float, hi: float, min_fraction: float = 0.5,
+                   max_pixels: int = 300_000) -> float:
+    """Weighted least-squares amplitude s of ``zodi`` in ``image`` (w = 1/variance) over pixels
+    with no ``reject`` flag bit, finite values and positive variance, clipped to [lo, hi];
+    1.0 when under ``min_fraction`` of the pixels are usable or the fit is undefined.
+
+    The zodi model is smooth, so the fit uses a regular sub-grid of at most ``max_pixels``
+    pixels (every k-th row and column). Arrays may be memory-mapped and in any byte order."""
+    step = max(1, int(math.ceil(math.sqrt(image.size / max_pixels))))
+    words = [as_words(image, "f"), as_words(zodi, "f"), as_words(variance, "f"), as_words(flags, "i")]
+    swaps = np.array([s for _, s in words])
+    n_all, n_ok, zz, zi = _zodi_sums(*(w for w, _ in words), swaps, step, int(reject))
+    if n_ok < min_fraction * n_all or not zz > 0:
+        return 1.0
+    scale = zi / zz
+    return float(np.clip(scale, lo, hi)) if np.isfinite(scale) else 1.0
+
+
+@numba.njit(cache=True)
+def _clipped(buf, n, sigma, maxiters):
+    """Sigma-clip ``buf[:n]`` in place (``maxiters`` rounds of: mean and population std of the
+    survivors, keep |v - mean| <= sigma std); returns the survivors' median, std and count."""
+    for _ in range(maxiters):
+        mean = 0.0
+        for k in range(n):
+            mean += buf[k]
+        mean /= n
+        ss = 0.0
+        for k in range(n):
+            ss += (buf[k] - mean) ** 2
+        limit = sigma * math.sqrt(ss / n) * (1 + 1e-12)
+        m = 0
+        for k in range(n):
+            if abs(buf[k] - mean) <= limit:
+                buf[m] = buf[k]
+                m += 1
+        if m == n:
+            break
+        if m == 0:
+            return np.nan, np.nan, 0
+        n = m
+    mean = 0.0
+    for k in range(n):
+        mean += buf[k]
+    mean /= n
+    ss = 0.0
+    for k in range(n):
+        ss += (buf[k] - mean) ** 2
+    return np.median(buf[:n]), math.sqrt(ss / n), n
+
+
+@numba.njit(cache=True)
+def _local_background(image, zodi, flags, swaps, zodi_scale, x, y, boxes, r_in2, radii2,
+                      bad_mask, source_bit, min_pixels, sigma, maxiters):
+    """Per source i: the pixels of ``boxes[i]`` (y0, y1, x0, x1, image-clipped, end exclusive)
+    at squared distance d2 from (x, y) with r_in2 <= d2 < radii2[k] form region k; the first of
+    (no bad/SOURCE bit, region 0..K-1), then (no bad bit, region 0..K-1) with at least
+    ``min_pixels`` pixels is clipped. Returns level, error and the chosen option (-1: none)."""
+    n = x.size
+    n_reg = radii2.size
+    level = np.full(n, np.nan)
+    error = np.full(n, np.nan)
+    option = np.full(n, -1)
+    size = (boxes[:, 1] - boxes[:, 0]).max() * (boxes[:, 3] - boxes[:, 2]).max() + 1
+    values = np.empty(size)
+    region = np.empty(size, np.int64)
+    is_source = np.empty(size, np.bool_)
+    s = np.float32(zodi_scale)
+    for i in range(n):
+        # usable pixels ring by ring (value, ring, SOURCE bit), until the strict pixels suffice
+        m = strict = 0
+        k_max, allow_source = -1, False
+        for k in range(n_reg):
+            lo2, hi2 = (r_in2 if k == 0 else radii2[k - 1]), radii2[k]
+            r0, r1, c0, c1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+            if np.isfinite(hi2):
+                reach = math.sqrt(hi2)
+                r0, r1 = max(r0, int(math.floor(y[i] - reach))), min(r1, int(math.ceil(y[i] + reach)) + 1)
+                c0, c1 = max(c0, int(math.floor(x[i] - reach))), min(c1, int(math.ceil(x[i] + reach)) + 1)
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    d2 = (r - y[i]) ** 2 + (c - x[i]) ** 2
+                    if d2 < lo2 or d2 >= hi2:
+                        continue
+                    f = _i32(flags, r, c, swaps[2])
+                    if f & bad_mask:
+                        continue
+                    v = _f32(image, r, c, swaps[0]) - s * _f32(zodi, r, c, swaps[1])
+                    if not np.isfinite(v):
+                        continue
+                    values[m], region[m], is_source[m] = v, k, f & source_bit
+                    strict += not is_source[m]
+                    m += 1
+            if strict >= min_pixels:
+                k_max = k
+                break
+        # then SOURCE pixels admitted, the region growing again
+        for k in range(n_reg if k_max < 0 else 0):
+            if (region[:m] <= k).sum() >= min_pixels:
+                k_max, allow_source = k, True
+                break
+        if k_max < 0:
+            continue
+        used = 0
+        for j in range(m):
+            if region[j] <= k_max and (allow_source or not is_source[j]):
+                values[used] = values[j]
+                used += 1
+        med, std, _ = _clipped(values, used, sigma, maxiters)
+        level[i] = med
+        # standard error of a median: sqrt(pi/2) x that of a mean
+        error[i] = math.sqrt(math.pi / 2) * std / math.sqrt(used)
+        option[i] = k_max + n_reg * allow_source
+    return level, error, option
+
+
+def local_background(image: np.ndarray, zodi: np.ndarray, flags: np.ndarray, zodi_scale: float,
+                     x: np.ndarray, y: np.ndarray, r: float, config: PhotometryConfig
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background level and its error (image units, after subtracting ``zodi_scale`` x zodi)
+    at 0-based positions (x, y) for an aperture of radius ``r``, by ``config.background_method``,
+    and whether SOURCE-flagged pixels had to be admitted.
+
+    "annulus": pixels with r + ``annulus_inner_offset`` <= distance < r_out, r_out growing by
+    ``annulus_expansion_step`` (up to ``max_annulus_attempts`` times, capped at
+    ``max_outer_radius``) from the radius enclosing ``min_annulus_area`` until
+    ``min_usable_pixels`` remain. "window": the ``window_shape`` box around the source, beyond
+    r + 0.707 px. Pixels with a ``config.bad_mask`` bit or non-finite values never count;
+    SOURCE pixels only when too few others remain. Values are sigma-clipped
+    (``bg_sigma_clip_sigma``, ``bg_sigma_clip_maxiters``); the level is the median of the
+    survivors, the error sqrt(pi/2) std / sqrt(n). NaN where no option has enough pixels.
+    """
+    ny, nx = image.shape
+    ix, iy = np.round(x).astype(np.int64), np.round(y).astype(np.int64)
+    if config.background_method == "window":
+        h, w = config.window_shape
+        r_in2 = np.nextafter((r + 0.707) ** 2, np.inf)  # strictly beyond r + 0.707
+        radii2 = np.array([np.inf])
+        bounds = [np.floor(y - h / 2), np.ceil(y + h / 2), np.floor(x - w / 2), np.ceil(x + w / 2)]
+    else:
+        r_in = r + config.annulus_inner_offset
+        r_out0 = max(math.sqrt(r_in**2 + config.min_annulus_area / math.pi), r_in + 0.5)
+        cap = max(config.max_outer_radius, r_out0)
+        radii = sorted({min(r_out0 + k * config.annulus_expansion_step, cap)
+                        for k in range(config.max_annulus_attempts + 1)})
+        r_in2, radii2 = r_in**2, np.array(radii) ** 2
+        half = math.ceil(radii[-1])
+        bounds = [iy - half, iy + half + 1, ix - half, ix + half + 1]
+    limits = (ny, ny, nx, nx)
+    boxes = np.column_stack([np.clip(b, 0, lim) for b, lim in zip(bounds, limits)]).astype(np.int64)
+    words = [as_words(image, "f"), as_words(zodi, "f"), as_words(flags, "i")]
+    swaps = np.array([s for _, s in words])
+    level, error, option = _local_background(
+        *(w for w, _ in words), swaps, float(zodi_scale), np.asarray(x, float), np.asarray(y, float),
+        boxes, float(r_in2), radii2, int(config.bad_mask), int(Flag.SOURCE),
+        int(config.min_usable_pixels), float(config.bg_sigma_clip_sigma), int(config.bg_sigma_clip_maxiters))
+    return level, error, option >= radii2.size
