@@ -26,6 +26,7 @@ from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .background import fit_zodi_scale, local_background
 from .config import PhotometryConfig
+from .pixels import aperture_stamps, as_words
 
 #: Output columns of :func:`measure_image`, in order (the reference's, then spxdask's).
 COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab",
@@ -50,37 +51,17 @@ def pixel_scale(l2: L2File, config: PhotometryConfig) -> float:
     return scale if np.isfinite(scale) and scale > 0 else config.pixel_scale_fallback
 
 
-def _cutouts(arrays: list[np.ndarray], ix: np.ndarray, iy: np.ndarray, half_y: int, half_x: int,
-             fills: list) -> tuple[list[np.ndarray], np.ndarray]:
-    """(n, 2*half_y+1, 2*half_x+1) cut-outs centred on pixels (iy, ix) of each array; pixels
-    outside the image take the array's fill value. Also returns the in-image mask."""
-    ny, nx = arrays[0].shape
-    rows = iy[:, None, None] + np.arange(-half_y, half_y + 1)[None, :, None]
-    cols = ix[:, None, None] + np.arange(-half_x, half_x + 1)[None, None, :]
-    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
-    flat = np.clip(rows, 0, ny - 1) * nx + np.clip(cols, 0, nx - 1)
-    everywhere = bool(inside.all())
-    out = []
-    for a, fill in zip(arrays, fills):
-        cut = np.take(a.reshape(-1), flat)
-        out.append(cut if everywhere else np.where(inside, cut, fill))
-    return out, inside
-
-
-def _mosaic_sum(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float,
+def _mosaic_sum(mosaic: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float,
                 var: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact circular-aperture sums of radius r centred at (m + dx, m + dy) in each
-    (2m+1)-square stamp, with sep on the stamps stacked into one image."""
-    n, size, _ = stamps.shape
+    """Exact circular-aperture sums (and errors from ``var``) of radius r with sep, in a mosaic
+    of (2m+1)-square stamps stacked in rows — source i in rows i (2m+1) ... — each centred at
+    (m + dx, m + dy) of its stamp."""
+    size = mosaic.shape[1]
     m = size // 2
     xc = m + dx
-    yc = np.arange(n) * size + m + dy
-    data = np.ascontiguousarray(stamps.reshape(n * size, size), dtype=np.float64)
-    if var is None:
-        total, _, _ = sep.sum_circle(data, xc, yc, r, subpix=0)
-        return total, np.zeros(n)
-    v = np.ascontiguousarray(var.reshape(n * size, size), dtype=np.float64)
-    total, err, _ = sep.sum_circle(data, xc, yc, r, var=v, subpix=0)
+    yc = np.arange(dx.size) * size + m + dy
+    total, err, _ = sep.sum_circle(np.ascontiguousarray(mosaic, dtype=np.float64), xc, yc, r, subpix=0,
+                                   var=None if var is None else np.ascontiguousarray(var, dtype=np.float64))
     return total, err
 
 
@@ -128,22 +109,15 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     bg, bg_err, bg_source = local_background(image, zodi, flags, zodi_scale, x, y, r, config)
 
     m = max(1, int(math.ceil(r)))
-    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+    ix, iy = np.round(x).astype(np.int64), np.round(y).astype(np.int64)
     dx, dy = x - ix, y - iy
-    (img, zod, var, flg), inside = _cutouts([image, zodi, variance, flags], ix, iy, m, m, [0.0, 0.0, 0.0, 0])
-    data = img - np.float32(zodi_scale) * zod
-    bad_c = ((flg & np.int32(bad_mask)) != 0) | ~np.isfinite(data) | ~np.isfinite(var)
-    valid = inside & ~bad_c
-    net = np.where(valid, data - bg[:, None, None], 0.0)
-    raw, raw_err = _mosaic_sum(net, dx, dy, r, var=np.where(valid, var, 0.0))
-    offs = np.arange(-m, m + 1)
-    centre_in = (offs[None, None, :] - dx[:, None, None]) ** 2 + (offs[None, :, None] - dy[:, None, None]) ** 2 <= r * r
-    flag = np.bitwise_or.reduce(np.where(centre_in & inside, flg, 0).reshape(len(x), -1), axis=1)
-    n_bad = (centre_in & inside & bad_c).reshape(len(x), -1).sum(axis=1)
-
+    words, swaps = as_words([image, zodi, variance, flags], "fffi")
+    net, var, usable, flag, n_bad = aperture_stamps(*words, swaps, float(zodi_scale), ix, iy, dx, dy, float(r), bg,
+                                                    int(bad_mask), m)
+    raw, raw_err = _mosaic_sum(net, dx, dy, r, var=var)
     px, py = l2.parent_pixel(x, y)
-    psf = np.where(valid, l2.psf.stamps(px, py, m), 0.0)
-    fraction, _ = _mosaic_sum(psf, dx, dy, r)
+    psf = l2.psf.stamps(px, py, m) * usable
+    fraction, _ = _mosaic_sum(psf.reshape(net.shape), dx, dy, r)
     with np.errstate(divide="ignore"):
         correction = np.where(fraction > 0, 1.0 / fraction, np.nan)
 

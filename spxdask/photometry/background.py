@@ -16,33 +16,7 @@ import numpy as np
 
 from ..spherex.flags import Flag
 from .config import PhotometryConfig
-
-
-def as_words(a: np.ndarray, kind: str) -> tuple[np.ndarray, bool]:
-    """The bytes of a 2-D image array as native uint32 words, and whether each word must be
-    byte-swapped to give the value. ``kind`` is the value type the kernels read: "f"
-    (float32) or "i" (int32); arrays of another type are converted first."""
-    if a.dtype.kind != kind or a.dtype.itemsize != 4:
-        a = np.asarray(a, dtype=f"={kind}4")
-    return a.view(np.uint32), not a.dtype.isnative
-
-
-@numba.njit(cache=True, inline="always")
-def _word(a, i, j, swap):
-    u = a[i, j]
-    if swap:
-        u = ((u & 0xFF) << 24) | ((u & 0xFF00) << 8) | ((u >> 8) & 0xFF00) | (u >> 24)
-    return np.uint32(u)
-
-
-@numba.njit(cache=True, inline="always")
-def _f32(a, i, j, swap):
-    return _word(a, i, j, swap).view(np.float32)
-
-
-@numba.njit(cache=True, inline="always")
-def _i32(a, i, j, swap):
-    return _word(a, i, j, swap).view(np.int32)
+from .pixels import as_words, f32, i32
 
 
 @numba.njit(cache=True)
@@ -55,11 +29,11 @@ def _zodi_sums(image, zodi, variance, flags, swaps, step, reject):
     for i in range(0, ny, step):
         for j in range(0, nx, step):
             n_all += 1
-            if _i32(flags, i, j, swaps[3]) & reject:
+            if i32(flags, i, j, swaps[3]) & reject:
                 continue
-            v = _f32(image, i, j, swaps[0])
-            z = _f32(zodi, i, j, swaps[1])
-            var = _f32(variance, i, j, swaps[2])
+            v = f32(image, i, j, swaps[0])
+            z = f32(zodi, i, j, swaps[1])
+            var = f32(variance, i, j, swaps[2])
             if not (np.isfinite(v) and np.isfinite(z) and z != 0 and var > 0):
                 continue
             n_ok += 1
@@ -79,9 +53,8 @@ def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fl
     The zodi model is smooth, so the fit uses a regular sub-grid of at most ``max_pixels``
     pixels (every k-th row and column). Arrays may be memory-mapped and in any byte order."""
     step = max(1, int(math.ceil(math.sqrt(image.size / max_pixels))))
-    words = [as_words(image, "f"), as_words(zodi, "f"), as_words(variance, "f"), as_words(flags, "i")]
-    swaps = np.array([s for _, s in words])
-    n_all, n_ok, zz, zi = _zodi_sums(*(w for w, _ in words), swaps, step, int(reject))
+    words, swaps = as_words([image, zodi, variance, flags], "fffi")
+    n_all, n_ok, zz, zi = _zodi_sums(*words, swaps, step, int(reject))
     if n_ok < min_fraction * n_all or not zz > 0:
         return 1.0
     scale = zi / zz
@@ -154,10 +127,10 @@ def _local_background(image, zodi, flags, swaps, zodi_scale, x, y, boxes, r_in2,
                     d2 = (r - y[i]) ** 2 + (c - x[i]) ** 2
                     if d2 < lo2 or d2 >= hi2:
                         continue
-                    f = _i32(flags, r, c, swaps[2])
+                    f = i32(flags, r, c, swaps[2])
                     if f & bad_mask:
                         continue
-                    v = _f32(image, r, c, swaps[0]) - s * _f32(zodi, r, c, swaps[1])
+                    v = f32(image, r, c, swaps[0]) - s * f32(zodi, r, c, swaps[1])
                     if not np.isfinite(v):
                         continue
                     values[m], region[m], is_source[m] = v, k, f & source_bit
@@ -220,10 +193,9 @@ def local_background(image: np.ndarray, zodi: np.ndarray, flags: np.ndarray, zod
         bounds = [iy - half, iy + half + 1, ix - half, ix + half + 1]
     limits = (ny, ny, nx, nx)
     boxes = np.column_stack([np.clip(b, 0, lim) for b, lim in zip(bounds, limits)]).astype(np.int64)
-    words = [as_words(image, "f"), as_words(zodi, "f"), as_words(flags, "i")]
-    swaps = np.array([s for _, s in words])
+    words, swaps = as_words([image, zodi, flags], "ffi")
     level, error, option = _local_background(
-        *(w for w, _ in words), swaps, float(zodi_scale), np.asarray(x, float), np.asarray(y, float),
+        *words, swaps, float(zodi_scale), np.asarray(x, float), np.asarray(y, float),
         boxes, float(r_in2), radii2, int(config.bad_mask), int(Flag.SOURCE),
         int(config.min_usable_pixels), float(config.bg_sigma_clip_sigma), int(config.bg_sigma_clip_maxiters))
     return level, error, option >= radii2.size
