@@ -303,6 +303,16 @@ def test_broken_wave_table(sky_qr2, tmp_path):
         f.wavelength(np.array([1.0]), np.array([1.0]))
 
 
+@pytest.mark.parametrize("card, value", [("CTYPE1", "RA---XYZ-SIP"), ("A_7_0", 1e-9), ("CRVAL2", "north")])
+def test_broken_celestial_wcs(sky_qr2, tmp_path, card, value):
+    path = _copy(sky_qr2, tmp_path)
+    with fits.open(path) as h:
+        h["IMAGE"].header[card] = value
+        h.writeto(path, overwrite=True)
+    with L2File(path) as f, pytest.raises(L2FormatError, match="bad celestial WCS"):
+        f.wcs
+
+
 def test_missing_file_is_not_a_format_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         L2File(tmp_path / "nope.fits")

@@ -1,11 +1,12 @@
 """Forced aperture photometry of all catalog sources in one SPHEREx L2 image, at once.
 
-numpy / astropy / sep and the compiled loops of :mod:`.background`: no Dask, no Python loop
+numpy / astropy / sep and the compiled loops of :mod:`.pixels`: no Dask, no Python loop
 over sources. Steps:
 
 1. sky → pixel through the file's SIP WCS for the image's own sources;
 2. zodi: the ZODI model scaled by a weighted least-squares fit over background pixels;
-3. background per source (annulus or window), sigma-clipped (:mod:`.background`);
+3. per source, in one compiled pass (:mod:`.pixels`): the background (annulus or window,
+   sigma-clipped, :mod:`.background`) and the aperture cut-out;
 4. aperture sums with exact circle/pixel overlap (``sep.sum_circle(subpix=0)``, which equals
    photutils' ``method="exact"``) on a mosaic of per-source stamps;
 5. aperture correction from the file's own PSF at each source's sub-pixel position, with the
@@ -24,9 +25,9 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
-from .background import fit_zodi_scale, local_background
+from .background import fit_zodi_scale
 from .config import PhotometryConfig
-from .pixels import aperture_stamps, as_words
+from .pixels import measure_pixels
 
 #: Output columns of :func:`measure_image`, in order (the reference's, then spxdask's).
 COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab",
@@ -106,18 +107,14 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         zodi, zodi_scale = image, 0.0
 
     r = aperture_radius(l2, config)
-    bg, bg_err, bg_source = local_background(image, zodi, flags, zodi_scale, x, y, r, config)
-
     m = max(1, int(math.ceil(r)))
-    ix, iy = np.round(x).astype(np.int64), np.round(y).astype(np.int64)
-    dx, dy = x - ix, y - iy
-    words, swaps = as_words([image, zodi, variance, flags], "fffi")
-    net, var, usable, flag, n_bad = aperture_stamps(*words, swaps, float(zodi_scale), ix, iy, dx, dy, float(r), bg,
-                                                    int(bad_mask), m)
-    raw, raw_err = _mosaic_sum(net, dx, dy, r, var=var)
+    pix = measure_pixels(image, zodi, variance, flags, zodi_scale, x, y, r, m, config)
+    bg, bg_err = pix.bg, pix.bg_error
+    dx, dy = x - np.round(x), y - np.round(y)
+    raw, raw_err = _mosaic_sum(pix.net, dx, dy, r, var=pix.var)
     px, py = l2.parent_pixel(x, y)
-    psf = l2.psf.stamps(px, py, m) * usable
-    fraction, _ = _mosaic_sum(psf.reshape(net.shape), dx, dy, r)
+    psf = l2.psf.stamps(px, py, m) * pix.usable
+    fraction, _ = _mosaic_sum(psf.reshape(pix.net.shape), dx, dy, r)
     with np.errstate(divide="ignore"):
         correction = np.where(fraction > 0, 1.0 / fraction, np.nan)
 
@@ -129,17 +126,18 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     wl, bw = l2.wavelength(x, y)
     edge = (x - r < -0.5) | (x + r > nx - 0.5) | (y - r < -0.5) | (y + r > ny - 0.5)
     no_bg = ~np.isfinite(bg)
-    quality = _reasons(edge=edge, bad_pixels=n_bad > 0, background_source_pixels=bg_source, no_background=no_bg)
+    quality = _reasons(edge=edge, bad_pixels=pix.n_bad > 0, background_source_pixels=pix.bg_used_source,
+                       no_background=no_bg)
     return pd.DataFrame({
         "targetid": src["targetid"].to_numpy(),
         "ra": ra[keep], "dec": dec[keep],
         "obs_id": meta.obs_id, "band": meta.band, "mjd": meta.mjd,
         "x": x, "y": y,
         "flux": flux, "flux_error": flux_err, "mag_ab": mag, "mag_ab_error": mag_err,
-        "wavelength": wl, "bandwidth": bw, "flag": flag.astype(np.int32),
+        "wavelength": wl, "bandwidth": bw, "flag": pix.flag,
         "bg_level": bg * UJY_ARCSEC2_PER_MJY_SR, "bg_error": bg_err * UJY_ARCSEC2_PER_MJY_SR,
         "aperture_radius": r, "filename": meta.filename, "detector": np.int8(meta.detector),
-        "n_bad": n_bad.astype(np.int16), "aperture_correction": correction,
+        "n_bad": pix.n_bad, "aperture_correction": correction,
         "flux_total": flux * correction, "flux_total_error": flux_err * correction,
         "zodi_scale": zodi_scale, "quality": quality,
     }, columns=list(COLUMNS))

@@ -1,79 +1,106 @@
-"""Compiled (numba) access to the image HDUs as stored — memory-mapped, big-endian — so the
-photometry loops read only the pixels they use, and the aperture cut-outs of all sources in one
-pass. No Dask in here.
+"""The pixels of every source of one image, in one compiled (numba) pass over the stored HDUs:
+per source its background (:func:`.background.source_background`), then its aperture cut-out —
+the background-subtracted pixels and variances sep sums, their mask, the flags. One pass, so
+the rows a source's background brought into the cache serve its aperture too. No Dask in here.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
-
-def as_words(arrays: list[np.ndarray], kinds: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """The bytes of 2-D image arrays as native uint32 words, and per array whether each word
-    must be byte-swapped to give the value. ``kinds`` gives per array the value type the loops
-    read: "f" (float32) or "i" (int32); arrays of another type are converted first."""
-    out, swaps = [], []
-    for a, kind in zip(arrays, kinds, strict=True):
-        if a.dtype.kind != kind or a.dtype.itemsize != 4:
-            a = np.asarray(a, dtype=f"={kind}4")
-        out.append(a.view(np.uint32))
-        swaps.append(not a.dtype.isnative)
-    return out, np.array(swaps)
+from ..spherex.flags import Flag
+from ..spherex.stored import as_words, f32, i32
+from .background import background_regions, source_background
+from .config import PhotometryConfig
 
 
-@numba.njit(cache=True, inline="always")
-def word(a, i, j, swap):
-    """Word (i, j) of ``a``, byte-swapped if ``swap``."""
-    u = a[i, j]
-    if swap:
-        u = ((u & 0xFF) << 24) | ((u & 0xFF00) << 8) | ((u >> 8) & 0xFF00) | (u >> 24)
-    return np.uint32(u)
+class SourcePixels(NamedTuple):
+    """What :func:`measure_pixels` measures, per source."""
+
+    bg: np.ndarray  # background level (image units), NaN if none
+    bg_error: np.ndarray
+    bg_used_source: np.ndarray  # SOURCE pixels had to be admitted to the background
+    net: np.ndarray  # mosaic (n (2m+1), 2m+1): image - zodi - bg where usable, else 0
+    var: np.ndarray  # mosaic of the variance where usable, else 0
+    usable: np.ndarray  # (n, 2m+1, 2m+1)
+    flag: np.ndarray  # OR of the flags of the pixels whose centre is in the aperture
+    n_bad: np.ndarray  # unusable pixels among those
 
 
 @numba.njit(cache=True, inline="always")
-def f32(a, i, j, swap):
-    """Pixel (i, j) of a float32 HDU given as words."""
-    return word(a, i, j, swap).view(np.float32)
-
-
-@numba.njit(cache=True, inline="always")
-def i32(a, i, j, swap):
-    """Pixel (i, j) of an int32 HDU given as words."""
-    return word(a, i, j, swap).view(np.int32)
+def _aperture_stamp(i, image, zodi, variance, flags, swaps, s, ix, iy, dx, dy, r, bg, bad_mask, m,
+                    net, var, usable, flag, n_bad):
+    """Cut-out i: the (2m+1)^2 pixels centred on pixel (iy[i], ix[i])."""
+    ny, nx = image.shape
+    size = 2 * m + 1
+    reach2 = (r + 0.7072) ** 2  # beyond, a pixel cannot overlap the aperture: left unread
+    for a in range(size):
+        row = iy[i] + a - m
+        for b in range(size):
+            col = ix[i] + b - m
+            if row < 0 or row >= ny or col < 0 or col >= nx:
+                continue
+            d2 = (b - m - dx[i]) ** 2 + (a - m - dy[i]) ** 2
+            if d2 > reach2:
+                continue
+            f = i32(flags, row, col, swaps[3])
+            v = f32(image, row, col, swaps[0]) - s * f32(zodi, row, col, swaps[1])
+            vv = f32(variance, row, col, swaps[2])
+            bad = (f & bad_mask) != 0 or not np.isfinite(v) or not np.isfinite(vv)
+            if d2 <= r * r:
+                flag[i] |= f
+                n_bad[i] += bad
+            if not bad:
+                net[i * size + a, b] = np.float64(v) - bg
+                var[i * size + a, b] = vv
+                usable[i, a, b] = True
 
 
 @numba.njit(cache=True)
-def aperture_stamps(image, zodi, variance, flags, swaps, zodi_scale, ix, iy, dx, dy, r, bg, bad_mask, m):
-    """Cut-outs of (2m+1)^2 pixels centred on pixels (iy, ix), stacked into one mosaic image
-    (source i in rows i (2m+1) ... ): the zodi- and background-subtracted image and the
-    variance where a pixel is usable (in the image, no ``bad_mask`` bit, finite), else 0; the
-    usable mask; and over the pixels whose centre lies within ``r`` of (ix + dx, iy + dy): the
-    OR of their flags and the number of unusable ones."""
-    ny, nx = image.shape
-    n, size = ix.size, 2 * m + 1
+def _measure_pixels(image, zodi, variance, flags, swaps, zodi_scale, x, y, ix, iy, r, m, boxes, r_in2, radii2,
+                    buffer_size, bad_mask, source_bit, min_pixels, sigma, maxiters):
+    n, size = x.size, 2 * m + 1
+    bg = np.full(n, np.nan)
+    bg_error = np.full(n, np.nan)
+    option = np.full(n, -1)
     net = np.zeros((n * size, size))
     var = np.zeros((n * size, size))
     usable = np.zeros((n, size, size), np.bool_)
     flag = np.zeros(n, np.int32)
     n_bad = np.zeros(n, np.int16)
+    values = np.empty(buffer_size)
+    region = np.empty(buffer_size, np.int64)
+    is_source = np.empty(buffer_size, np.bool_)
+    dx, dy = x - ix, y - iy
     s = np.float32(zodi_scale)
     for i in range(n):
-        for a in range(size):
-            row = iy[i] + a - m
-            for b in range(size):
-                col = ix[i] + b - m
-                if row < 0 or row >= ny or col < 0 or col >= nx:
-                    continue
-                f = i32(flags, row, col, swaps[3])
-                v = f32(image, row, col, swaps[0]) - s * f32(zodi, row, col, swaps[1])
-                vv = f32(variance, row, col, swaps[2])
-                bad = (f & bad_mask) != 0 or not np.isfinite(v) or not np.isfinite(vv)
-                if (b - m - dx[i]) ** 2 + (a - m - dy[i]) ** 2 <= r * r:
-                    flag[i] |= f
-                    n_bad[i] += bad
-                if not bad:
-                    net[i * size + a, b] = np.float64(v) - bg[i]
-                    var[i * size + a, b] = vv
-                    usable[i, a, b] = True
-    return net, var, usable, flag, n_bad
+        bg[i], bg_error[i], option[i] = source_background(
+            i, image, zodi, flags, (swaps[0], swaps[1], swaps[3]), zodi_scale, x, y, boxes, r_in2, radii2,
+            bad_mask, source_bit, min_pixels, sigma, maxiters, values, region, is_source)
+        _aperture_stamp(i, image, zodi, variance, flags, swaps, s, ix, iy, dx, dy, r, bg[i], bad_mask, m,
+                        net, var, usable, flag, n_bad)
+    return bg, bg_error, option, net, var, usable, flag, n_bad
+
+
+def measure_pixels(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+                   zodi_scale: float, x: np.ndarray, y: np.ndarray, r: float, m: int,
+                   config: PhotometryConfig) -> SourcePixels:
+    """Background (:func:`.background.background_regions`) and aperture cut-outs of
+    (2m+1)^2 pixels around round(x), round(y) for an aperture of radius ``r``, after
+    subtracting ``zodi_scale`` x zodi, from the image HDUs as stored (any byte order).
+
+    A pixel is usable in the aperture if it is in the image, has no ``config.bad_mask`` bit,
+    finite image and variance and can overlap the aperture.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    regions = background_regions(x, y, r, image.shape, config)
+    words, swaps = as_words([image, zodi, variance, flags], "fffi")
+    bg, bg_error, option, *cut = _measure_pixels(
+        *words, swaps, float(zodi_scale), x, y, np.round(x).astype(np.int64), np.round(y).astype(np.int64),
+        float(r), int(m), regions.boxes, regions.r_in2, regions.radii2, regions.buffer_size(),
+        int(config.bad_mask), int(Flag.SOURCE), int(config.min_usable_pixels),
+        float(config.bg_sigma_clip_sigma), int(config.bg_sigma_clip_maxiters))
+    return SourcePixels(bg, bg_error, option >= regions.radii2.size, *cut)

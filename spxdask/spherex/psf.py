@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .stored import as_words, f32
+
 
 @numba.njit(cache=True)
 def _nearest(xc, yc, x, y):
@@ -28,46 +30,56 @@ def _nearest(xc, yc, x, y):
     return out
 
 
-@numba.njit(cache=True)
-def _integrate_pixels(planes, zones, v0, u0, n_pix, step):
-    """Integrals of ``planes[zones[i]]`` (sub-pixel values, (n_zone, ny, nx)) over native pixels:
-    pixel (a, b) of source i spans sub-pixel edge coordinates [v0[i] + a step, + step) in rows
-    and [u0[i] + b step, + step) in columns (sub-pixel k spans [k, k + 1]; beyond the plane
-    is zero). The cumulative integral is bilinear within each sub-pixel, so it is exact.
-    Returns (n, n_pix, n_pix)."""
-    n_zone, ny, nx = planes.shape
-    table = np.zeros((n_zone, ny + 1, nx + 1))
+@numba.njit(cache=True, fastmath=True)
+def _integrate_pixels(words, swap, n_zone, crop, zones, v0, u0, n_pix, step):
+    """Integrals over native pixels of PSF planes of sub-pixel values, each divided by its
+    plane's total. ``words``: the (n_zone x ny, nx) planes as stored (:mod:`.stored`); ``crop``
+    = (y0, y1, x0, x1), the sub-pixels that matter. Pixel (a, b) of source i spans sub-pixel
+    edge coordinates [v0[i] + a step, + step) in rows and [u0[i] + b step, + step) in columns
+    of the crop (sub-pixel k spans [k, k + 1]; beyond the crop is zero). The cumulative
+    integral is bilinear within each sub-pixel, so the integrals are exact. Returns
+    (n, n_pix, n_pix)."""
+    ny, nx = words.shape[0] // n_zone, words.shape[1]
+    y0, y1, x0, x1 = crop
+    cy, cx = y1 - y0, x1 - x0
+    table = np.zeros((n_zone, cy + 1, cx + 1))
+    totals = np.zeros(n_zone)
     for z in range(n_zone):
         for j in range(ny):
-            row = 0.0
             for i in range(nx):
-                row += planes[z, j, i]
+                totals[z] += f32(words, z * ny + j, i, swap)
+        for j in range(cy):
+            row = 0.0
+            for i in range(cx):
+                row += f32(words, z * ny + y0 + j, x0 + i, swap)
                 table[z, j + 1, i + 1] = table[z, j, i + 1] + row
     out = np.empty((zones.size, n_pix, n_pix))
     corners = np.empty((n_pix + 1, n_pix + 1))
     for s in range(zones.size):
         z = zones[s]
         for a in range(n_pix + 1):
-            v = min(max(v0[s] + a * step, 0.0), ny)
-            j = min(int(v), ny - 1)
+            v = min(max(v0[s] + a * step, 0.0), cy)
+            j = min(int(v), cy - 1)
             tv = v - j
             for b in range(n_pix + 1):
-                u = min(max(u0[s] + b * step, 0.0), nx)
-                i = min(int(u), nx - 1)
+                u = min(max(u0[s] + b * step, 0.0), cx)
+                i = min(int(u), cx - 1)
                 tu = u - i
                 top = table[z, j, i] + tu * (table[z, j, i + 1] - table[z, j, i])
                 bottom = table[z, j + 1, i] + tu * (table[z, j + 1, i + 1] - table[z, j + 1, i])
                 corners[a, b] = top + tv * (bottom - top)
         for a in range(n_pix):
             for b in range(n_pix):
-                out[s, a, b] = corners[a + 1, b + 1] - corners[a, b + 1] - corners[a + 1, b] + corners[a, b]
+                out[s, a, b] = (corners[a + 1, b + 1] - corners[a, b + 1] - corners[a + 1, b]
+                                + corners[a, b]) / totals[z]
     return out
 
 
 @dataclass(frozen=True)
 class ZonedPSF:
     """PSFs per detector zone: ``data`` (n_zone, ny, nx) sampled ``oversamp`` times per native
-    pixel, zone centres ``xctr``, ``yctr`` in 0-based parent-detector pixels."""
+    pixel (possibly as stored: memory-mapped, big-endian), zone centres ``xctr``, ``yctr`` in
+    0-based parent-detector pixels."""
 
     data: np.ndarray
     xctr: np.ndarray
@@ -99,9 +111,9 @@ class OversampledPSF(ZonedPSF):
         # coordinates of the crop
         v0 = (-m - 0.5 - (y - np.round(y))) * self.oversamp + cy - ys.start + 0.5
         u0 = (-m - 0.5 - (x - np.round(x))) * self.oversamp + cx - xs.start + 0.5
-        zones = self.zone(x, y)
-        totals = self.data.sum(axis=(1, 2), dtype=float)
-        return _integrate_pixels(self.data[:, ys, xs], zones, v0, u0, 2 * m + 1, float(self.oversamp)) / totals[zones, None, None]
+        (words,), (swap,) = as_words([self.data.reshape(-1, nx)], "f")
+        return _integrate_pixels(words, swap, self.data.shape[0], (ys.start, ys.stop, xs.start, xs.stop),
+                                 self.zone(x, y), v0, u0, 2 * m + 1, float(self.oversamp))
 
 
 @dataclass(frozen=True)
