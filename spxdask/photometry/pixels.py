@@ -30,7 +30,7 @@ class SourcePixels(NamedTuple):
     n_bad: np.ndarray  # unusable pixels among those
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True)
 def _aperture_stamp(i, image, zodi, variance, flags, swaps, s, ix, iy, dx, dy, r, bg, bad_mask, m,
                     net, var, usable, flag, n_bad):
     """Cut-out i: the (2m+1)^2 pixels centred on pixel (iy[i], ix[i])."""
