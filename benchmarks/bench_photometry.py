@@ -90,18 +90,23 @@ def _aperture_library() -> list[Result]:
 def _scaling(tmp: Path) -> list[Result]:
     from distributed import Client, LocalCluster
 
-    cfg = SimConfig(n_images=100, size=1024, n_sources=4000, radius=1.0, seed=8)
+    cfg = SimConfig(n_images=100, size=1024, n_sources=16000, radius=1.0, seed=8)
     sky = simulate_sky(tmp / "sky", cfg)
     catalog = pd.read_csv(sky.catalog)
     times = {}
     for workers in (1, 2):
         with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster):
             run_extraction(sky.archive, catalog.iloc[:10], PhotometryConfig(), tmp / f"warm{workers}")
-            t0 = time.perf_counter()
-            n = run_extraction(sky.archive, catalog, PhotometryConfig(), tmp / f"out{workers}" / "per_image")
-            times[workers] = time.perf_counter() - t0
-        assert n == 100
-    return [Result("photometry", "100 images 1024^2, 2 workers", times[2], "1 worker", times[1])]
+            runs = []
+            for k in range(2):
+                t0 = time.perf_counter()
+                n = run_extraction(sky.archive, catalog, PhotometryConfig(), tmp / f"out{workers}-{k}" / "per_image")
+                runs.append(time.perf_counter() - t0)
+                assert n == 100
+            times[workers] = min(runs)
+    per_image = pd.read_parquet(tmp / "out2-1" / "manifest.parquet")["n_sources"].mean()
+    return [Result("photometry", "100 images 1024^2, 2 workers", times[2], "1 worker", times[1],
+                   {"sources per image": int(per_image)})]
 
 
 @register("photometry")
