@@ -73,16 +73,30 @@ def _gateway_client():
     return cluster.get_client()
 
 
+def _running_client():
+    """The distributed Client of this context, or None."""
+    from distributed import get_client as running
+
+    try:
+        return running()
+    except ValueError:
+        return None
+
+
+def scatter(items: list, client=None) -> list:
+    """Task inputs, sent straight to the workers when a distributed Client runs (so that
+    per-task data does not travel inside the task graph, through the scheduler), else as they
+    are; pass the result to ``dask.delayed`` tasks in place of the items."""
+    client = client or _running_client()
+    if client is None or not items:
+        return list(items)
+    return client.scatter(list(items), hash=False)
+
+
 def compute(*collections, client=None):
     """Compute Dask collections on ``client`` (or the running Client, or local threads),
     with a progress bar in terminals and notebooks when the ``spxdask.progress`` setting is on."""
-    from distributed import get_client as running
-
-    if client is None:
-        try:
-            client = running()
-        except ValueError:
-            client = None
+    client = client or _running_client()
     # progress bars where someone watches: a terminal or a notebook, not a log file
     show = setting("progress", True) and (sys.stdout.isatty() or "ipykernel" in sys.modules)
     if client is None:
@@ -108,13 +122,9 @@ def run_context(output_dir: str | Path, name: str, client=None,
                 report: str = "performance-report.html") -> Iterator[None]:
     """Print the dashboard link and save ``<output_dir>/<report>`` (when the
     ``spxdask.performance_report`` setting is on and a Client runs)."""
-    from distributed import get_client as running
     from distributed import performance_report
 
-    try:
-        client = client or running()
-    except ValueError:
-        client = None
+    client = client or _running_client()
     if client is None or not setting("performance_report", True):
         yield
         return

@@ -8,6 +8,7 @@ never stop the other images.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -25,7 +26,7 @@ from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
-from ..cluster import compute
+from ..cluster import compute, scatter
 from .select import CatalogIndex
 
 UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
@@ -113,7 +114,7 @@ def _footprint(path: str, storage_options: dict | None = None) -> dict:
         return {"image": path, "corners": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _extract(path: str, sources: pd.DataFrame, config: PhotometryConfig, out: str,
+def _extract(path: str, sources: pd.DataFrame, *, out: str, config: PhotometryConfig,
              tid_type: pa.DataType, storage_options: dict | None = None) -> dict:
     obs_id, det = Path(out).stem.rsplit("_D", 1)
     row = {"image": path, "obs_id": obs_id, "detector": int(det), "output": out,
@@ -169,15 +170,19 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
             known[fp["image"]] = fp["corners"] if fp["error"] is None else fp["error"]
     index = CatalogIndex(catalog)
     margin = 2 * PIXEL_SCALE_ARCSEC / 3600
-    tasks = []
+    jobs, selections = [], []
     for path, out in todo:
         corners = known[path]
         if isinstance(corners, str):
             failures.append({"image": path, "output": out, "status": "failed", "error": corners})
             continue
-        mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin)
-        tasks.append(dask.delayed(_extract, pure=False)(
-            path, mine, config, out, tid_type, storage_options, dask_key_name=f"photometry-{Path(out).stem}"))
+        jobs.append((path, out))
+        selections.append(index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin))
+    # each task's sources go straight to the workers, not inside the graph; the shared arguments
+    # in a partial, which dask does not traverse for every task
+    measure = functools.partial(_extract, config=config, tid_type=tid_type, storage_options=storage_options)
+    tasks = [dask.delayed(measure, pure=False)(path, mine, out=out, dask_key_name=f"photometry-{Path(out).stem}")
+             for (path, out), mine in zip(jobs, scatter(selections))]
     rows = list(compute(*tasks)) if tasks else []
     if rows or failures:
         write_manifest(rows + failures, manifest)
