@@ -83,16 +83,6 @@ def _running_client():
         return None
 
 
-def scatter(items: list, client=None) -> list:
-    """Task inputs, sent straight to the workers when a distributed Client runs (so that
-    per-task data does not travel inside the task graph, through the scheduler), else as they
-    are; pass the result to ``dask.delayed`` tasks in place of the items."""
-    client = client or _running_client()
-    if client is None or not items:
-        return list(items)
-    return client.scatter(list(items), hash=False)
-
-
 def compute(*collections, client=None):
     """Compute Dask collections on ``client`` (or the running Client, or local threads),
     with a progress bar in terminals and notebooks when the ``spxdask.progress`` setting is on."""

@@ -51,7 +51,7 @@ def contains_points(poly: np.ndarray, points: np.ndarray, tolerance: float = 0.0
     """(m, p) bool: point p inside convex polygon m (vertices (m, k, 3), points (p, 3)), or
     outside by less than ``tolerance`` (sine of the angle) from every edge's great circle."""
     normals = _edge_normals(poly)
-    return np.all(np.einsum("mkc,pc->mpk", normals, points) >= -tolerance, axis=-1)
+    return np.all(np.matmul(points, normals.transpose(0, 2, 1)) >= -tolerance, axis=-1)
 
 
 def _arc_distance(poly: np.ndarray, point: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
-from ..cluster import compute, scatter
+from ..cluster import compute
 from .select import CatalogIndex
 
 UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
@@ -114,13 +114,15 @@ def _footprint(path: str, storage_options: dict | None = None) -> dict:
         return {"image": path, "corners": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _extract(path: str, sources: pd.DataFrame, *, out: str, config: PhotometryConfig,
+def _extract(path: str, catalog: pd.DataFrame, rows: np.ndarray, *, out: str, config: PhotometryConfig,
              tid_type: pa.DataType, storage_options: dict | None = None) -> dict:
+    """Measure the catalog's ``rows`` (positions) in one image; the manifest record."""
     obs_id, det = Path(out).stem.rsplit("_D", 1)
     row = {"image": path, "obs_id": obs_id, "detector": int(det), "output": out,
-           "n_sources": len(sources), "n_rows": 0, "error": None}
+           "n_sources": len(rows), "n_rows": 0, "error": None}
     t0 = time.perf_counter()
     try:
+        sources = catalog.take(rows)
         with L2File(path, storage_options=storage_options) as l2:
             table = measure_image(l2, sources, config)
         _write(table, Path(out), tid_type)
@@ -170,19 +172,22 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
             known[fp["image"]] = fp["corners"] if fp["error"] is None else fp["error"]
     index = CatalogIndex(catalog)
     margin = 2 * PIXEL_SCALE_ARCSEC / 3600
-    jobs, selections = [], []
+    # the catalog travels once, as one shared input of every task; each task carries only the
+    # positions of its own sources in it (a few bytes a source), so the graph stays small and
+    # a task lost with its worker can run again elsewhere. The shared arguments sit in a
+    # partial, which dask does not traverse for every task.
+    shared = dask.delayed(index.catalog, name=f"catalog-{dask.base.tokenize(index.catalog)}")
+    measure = functools.partial(_extract, config=config, tid_type=tid_type, storage_options=storage_options)
+    position = np.int32 if len(index.catalog) < 2**31 else np.int64
+    tasks = []
     for path, out in todo:
         corners = known[path]
         if isinstance(corners, str):
             failures.append({"image": path, "output": out, "status": "failed", "error": corners})
             continue
-        jobs.append((path, out))
-        selections.append(index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin))
-    # each task's sources go straight to the workers, not inside the graph; the shared arguments
-    # in a partial, which dask does not traverse for every task
-    measure = functools.partial(_extract, config=config, tid_type=tid_type, storage_options=storage_options)
-    tasks = [dask.delayed(measure, pure=False)(path, mine, out=out, dask_key_name=f"photometry-{Path(out).stem}")
-             for (path, out), mine in zip(jobs, scatter(selections))]
+        mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin).astype(position)
+        tasks.append(dask.delayed(measure, pure=False)(path, shared, mine, out=out,
+                                                       dask_key_name=f"photometry-{Path(out).stem}"))
     rows = list(compute(*tasks)) if tasks else []
     if rows or failures:
         write_manifest(rows + failures, manifest)

@@ -24,15 +24,15 @@ class CatalogIndex:
         self._xyz = unit_vectors(self.catalog["ra"].to_numpy(float), self.catalog["dec"].to_numpy(float))
         self._tree = cKDTree(self._xyz)
 
-    def in_polygon(self, corners: np.ndarray, margin_deg: float = 0.0) -> pd.DataFrame:
-        """Catalog rows inside the convex spherical polygon through ``corners`` ((k, 2) ra, dec
-        in degrees), or within ``margin_deg`` of it."""
+    def in_polygon(self, corners: np.ndarray, margin_deg: float = 0.0) -> np.ndarray:
+        """Positions (sorted, in ``self.catalog``) of the rows inside the convex spherical polygon
+        through ``corners`` ((k, 2) ra, dec in degrees), or within ``margin_deg`` of it."""
         poly = polygons(np.asarray(corners)[None])
         centre = poly[0].sum(axis=0)
         centre /= np.linalg.norm(centre)
         radius = np.max(np.linalg.norm(poly[0] - centre, axis=1)) + 1.01 * np.radians(margin_deg)
         idx = np.asarray(self._tree.query_ball_point(centre, radius), dtype=int)
         if idx.size == 0:
-            return self.catalog.iloc[:0]
+            return idx
         inside = contains_points(poly, self._xyz[idx], tolerance=np.sin(np.radians(margin_deg)))[0]
-        return self.catalog.iloc[np.sort(idx[inside])]
+        return np.sort(idx[inside])
