@@ -1,7 +1,8 @@
 """Batch extraction: one Dask task per image, each writing ``<obs_id>_D<n>.parquet``.
 
-Source selection happens once on the client against a spatial index of the catalog; each task
-receives only its own sources. A file is written for every image that was measured, also
+Source selection happens once on the client against a spatial index of the catalog; the
+catalog enters the task graph once, and each task carries only the row positions of its own
+sources. A file is written for every image that was measured, also
 when no source falls in it, so reruns skip it. Failures are recorded in the run manifest and
 never stop the other images.
 """
@@ -200,8 +201,8 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
     """Measure every L2 image under ``image_dir`` (recursively) with Dask.
 
     Footprints are read (headers only) by one task per bag partition; the catalog is indexed
-    once on the client and each ``photometry-<obs_id>_D<n>`` task receives only the sources in
-    its footprint. Runs on the current distributed Client when there is one, else on local
+    once on the client and each ``photometry-<obs_id>_D<n>`` task measures only the sources in
+    its footprint (it carries their row positions; the catalog is shared by all tasks). Runs on the current distributed Client when there is one, else on local
     threads (``n_workers`` is kept for compatibility with the reference; the cluster decides).
 
     Returns

@@ -87,9 +87,8 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     else:
         x = y = np.empty(0)
     keep = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    src = sources.loc[keep]
     x, y = np.asarray(x[keep], float), np.asarray(y[keep], float)
-    if not len(src):
+    if not keep.any():
         return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "float64")) for c in COLUMNS}).assign(
             targetid=sources["targetid"].iloc[:0].reset_index(drop=True))
 
@@ -129,7 +128,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     quality = _reasons(edge=edge, bad_pixels=pix.n_bad > 0, background_source_pixels=pix.bg_used_source,
                        no_background=no_bg)
     return pd.DataFrame({
-        "targetid": src["targetid"].to_numpy(),
+        "targetid": sources["targetid"].to_numpy()[keep],
         "ra": ra[keep], "dec": dec[keep],
         "obs_id": meta.obs_id, "band": meta.band, "mjd": meta.mjd,
         "x": x, "y": y,
