@@ -2,9 +2,9 @@
 
 Source selection happens once on the client against a spatial index of the catalog; the
 catalog enters the task graph once, and each task carries only the row positions of its own
-sources. A file is written for every image that was measured, also
-when no source falls in it, so reruns skip it. Failures are recorded in the run manifest and
-never stop the other images.
+sources. A file is written for every image that was measured, also when no source falls in
+it, so reruns skip it. Failures are recorded in the run manifest and never stop the other
+images.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dask
 import dask.bag as db
+from dask.base import tokenize
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -177,7 +178,7 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
     # positions of its own sources in it (a few bytes a source), so the graph stays small and
     # a task lost with its worker can run again elsewhere. The shared arguments sit in a
     # partial, which dask does not traverse for every task.
-    shared = dask.delayed(index.catalog, name=f"catalog-{dask.base.tokenize(index.catalog)}")
+    shared = dask.delayed(index.catalog, name=f"catalog-{tokenize(index.catalog)}")
     measure = functools.partial(_extract, config=config, tid_type=tid_type, storage_options=storage_options)
     position = np.int32 if len(index.catalog) < 2**31 else np.int64
     tasks = []
@@ -202,8 +203,9 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
 
     Footprints are read (headers only) by one task per bag partition; the catalog is indexed
     once on the client and each ``photometry-<obs_id>_D<n>`` task measures only the sources in
-    its footprint (it carries their row positions; the catalog is shared by all tasks). Runs on the current distributed Client when there is one, else on local
-    threads (``n_workers`` is kept for compatibility with the reference; the cluster decides).
+    its footprint (it carries their row positions; the catalog is shared by all tasks). Runs
+    on the current distributed Client when there is one, else on local threads (``n_workers``
+    is kept for compatibility with the reference; the cluster decides).
 
     Returns
     -------
