@@ -21,6 +21,7 @@ import fsspec
 import fsspec.asyn
 import pandas as pd
 
+from .._config import require
 from .observation import Observation
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\.fits$")
@@ -45,12 +46,11 @@ class FetchConfig:
     verify_md5: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "retries"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < (1 if name == "concurrency" else 0):
-                raise ValueError(f"FetchConfig.{name} must be a {'positive' if name == 'concurrency' else 'non-negative'} integer")
+        for name, least, what in (("concurrency", 1, "positive"), ("retries", 0, "non-negative")):
+            value = getattr(self, name)
+            require(self, int(value) == value and value >= least, name, f"must be a {what} integer")
         for name in ("backoff", "max_backoff", "budget", "timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"FetchConfig.{name} must be > 0")
+            require(self, getattr(self, name) > 0, name, "must be > 0")
 
 
 class FetchError(RuntimeError):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._config import require
 from ..photometry import PhotometryConfig
 from ..spherex.channels import parse_band
 
@@ -51,22 +52,17 @@ class BatchConfig:
         if not (0 <= self.center_ra <= 360 and -90 <= self.center_dec <= 90):
             raise ValueError(f"BatchConfig.center_ra/center_dec must be ra 0..360, dec -90..90, "
                              f"got ({self.center_ra}, {self.center_dec})")
-        if not 0 < self.radius <= 90:
-            raise ValueError(f"BatchConfig.radius must be within (0, 90] deg, got {self.radius}")
-        if self.coverage_mode not in ("any", "full"):
-            raise ValueError(f"BatchConfig.coverage_mode must be 'any' or 'full', got {self.coverage_mode!r}")
+        require(self, 0 < self.radius <= 90, "radius", "must be within (0, 90] deg")
+        require(self, self.coverage_mode in ("any", "full"), "coverage_mode", "must be 'any' or 'full'")
         if self.bands is not None:
             self.bands = [f"D{parse_band(b)}" for b in self.bands]
         if self.mjd_range is not None:
             lo, hi = self.mjd_range
-            if not lo <= hi:
-                raise ValueError(f"BatchConfig.mjd_range must be (min, max), got {self.mjd_range}")
+            require(self, lo <= hi, "mjd_range", "must be (min, max)")
             self.mjd_range = (float(lo), float(hi))
-        if self.max_images < 0:
-            raise ValueError(f"BatchConfig.max_images must be >= 0, got {self.max_images}")
+        require(self, self.max_images >= 0, "max_images", "must be >= 0")
         for name in ("max_download_workers", "max_extract_workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"BatchConfig.{name} must be >= 1, got {getattr(self, name)}")
+            require(self, getattr(self, name) >= 1, name, "must be >= 1")
         if self.archive and self.tap_url:
             raise ValueError("BatchConfig: give archive or tap_url, not both")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .._config import require
 from .._io import atomic_path
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.flags import mask_from_bits
@@ -60,10 +62,7 @@ class Drizzle3DConfig:
     BASE_PIXSCALE = PIXEL_SCALE_ARCSEC
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ValueError(f"Drizzle3DConfig.{name} {what}, got {getattr(self, name)!r}")
-
+        need = functools.partial(require, self)
         need(0 <= self.center_ra <= 360, "center_ra", "must be within 0..360 deg")
         need(-90 <= self.center_dec <= 90, "center_dec", "must be within -90..90 deg")
         need(0 < self.width <= 600, "width", "must be within (0, 600] arcmin")

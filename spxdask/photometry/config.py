@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .._config import require
 from ..spherex.flags import REFERENCE_BAD_BITS, mask_from_bits
 
 APERTURE_METHODS = ("fixed", "fwhm")
@@ -77,10 +79,7 @@ class PhotometryConfig:
     pixel_area: str = "wcs"
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ValueError(f"PhotometryConfig.{name} {what}, got {getattr(self, name)!r}")
-
+        need = functools.partial(require, self)
         need(self.aperture_method in APERTURE_METHODS, "aperture_method", f"must be one of {APERTURE_METHODS}")
         need(self.background_method in BACKGROUND_METHODS, "background_method", f"must be one of {BACKGROUND_METHODS}")
         need(self.pixel_area in PIXEL_AREAS, "pixel_area", f"must be one of {PIXEL_AREAS}")
