@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 from astropy.stats import sigma_clipped_stats
 from photutils.aperture import CircularAperture, aperture_photometry
+from photutils.geometry import circular_overlap_grid
 
 from spxdask import PhotometryConfig
 from spxdask.photometry import measure_image
 from spxdask.photometry.background import fit_zodi_scale
+from spxdask.photometry.overlap import circle_weights
 from spxdask.photometry.pixels import measure_pixels
 from spxdask.spherex import L2File
 from spxdask.spherex.flags import Flag
@@ -101,6 +103,19 @@ def test_magnitudes(measured):
     pos = measured[measured.flux > 0]
     np.testing.assert_allclose(pos.mag_ab, 23.9 - 2.5 * np.log10(pos.flux), atol=1e-4)
     assert measured.loc[measured.flux <= 0, "mag_ab"].isna().all()
+
+
+@pytest.mark.parametrize("r, m", [(0.3, 1), (1.0, 1), (1.016, 2), (2.7, 3)])
+def test_circle_weights_are_photutils_exact_overlaps(r, m):
+    rng = np.random.default_rng(4)
+    dx, dy = rng.uniform(-0.5, 0.5, 300), rng.uniform(-0.5, 0.5, 300)
+    dx[:4], dy[:4] = [0, 0.5, -0.5, 0], [0, 0, 0.5, -0.5]  # centred, and on pixel edges
+    w = circle_weights(dx, dy, r, m)
+    n = 2 * m + 1
+    for i in range(dx.size):
+        exact = circular_overlap_grid(-m - 0.5 - dx[i], m + 0.5 - dx[i], -m - 0.5 - dy[i], m + 0.5 - dy[i], n, n, r, 1, 1)
+        np.testing.assert_allclose(w[i], exact, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(w.sum(axis=(1, 2)), np.pi * r * r, rtol=1e-12)
 
 
 def test_aperture_sums_equal_photutils_exact(truth_sky, catalog):

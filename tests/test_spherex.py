@@ -303,7 +303,8 @@ def test_broken_wave_table(sky_qr2, tmp_path):
         f.wavelength(np.array([1.0]), np.array([1.0]))
 
 
-@pytest.mark.parametrize("card, value", [("CTYPE1", "RA---XYZ-SIP"), ("A_7_0", 1e-9), ("CRVAL2", "north")])
+@pytest.mark.parametrize("card, value", [("CTYPE1", "RA---XYZ-SIP"), ("A_7_0", 1e-9), ("A_1_1", "big"),
+                                         ("CRVAL2", "north")])
 def test_broken_celestial_wcs(sky_qr2, tmp_path, card, value):
     path = _copy(sky_qr2, tmp_path)
     with fits.open(path) as h:

@@ -1,16 +1,15 @@
 """Forced aperture photometry of all catalog sources in one SPHEREx L2 image, at once.
 
-numpy / astropy / sep and the compiled loops of :mod:`.pixels`: no Dask, no Python loop
-over sources. Steps:
+numpy / astropy and the compiled loops of :mod:`.pixels`: no Dask, no Python loop over
+sources. Steps:
 
 1. sky → pixel through the file's SIP WCS for the image's own sources;
 2. zodi: the ZODI model scaled by a weighted least-squares fit over background pixels;
 3. per source, in one compiled pass (:mod:`.pixels`): the background (annulus or window,
-   sigma-clipped, :mod:`.background`) and the aperture cut-out;
-4. aperture sums with exact circle/pixel overlap (``sep.sum_circle(subpix=0)``, which equals
-   photutils' ``method="exact"``) on a mosaic of per-source stamps;
-5. aperture correction from the file's own PSF at each source's sub-pixel position, with the
-   same masked pixels, so ``flux_total`` also recovers light lost to masked pixels.
+   sigma-clipped, :mod:`.background`) and the aperture sums with exact circle/pixel overlap
+   weights (:mod:`.overlap`, equal to photutils' ``method="exact"``);
+4. aperture correction from the file's own PSF at each source's sub-pixel position, with the
+   same weights and masked pixels, so ``flux_total`` also recovers light lost to masked pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import sep
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from ..spherex.flags import Flag
@@ -50,20 +48,6 @@ def pixel_scale(l2: L2File, config: PhotometryConfig) -> float:
     except Exception:
         return config.pixel_scale_fallback
     return scale if np.isfinite(scale) and scale > 0 else config.pixel_scale_fallback
-
-
-def _mosaic_sum(mosaic: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: float,
-                var: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact circular-aperture sums (and errors from ``var``) of radius r with sep, in a mosaic
-    of (2m+1)-square stamps stacked in rows — source i in rows i (2m+1) ... — each centred at
-    (m + dx, m + dy) of its stamp."""
-    size = mosaic.shape[1]
-    m = size // 2
-    xc = m + dx
-    yc = np.arange(dx.size) * size + m + dy
-    total, err, _ = sep.sum_circle(np.ascontiguousarray(mosaic, dtype=np.float64), xc, yc, r, subpix=0,
-                                   var=None if var is None else np.ascontiguousarray(var, dtype=np.float64))
-    return total, err
 
 
 def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | None = None) -> pd.DataFrame:
@@ -109,11 +93,8 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     m = max(1, int(math.ceil(r)))
     pix = measure_pixels(image, zodi, variance, flags, zodi_scale, x, y, r, m, config)
     bg, bg_err = pix.bg, pix.bg_error
-    dx, dy = x - np.round(x), y - np.round(y)
-    raw, raw_err = _mosaic_sum(pix.net, dx, dy, r, var=pix.var)
-    px, py = l2.parent_pixel(x, y)
-    psf = l2.psf.stamps(px, py, m) * pix.usable
-    fraction, _ = _mosaic_sum(psf.reshape(pix.net.shape), dx, dy, r)
+    raw, raw_err = pix.flux, np.sqrt(pix.variance)
+    fraction = np.einsum("nab,nab->n", pix.weights, l2.psf.stamps(*l2.parent_pixel(x, y), m))
     with np.errstate(divide="ignore"):
         correction = np.where(fraction > 0, 1.0 / fraction, np.nan)
 

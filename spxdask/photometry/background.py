@@ -1,8 +1,8 @@
 """Backgrounds of one L2 image: the fitted zodi scale and the local background of a source.
 
 Both are compiled (numba) loops that read the image HDUs in place — memory-mapped and
-big-endian as stored — touching only the pixels they use: a regular sub-grid for the zodi fit,
-each source's annulus or window for its background (called per source from
+big-endian as stored — touching only the pixels they use: rows spread over the image for the
+zodi fit, each source's annulus or window for its background (called per source from
 :func:`spxdask.photometry.pixels.measure_pixels`). No Dask in here. The photutils way of doing
 the same (``ApertureStats`` with sigma clipping) is a baseline of ``benchmarks/bench_photometry.py``.
 """
@@ -21,13 +21,13 @@ from .config import PhotometryConfig
 
 @numba.njit(cache=True)
 def _zodi_sums(image, zodi, variance, flags, swaps, step, reject):
-    """Over every ``step``-th row and column: the number of pixels, of usable pixels, and the
-    weighted sums Σ z²/var and Σ z·image/var over the usable ones."""
+    """Over every ``step``-th row (whole rows, read in order): the number of pixels, of usable
+    pixels, and the weighted sums Σ z²/var and Σ z·image/var over the usable ones."""
     ny, nx = image.shape
     n_all = n_ok = 0
     zz = zi = 0.0
-    for i in range(0, ny, step):
-        for j in range(0, nx, step):
+    for i in range(step // 2, ny, step):
+        for j in range(nx):
             n_all += 1
             if i32(flags, i, j, swaps[3]) & reject:
                 continue
@@ -50,9 +50,10 @@ def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fl
     with no ``reject`` flag bit, finite values and positive variance, clipped to [lo, hi];
     1.0 when under ``min_fraction`` of the pixels are usable or the fit is undefined.
 
-    The zodi model is smooth, so the fit uses a regular sub-grid of at most ``max_pixels``
-    pixels (every k-th row and column). Arrays may be memory-mapped and in any byte order."""
-    step = max(1, int(math.ceil(math.sqrt(image.size / max_pixels))))
+    The zodi model is smooth, so the fit uses whole rows spread over the image (every k-th
+    row, at most ``max_pixels`` pixels): few rows, each read in order, cost far less than the
+    same pixels on a sparse grid. Arrays may be memory-mapped and in any byte order."""
+    step = max(1, int(math.ceil(image.size / max_pixels)))
     words, swaps = as_words([image, zodi, variance, flags], "fffi")
     n_all, n_ok, zz, zi = _zodi_sums(*words, swaps, step, int(reject))
     if n_ok < min_fraction * n_all or not zz > 0:
