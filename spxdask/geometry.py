@@ -7,6 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def grid_corners(wcs, shape: tuple[int, int]) -> np.ndarray:
+    """(4, 2) ra, dec (deg) of the outer pixel-edge corners of a pixel grid of ``shape`` (ny, nx)
+    through ``wcs`` (anything with astropy's ``all_pix2world``), in the order of IRSA's
+    ``s_region``: (x, y) = (-0.5, -0.5), (nx - 0.5, -0.5), (nx - 0.5, ny - 0.5), (-0.5, ny - 0.5)."""
+    ny, nx = shape
+    ra, dec = wcs.all_pix2world([-0.5, nx - 0.5, nx - 0.5, -0.5], [-0.5, -0.5, ny - 0.5, ny - 0.5], 0)
+    return np.column_stack([ra, dec])
+
+
 def tangent_to_sky(ra0: float, dec0: float, xi: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gnomonic de-projection: tangent-plane offsets (deg) about (ra0, dec0) to (ra, dec) deg."""
     a0, d0 = np.radians(ra0), np.radians(dec0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spxdask.drizzle3d import Drizzle3DConfig, build_output_wcs
-from spxdask.drizzle3d.grid import footprint_corners
+from spxdask.geometry import grid_corners
 from spxdask.spherex.simulate import SimConfig, simulate_sky
 
 SMALL_QR2 = SimConfig(n_images=12, size=256, n_sources=200, seed=3, radius=0.4)
@@ -25,4 +25,4 @@ def sky_qr3(tmp_path_factory):
 def drizzle_box(ra: float, dec: float, width_deg: float, height_deg: float) -> tuple:
     """The polygon a Drizzle3D query sends for a box (its output grid's outer corners)."""
     cfg = Drizzle3DConfig(ra, dec, width_deg * 60, height_deg * 60)
-    return tuple(map(tuple, footprint_corners(build_output_wcs(cfg), (cfg.output_ny(), cfg.output_nx()))))
+    return tuple(map(tuple, grid_corners(build_output_wcs(cfg), (cfg.output_ny(), cfg.output_nx()))))

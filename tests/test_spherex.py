@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 
-from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags
+from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags, read_footprint
 from spxdask.spherex.l2 import wave_lookup
 from spxdask.geometry import sky_to_tangent
 from spxdask.spherex.simulate import (SimConfig, _psf_pixels, make_catalog, plan_survey, psf_sigma, render_image,
@@ -259,6 +259,42 @@ def _copy(sky, tmp_path):
     return dst
 
 
+@pytest.mark.parametrize("layout", ["qr2", "qr3"])
+def test_read_footprint_is_the_file_footprint_from_one_header(layout, sky_qr2, sky_qr3, tmp_path):
+    sky = {"qr2": sky_qr2, "qr3": sky_qr3}[layout]
+    for path in sky.files[:3]:
+        with L2File(path) as f:
+            np.testing.assert_array_equal(read_footprint(path), f.footprint())
+    # the HDUs after IMAGE are never read: a file cut just after the IMAGE header still has one
+    path = _copy(sky, tmp_path)
+    with fits.open(path) as h:
+        end = h["IMAGE"].fileinfo()["datLoc"]
+    full = read_footprint(path)
+    path.write_bytes(path.read_bytes()[:end])
+    np.testing.assert_array_equal(read_footprint(path), full)
+    with pytest.raises(L2FormatError, match="truncated|missing|not a readable"):
+        L2File(path)
+
+
+def test_read_footprint_names_what_is_wrong(sky_qr2, tmp_path):
+    path = tmp_path / "level2_fake.fits"
+    path.write_text("<html>502 Bad Gateway</html>")
+    with pytest.raises(L2FormatError, match="level2_fake.fits: not a readable FITS"):
+        read_footprint(path)
+    path = _copy(sky_qr2, tmp_path)
+    with fits.open(path) as h:
+        h["IMAGE"].name = "SCI"
+        h.writeto(path, overwrite=True)
+    with pytest.raises(L2FormatError, match="no IMAGE HDU"):
+        read_footprint(path)
+    path = _copy(sky_qr2, tmp_path)
+    with fits.open(path) as h:
+        h["IMAGE"].header["CTYPE1"] = "RA---XYZ-SIP"
+        h.writeto(path, overwrite=True)
+    with pytest.raises(L2FormatError, match="unreadable IMAGE header or celestial WCS"):
+        read_footprint(path)
+
+
 def test_truncated_file(sky_qr2, tmp_path):
     path = _copy(sky_qr2, tmp_path)
     data = path.read_bytes()
@@ -334,3 +370,6 @@ def test_http_reads_only_what_is_asked(tmp_path):
         assert opened < 0.03 * size
         assert server.bytes_sent < 0.06 * size
         np.testing.assert_allclose(remote.wavelength(5.0, 7.0), local.wavelength(5.0, 7.0))
+        before = server.bytes_sent
+        np.testing.assert_array_equal(read_footprint(f"{server.url}/{rel}"), read_footprint(sky.files[0]))
+        assert server.bytes_sent - before < 0.01 * size

@@ -27,7 +27,7 @@ from .._io import write_parquet_atomic
 from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
-from ..spherex.l2 import L2File
+from ..spherex.l2 import L2File, read_footprint
 from ..cluster import compute
 from .select import CatalogIndex
 
@@ -110,8 +110,7 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
 
 def _footprint(path: str, storage_options: dict | None = None) -> dict:
     try:
-        with L2File(path, storage_options=storage_options) as l2:
-            return {"image": path, "corners": l2.footprint(), "error": None}
+        return {"image": path, "corners": read_footprint(path, storage_options=storage_options), "error": None}
     except Exception as exc:  # recorded in the manifest; the run goes on
         return {"image": path, "corners": None, "error": f"{type(exc).__name__}: {exc}"}
 

@@ -7,7 +7,6 @@ of the grid.
 
 from __future__ import annotations
 
-import numpy as np
 from astropy.wcs import WCS
 
 from .config import Drizzle3DConfig
@@ -26,10 +25,3 @@ def build_output_wcs(config: Drizzle3DConfig) -> WCS:
     w.wcs.radesys = "ICRS"
     w.pixel_shape = (config.output_nx(), config.output_ny())
     return w
-
-
-def footprint_corners(wcs: WCS, shape: tuple[int, int]) -> np.ndarray:
-    """(4, 2) ra, dec of the outer pixel-edge corners of a grid of ``shape`` (ny, nx)."""
-    ny, nx = shape
-    ra, dec = wcs.all_pix2world([-0.5, nx - 0.5, nx - 0.5, -0.5], [-0.5, -0.5, ny - 0.5, ny - 0.5], 0)
-    return np.column_stack([ra, dec])

@@ -17,7 +17,8 @@ from ..batch.query import archive_for
 from .accumulate import OutputGrid
 from .config import Drizzle3DConfig
 from .cube import DrizzleCube
-from .grid import build_output_wcs, footprint_corners
+from ..geometry import grid_corners
+from .grid import build_output_wcs
 from .io import save_cube
 from .reduce import tree_partials
 from .spectral import z_grid_for
@@ -60,7 +61,7 @@ def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, o
 
 
 def _files(config: Drizzle3DConfig) -> dict[int, list[str]]:
-    corners = footprint_corners(build_output_wcs(config), (config.output_ny(), config.output_nx()))
+    corners = grid_corners(build_output_wcs(config), (config.output_ny(), config.output_nx()))
     query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
                         mjd_range=config.mjd_range, max_images=config.max_images)
     found = archive_for(config.archive, config.tap_url).query(query)

@@ -3,6 +3,6 @@ and a simulator of faithful synthetic files. Nothing in here uses Dask, except t
 parallel driver :func:`spxdask.spherex.simulate.simulate_sky`."""
 
 from .flags import Flag
-from .l2 import L2File, L2FormatError, L2Meta
+from .l2 import L2File, L2FormatError, L2Meta, read_footprint
 
-__all__ = ["Flag", "L2File", "L2FormatError", "L2Meta"]
+__all__ = ["Flag", "L2File", "L2FormatError", "L2Meta", "read_footprint"]

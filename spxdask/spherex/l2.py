@@ -21,6 +21,7 @@ from astropy import log
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning, Sip, Wcsprm
 
+from ..geometry import grid_corners
 from .psf import EffectivePSF, OversampledPSF
 from .units import pixel_area_arcsec2
 
@@ -78,6 +79,79 @@ def _hdu_data_bytes(header: fits.Header) -> int:
     return abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + n)
 
 
+def _open_fits(source: str, storage_options: dict | None, block_size: int) -> tuple[Any, fits.HDUList, int]:
+    """(fsspec file or None, lazily loaded HDU list, size in bytes) of a local path or URL."""
+    fileobj = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if "://" in source and not source.startswith("file://"):
+                fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+                size = fs.size(path)
+                fileobj = fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+                return fileobj, fits.open(fileobj, lazy_load_hdus=True), size
+            path = source.removeprefix("file://")
+            size = os.path.getsize(path)
+            return None, fits.open(path, memmap=True, lazy_load_hdus=True), size
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        if fileobj is not None:
+            fileobj.close()
+        raise L2FormatError(source, f"not a readable FITS file ({exc})") from exc
+
+
+def _raw_header(hdu: Any, fileobj: Any, source: str) -> str:
+    """The header of ``hdu`` as stored (80-character cards), read again from the file:
+    astropy's ``Header.tostring()`` re-verifies every card, 10-100x slower."""
+    info = hdu.fileinfo()
+    start, stop = info["hdrLoc"], info["datLoc"]
+    if fileobj is not None:
+        fileobj.seek(start)
+        raw = fileobj.read(stop - start)
+    else:
+        with open(source.removeprefix("file://"), "rb") as f:
+            f.seek(start)
+            raw = f.read(stop - start)
+    return raw.decode("ascii", errors="replace")
+
+
+def read_footprint(source: str | os.PathLike, *, storage_options: dict | None = None,
+                   block_size: int = 2**15) -> np.ndarray:
+    """The footprint of an L2 file (as :meth:`L2File.footprint`) from its IMAGE header alone.
+
+    Reads the headers up to IMAGE and nothing after: ~8x faster than opening the file with
+    :class:`L2File`, which checks every HDU, for deciding which files to open at all.
+
+    Raises
+    ------
+    L2FormatError
+        If the file is not FITS or has no readable IMAGE header and celestial WCS.
+    """
+    source = str(source)
+    fileobj, hdul, _ = _open_fits(source, storage_options, block_size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for hdu in hdul:  # lazily: each header is read only when reached
+                text = _raw_header(hdu, fileobj, source)
+                cards = {c[:8].rstrip(): c for c in (text[i:i + 80] for i in range(0, len(text), 80))}
+                if cards.get("EXTNAME", "")[10:].split("/", 1)[0].strip(" '") == "IMAGE":
+                    break
+            else:
+                raise L2FormatError(source, "no IMAGE HDU")
+        shape = tuple(int(_numeric_value(cards[f"NAXIS{i}"])) for i in (2, 1))
+        return grid_corners(celestial_wcs(text, shape), shape)
+    except L2FormatError:
+        raise
+    except Exception as exc:
+        raise L2FormatError(source, f"unreadable IMAGE header or celestial WCS ({exc})") from exc
+    finally:
+        hdul.close()
+        if fileobj is not None:
+            fileobj.close()
+
+
 class L2File:
     """A SPHEREx L2 MEF file, opened lazily.
 
@@ -109,23 +183,11 @@ class L2File:
         self.filename = Path(self.source.split("?")[0]).name
         self._fileobj = None
         self._header_texts: dict[str, str] = {}
+        self._fileobj, self._hdul, size = _open_fits(self.source, storage_options, block_size)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # astropy's warnings on bad files become errors below
-                if "://" in self.source and not self.source.startswith("file://"):
-                    fs, path = fsspec.core.url_to_fs(self.source, **(storage_options or {}))
-                    size = fs.size(path)
-                    self._fileobj = fs.open(path, "rb", block_size=block_size, cache_type="readahead")
-                    self._hdul = fits.open(self._fileobj, lazy_load_hdus=True)
-                else:
-                    path = self.source.removeprefix("file://")
-                    size = os.path.getsize(path)
-                    self._hdul = fits.open(path, memmap=True, lazy_load_hdus=True)
                 self._hdul.readall()
-        except FileNotFoundError:
-            raise
-        except L2FormatError:
-            raise
         except Exception as exc:  # astropy raises OSError/ValueError/TypeError for non-FITS input
             self.close()
             raise L2FormatError(self.source, f"not a readable FITS file ({exc})") from exc
@@ -181,19 +243,9 @@ class L2File:
         return self._hdus["IMAGE"].header
 
     def _header_text(self, name: str) -> str:
-        """The header of HDU ``name`` as stored (80-character cards), read again from the file:
-        astropy's ``Header.tostring()`` re-verifies every card, 10-100x slower."""
+        """The header of HDU ``name`` as stored (:func:`_raw_header`), read once."""
         if name not in self._header_texts:
-            info = self._hdus[name].fileinfo()
-            start, stop = info["hdrLoc"], info["datLoc"]
-            if self._fileobj is not None:
-                self._fileobj.seek(start)
-                raw = self._fileobj.read(stop - start)
-            else:
-                with open(self.source.removeprefix("file://"), "rb") as f:
-                    f.seek(start)
-                    raw = f.read(stop - start)
-            self._header_texts[name] = raw.decode("ascii", errors="replace")
+            self._header_texts[name] = _raw_header(self._hdus[name], self._fileobj, self.source)
         return self._header_texts[name]
 
     @cached_property
@@ -265,11 +317,7 @@ class L2File:
     def footprint(self) -> np.ndarray:
         """(4, 2) array of (ra, dec) degrees: the outer pixel-edge corners through the SIP WCS,
         in the order of IRSA's ``s_region``."""
-        ny, nx = self.shape
-        x = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
-        y = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
-        ra, dec = self.wcs.all_pix2world(x, y, 0)
-        return np.column_stack([ra, dec])
+        return grid_corners(self.wcs, self.shape)
 
     def s_region(self) -> str:
         """The footprint as an ObsCore ``s_region`` string (closed ICRS polygon)."""
