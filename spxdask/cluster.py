@@ -73,7 +73,7 @@ def _gateway_client():
     return cluster.get_client()
 
 
-def _running_client():
+def running_client():
     """The distributed Client of this context, or None."""
     from distributed import get_client as running
 
@@ -86,25 +86,32 @@ def _running_client():
 def compute(*collections, client=None):
     """Compute Dask collections on ``client`` (or the running Client, or local threads),
     with a progress bar in terminals and notebooks when the ``spxdask.progress`` setting is on."""
-    client = client or _running_client()
-    # progress bars where someone watches: a terminal or a notebook, not a log file
-    show = setting("progress", True) and (sys.stdout.isatty() or "ipykernel" in sys.modules)
+    client = client or running_client()
     if client is None:
-        if show:
+        if _show_progress():
             from dask.diagnostics import ProgressBar
 
             with ProgressBar(minimum=2):
                 return dask.compute(*collections, scheduler="threads")
         return dask.compute(*collections, scheduler="threads")
-    futures = client.compute(list(collections))
-    if show:
+    return tuple(gather(client.compute(list(collections)), client))
+
+
+def gather(futures: list, client) -> list:
+    """The results of distributed ``futures``, with a progress bar as :func:`compute`."""
+    if _show_progress():
         from distributed import progress
 
         try:
             progress(futures, notebook=None, multi=False)
         except ImportError:  # a notebook without ipywidgets: a text bar instead
             progress(futures, notebook=False, multi=False)
-    return tuple(client.gather(futures))
+    return client.gather(futures)
+
+
+def _show_progress() -> bool:
+    """Progress bars where someone watches: a terminal or a notebook, not a log file."""
+    return setting("progress", True) and (sys.stdout.isatty() or "ipykernel" in sys.modules)
 
 
 @contextlib.contextmanager
@@ -114,7 +121,7 @@ def run_context(output_dir: str | Path, name: str, client=None,
     ``spxdask.performance_report`` setting is on and a Client runs)."""
     from distributed import performance_report
 
-    client = client or _running_client()
+    client = client or running_client()
     if client is None or not setting("performance_report", True):
         yield
         return

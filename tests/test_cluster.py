@@ -89,7 +89,7 @@ def test_settings_come_from_the_environment():
     assert default.split() == ["p2p", "https://irsa.ipac.caltech.edu/ibe/data/spherex/"]
 
 
-def test_get_client_reuses_a_running_client():
+def test_get_client_reuses_arunning_client():
     with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         assert get_client() is client
         with get_client(cluster.scheduler_address) as by_address:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import dask
 import dask.bag as db
+from distributed import as_completed
 from dask.base import tokenize
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File, read_footprint
-from ..cluster import compute
+from ..cluster import compute, gather, running_client
 from .select import CatalogIndex
 
 UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
@@ -134,6 +135,11 @@ def _extract(path: str, catalog: pd.DataFrame, rows: np.ndarray, *, out: str, co
     return row
 
 
+def _known(footprints: list[dict]) -> dict[str, np.ndarray | str]:
+    """image -> corners, or the error that kept them from being read."""
+    return {fp["image"]: fp["corners"] if fp["error"] is None else fp["error"] for fp in footprints}
+
+
 def write_manifest(rows: list[dict], path: Path) -> None:
     """Merge run records into the manifest: a new record of an image replaces its old one."""
     new = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
@@ -149,7 +155,9 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
     """Measure the given L2 files (paths or URLs) with Dask; see :func:`run_extraction`.
 
     ``footprints`` (image -> (4, 2) corners, e.g. from a query) saves reading the headers
-    first; images without one get theirs read by one task per bag partition.
+    first; images without one get theirs read by one task per bag partition, and on a
+    distributed Client each image's photometry task is submitted as soon as its footprint is
+    known, while the other footprints are still being read.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -166,11 +174,6 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
         if not (skip_existing and out.exists()):
             todo.append((path, str(out)))
     known = dict(footprints or {})
-    unknown = [p for p, _ in todo if p not in known]
-    if unknown:
-        bag = db.from_sequence(unknown, npartitions=max(1, min(len(unknown) // 8, 256)))
-        for fp in compute(bag.map(_footprint, storage_options))[0]:
-            known[fp["image"]] = fp["corners"] if fp["error"] is None else fp["error"]
     index = CatalogIndex(catalog)
     margin = 2 * PIXEL_SCALE_ARCSEC / 3600
     # the catalog travels once, as one shared input of every task; each task carries only the
@@ -180,16 +183,39 @@ def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Sourc
     shared = dask.delayed(index.catalog, name=f"catalog-{tokenize(index.catalog)}")
     measure = functools.partial(_extract, config=config, tid_type=tid_type, storage_options=storage_options)
     position = np.int32 if len(index.catalog) < 2**31 else np.int64
-    tasks = []
-    for path, out in todo:
-        corners = known[path]
-        if isinstance(corners, str):
-            failures.append({"image": path, "output": out, "status": "failed", "error": corners})
-            continue
-        mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin).astype(position)
-        tasks.append(dask.delayed(measure, pure=False)(path, shared, mine, out=out,
-                                                       dask_key_name=f"photometry-{Path(out).stem}"))
-    rows = list(compute(*tasks)) if tasks else []
+
+    def tasks(pairs, catalog_ref) -> list:
+        """The photometry task of each (image, output) whose footprint is known."""
+        out = []
+        for path, dest in pairs:
+            corners = known[path]
+            if isinstance(corners, str):
+                failures.append({"image": path, "output": dest, "status": "failed", "error": corners})
+                continue
+            mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin).astype(position)
+            out.append(dask.delayed(measure, pure=False)(path, catalog_ref, mine, out=dest,
+                                                         dask_key_name=f"photometry-{Path(dest).stem}"))
+        return out
+
+    unknown = [p for p, _ in todo if p not in known]
+    footprint_parts = db.from_sequence(unknown, npartitions=max(1, min(len(unknown) // 8, 256))).map(
+        _footprint, storage_options).to_delayed() if unknown else []
+    client = running_client()
+    if client is None:
+        for part in compute(*footprint_parts):
+            known.update(_known(part))
+        rows = list(compute(*tasks(todo, shared)))
+    else:
+        # footprints and photometry overlap: each image's task is submitted as soon as its
+        # footprint arrives, so the workers never wait for the client's source selection
+        catalog_ref = client.compute(shared)
+        destination = dict(todo)
+        futures = client.compute(tasks([(p, d) for p, d in todo if p in known], catalog_ref))
+        for done in as_completed(client.compute(footprint_parts)):
+            part = _known(done.result())
+            known.update(part)
+            futures += client.compute(tasks([(p, destination[p]) for p in part], catalog_ref))
+        rows = gather(futures, client)
     if rows or failures:
         write_manifest(rows + failures, manifest)
     return sum(r["status"] == "ok" for r in rows)
@@ -200,11 +226,12 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
                    manifest_path: str | Path | None = None) -> int:
     """Measure every L2 image under ``image_dir`` (recursively) with Dask.
 
-    Footprints are read (headers only) by one task per bag partition; the catalog is indexed
-    once on the client and each ``photometry-<obs_id>_D<n>`` task measures only the sources in
-    its footprint (it carries their row positions; the catalog is shared by all tasks). Runs
-    on the current distributed Client when there is one, else on local threads (``n_workers``
-    is kept for compatibility with the reference; the cluster decides).
+    Footprints are read (from the IMAGE headers) by one task per bag partition; the catalog
+    is indexed once on the client and each ``photometry-<obs_id>_D<n>`` task measures only the
+    sources in its footprint (it carries their row positions; the catalog is shared by all
+    tasks). Runs on the current distributed Client when there is one — photometry tasks are
+    submitted as the footprints arrive — else on local threads (``n_workers`` is kept for
+    compatibility with the reference; the cluster decides).
 
     Returns
     -------
