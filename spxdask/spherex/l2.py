@@ -181,7 +181,6 @@ class L2File:
                  block_size: int = 2**18):
         self.source = str(source)
         self.filename = Path(self.source.split("?")[0]).name
-        self._fileobj = None
         self._header_texts: dict[str, str] = {}
         self._fileobj, self._hdul, size = _open_fits(self.source, storage_options, block_size)
         try:
