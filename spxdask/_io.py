@@ -1,4 +1,5 @@
-"""Atomic file output: write under a temporary name in the same folder, then rename."""
+"""File locations and output: whether a location is a remote URL; atomic output (write under a
+temporary name in the same folder, then rename)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    """Whether ``location`` is a remote fsspec URL (``https://``, ``s3://``, ...), not a local
+    path or ``file://`` URL."""
+    location = str(location)
+    return "://" in location and not location.startswith("file://")
 
 
 @contextlib.contextmanager

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from .. import geometry
-from .._io import write_parquet_atomic
+from .._io import is_remote, write_parquet_atomic
 from ..spherex import channels
 from ..spherex.l2 import L2File
 from . import observation as obs
+from .irsa import IRSA_DATA_ROOT
 from .query import ObservationSet, RegionQuery, collection_matches, finish
 
 INDEX_NAME = "spxdask_index.parquet"
-IRSA_DATA_ROOT = "https://irsa.ipac.caltech.edu/ibe/data/spherex/"
 #: Bytes per read-ahead block while indexing: headers only.
 HEADER_BLOCK = 2**15
 
@@ -67,7 +67,7 @@ class LocalArchive:
         self.root = str(root).rstrip("/")
         self.storage_options = storage_options or {}
         self.fs, self._base = fsspec.core.url_to_fs(self.root, **self.storage_options)
-        self.remote = "://" in self.root and not self.root.startswith("file://")
+        self.remote = is_remote(self.root)
         if index_path is None:
             if self.remote:
                 raise ValueError(f"index_path is required for the remote archive {self.root}")

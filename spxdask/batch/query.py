@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._io import is_remote
 from ..archive.irsa import IrsaArchive
 from ..archive.local import LocalArchive
 from ..archive.query import ObservationSet, RegionQuery
@@ -32,7 +33,6 @@ def query_region_observations(config: BatchConfig) -> ObservationSet:
     """Observations of every image overlapping the configured region (``coverage_mode`` "any")
     or containing it ("full"), with the ``max_images`` gate (raises
     :class:`~spxdask.archive.TooManyImagesError` before anything is downloaded)."""
-    remote = bool(config.archive) and "://" in str(config.archive) and not str(config.archive).startswith("file://")
-    index = config.output_dir / "archive_index.parquet" if remote else None
+    index = config.output_dir / "archive_index.parquet" if config.archive and is_remote(config.archive) else None
     return archive_for(config.archive, config.tap_url, index_path=index,
                        storage_options=config.storage_options).query(region_query(config))

@@ -33,6 +33,7 @@ COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "
            "filename", "detector", "n_bad", "aperture_correction", "flux_total", "flux_total_error",
            "zodi_scale", "quality")
 
+
 def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:
     """Aperture radius in pixels for this image."""
     if config.aperture_method == "fixed":

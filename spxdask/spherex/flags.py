@@ -10,7 +10,6 @@ import enum
 from collections.abc import Iterable, Mapping
 
 
-
 class Flag(enum.IntFlag):
     """One SPHEREx L2 FLAGS bit."""
 

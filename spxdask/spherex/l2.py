@@ -21,6 +21,7 @@ from astropy import log
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning, Sip, Wcsprm
 
+from .._io import is_remote
 from ..geometry import grid_corners
 from .psf import EffectivePSF, OversampledPSF
 from .units import pixel_area_arcsec2
@@ -85,7 +86,7 @@ def _open_fits(source: str, storage_options: dict | None, block_size: int) -> tu
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if "://" in source and not source.startswith("file://"):
+            if is_remote(source):
                 fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
                 size = fs.size(path)
                 fileobj = fs.open(path, "rb", block_size=block_size, cache_type="readahead")
