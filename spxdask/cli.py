@@ -1,4 +1,4 @@
-"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve."""
+"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve, spectrum."""
 
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             summary = pipe.run_all()
         else:
             {"query": pipe.run_query, "download": pipe.run_download, "extract": pipe.run_extract,
-             "aggregate": pipe.run_aggregate}[stage]()
+             "aggregate": pipe.run_aggregate, "spectra": pipe.run_spectra}[stage]()
             summary = pipe.summary
     print(summary.table())
     if summary.failed:
@@ -146,10 +146,36 @@ def _cmd_lightcurve(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"light curve plot: {plot_lightcurve(rows, args.plot)}")
     if args.spectrum:
-        print(f"spectrum plot: {plot_spectrum(rows, args.spectrum)}")
+        print(f"spectrum plot: {plot_spectrum(rows, args.spectrum, spectrum=_stored_spectrum(args.out, args.targetid))}")
     if not (args.plot or args.spectrum):
         cols = ["obs_id", "band", "mjd", "wavelength", "flux", "flux_error", "flux_total", "flag", "quality"]
         print(rows[cols].to_string(index=False))
+    return 0
+
+
+def _stored_spectrum(run: Path, targetid):
+    """The run's channel spectrum of ``targetid``, or None when the spectra stage has not run."""
+    from .batch import read_spectrum
+
+    return read_spectrum(run, targetid) if (run / "spectra").exists() else None
+
+
+def _cmd_spectrum(args: argparse.Namespace) -> int:
+    from .batch import read_lightcurve, read_spectrum
+    from .batch.plot import plot_spectrum
+
+    spectrum = read_spectrum(args.out, args.targetid)
+    if spectrum.empty:
+        print(f"spxdask spectrum: error: no channel spectrum for targetid {args.targetid} in {args.out}", file=sys.stderr)
+        return 1
+    if args.csv:
+        spectrum.to_csv(args.csv, index=False)
+        print(f"spectrum table: {args.csv}")
+    if args.plot:
+        rows = read_lightcurve(args.out, args.targetid)
+        print(f"spectrum plot: {plot_spectrum(rows, args.plot, spectrum=spectrum, log_wavelength=args.log_wavelength)}")
+    if not (args.csv or args.plot):
+        print(spectrum.drop(columns="targetid").to_string(index=False))
     return 0
 
 
@@ -207,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Forced photometry of a catalog in every image of a region, then light curves.")
     p.add_argument("--catalog", type=Path, required=True, help="CSV with targetid, ra, dec")
     region(p, "output folder")
-    p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "all"), default="all")
+    p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "spectra", "all"), default="all")
     p.add_argument("--read-in-place", action="store_true", help="measure the files where they are (no download)")
     p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
     _cluster_args(p)
@@ -236,8 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targetid", help="the source's exact targetid")
     p.add_argument("--out", type=Path, required=True, help="the batch output folder")
     p.add_argument("--plot", type=Path, help="write the light curve (flux vs MJD) as PNG")
-    p.add_argument("--spectrum", type=Path, help="write the spectrum (flux vs wavelength) as PNG")
+    p.add_argument("--spectrum", type=Path, help="write the spectrum (channels over the measurements) as PNG")
     p.set_defaults(func=_cmd_lightcurve)
+
+    p = sub.add_parser("spectrum", help="show, save or plot one source's channel spectrum",
+                       description="Read one source's channel spectrum (the spectra stage of a batch run).")
+    p.add_argument("targetid", help="the source's exact targetid")
+    p.add_argument("--out", type=Path, required=True, help="the batch output folder")
+    p.add_argument("--plot", type=Path, help="write the spectrum over the raw measurements as PNG")
+    p.add_argument("--csv", type=Path, help="write the channel table as CSV")
+    p.add_argument("--log-wavelength", action="store_true", help="logarithmic wavelength axis in the plot")
+    p.set_defaults(func=_cmd_spectrum)
     return parser
 
 

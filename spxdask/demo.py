@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .batch import BatchConfig, BatchPipeline, read_lightcurve
+from .batch import BatchConfig, BatchPipeline, read_lightcurve, read_spectrum
 from .batch.plot import plot_lightcurve, plot_spectrum
 from .cluster import get_client
 from .drizzle3d import Drizzle3DConfig, drizzle
@@ -39,8 +39,9 @@ def run_demo(out: str | Path = "spxdask_demo", n_images: int = 36, n_sources: in
         snr = (counts.flux_total / counts.flux_total_error).groupby(counts.targetid).median()
         best = counts.targetid.value_counts()[snr[snr > 20].index].idxmax()
         rows = read_lightcurve(config.output_dir, best)
-        written = {"lightcurve_png": plot_lightcurve(rows, out / f"lightcurve_{best}.png", column="flux_total"),
-                   "spectrum_png": plot_spectrum(rows, out / f"spectrum_{best}.png", column="flux_total")}
+        written = {"lightcurve_png": plot_lightcurve(rows, out / f"lightcurve_{best}.png"),
+                   "spectrum_png": plot_spectrum(rows, out / f"spectrum_{best}.png",
+                                                 spectrum=read_spectrum(config.output_dir, best))}
         cube = drizzle(Drizzle3DConfig(center_ra=CENTER[0], center_dec=CENTER[1], width=12, height=12, detector=2,
                                        archive=str(sky.archive), output_dir=out / "drizzle", overwrite=True,
                                        exclude_flags=list(REFERENCE_BAD_BITS)))

@@ -9,7 +9,8 @@ from distributed import Client, LocalCluster
 
 from spxdask import PhotometryConfig
 from spxdask.batch import aggregate_lightcurves, read_lightcurve, read_lightcurves, run_extraction
-from spxdask.batch.aggregate import INDEX_NAME, csv_name
+from spxdask.batch.aggregate import csv_name
+from spxdask.store import INDEX_NAME
 from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_lightcurve, plot_spectrum
 from spxdask.photometry import COLUMNS

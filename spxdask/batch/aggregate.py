@@ -1,23 +1,17 @@
 """Light curves: a Dask shuffle of the per-image Parquet files on ``targetid`` into a sorted
 Parquet store, and fast reads of one or many sources from it.
 
-Store layout (``<output_dir>/lightcurves/``)::
-
-    part.<i>.parquet         rows sorted by (targetid, mjd, wavelength); row groups cover
-                             increasing targetid ranges, with min/max statistics
-    _targetid_index.parquet  per row group: file, row_group, targetid_min, targetid_max, num_rows
-
-The store is built under a temporary name and swapped in as a whole, so readers never see a
-half-written store and a rerun replaces it.
+Store layout (``<output_dir>/lightcurves/``, a :mod:`spxdask.store`): ``part.<i>.parquet``
+with rows sorted by (targetid, mjd, wavelength), row groups covering increasing targetid
+ranges, and ``_targetid_index.parquet``. The store is built under a temporary name and swapped
+in as a whole, so readers never see a half-written store and a rerun replaces it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import dask.dataframe as dd
@@ -25,12 +19,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from .._io import atomic_path, write_parquet_atomic
+from .._io import atomic_path
 from ..cluster import setting
+from ..store import parts, read_targets, swap_in, temporary_beside, write_index
 
-INDEX_NAME = "_targetid_index.parquet"
 SORT_KEYS = ["targetid", "mjd", "wavelength"]
 #: The reference's per-source light-curve CSV columns, plus ``targetid``.
 CSV_COLUMNS = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
@@ -75,36 +68,6 @@ def _sort_partition(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype({c: "str" for c in text})
 
 
-def _parts(store: Path) -> list[str]:
-    """The store's data files in partition (= targetid) order."""
-    return [str(p) for p in sorted(store.glob("part.*.parquet"), key=lambda p: int(p.stem.split(".")[1]))]
-
-
-def _write_index(store: Path) -> pd.DataFrame:
-    rows = []
-    for path in map(Path, _parts(store)):
-        meta = pq.ParquetFile(path).metadata
-        col = meta.schema.names.index("targetid")
-        for rg in range(meta.num_row_groups):
-            stats = meta.row_group(rg).column(col).statistics
-            if meta.row_group(rg).num_rows == 0:
-                continue
-            rows.append({"file": path.name, "row_group": rg, "targetid_min": stats.min,
-                         "targetid_max": stats.max, "num_rows": meta.row_group(rg).num_rows})
-    index = pd.DataFrame(rows)
-    write_parquet_atomic(index, store / INDEX_NAME)
-    return index
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp`` (two renames; the old store is removed afterwards)."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def aggregate_lightcurves(image_csv_dir: str | Path, lightcurve_dir: str | Path,
                           bucket_dir: str | Path | None = None, num_buckets: int = 64, clean: bool = False,
                           keep_bucket_files: bool = False, *, npartitions: int | None = None,
@@ -139,12 +102,12 @@ def aggregate_lightcurves(image_csv_dir: str | Path, lightcurve_dir: str | Path,
     ddf = dd.read_parquet(str(per_image), index=False, filesystem="arrow")
     ddf = ddf.set_index("targetid", divisions=divisions, shuffle_method=_shuffle_method())
     ddf = ddf.map_partitions(_sort_partition, meta=_sort_partition(ddf._meta))
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = temporary_beside(final)
     try:
         ddf.to_parquet(str(tmp), write_index=False, row_group_size=ROW_GROUP_ROWS,
                        write_metadata_file=False, compute=True)
-        _write_index(tmp)
-        _swap_in(tmp, final)
+        write_index(tmp)
+        swap_in(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if csv_dir is not None:
@@ -170,40 +133,16 @@ def export_csv(store: str | Path, csv_dir: str | Path, clean: bool = False) -> i
     if clean and csv_dir.exists():
         shutil.rmtree(csv_dir)
     csv_dir.mkdir(parents=True, exist_ok=True)
-    ddf = dd.read_parquet(_parts(Path(store)), columns=CSV_COLUMNS, index=False)
+    ddf = dd.read_parquet([str(p) for p in parts(Path(store))], columns=CSV_COLUMNS, index=False)
     counts = ddf.map_partitions(_export_partition, str(csv_dir), meta={"n": "int64"}).compute()
     return int(counts["n"].sum())
-
-
-def _coerce(store: Path, targetids: Iterable) -> tuple[list, pa.DataType]:
-    kind = pq.read_schema(next(store.glob("part.*.parquet"))).field("targetid").type
-    ids = list(targetids)
-    if pa.types.is_integer(kind):
-        try:
-            return [int(t) for t in ids], kind
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"targetids in {store} are integers; got {ids!r}") from exc
-    return [str(t) for t in ids], kind
 
 
 def read_lightcurves(output_dir: str | Path, targetids: Sequence) -> pd.DataFrame:
     """Rows of the given targets, sorted by (targetid, mjd, wavelength), reading only the
     row groups whose targetid range can hold them."""
-    store = Path(output_dir) / "lightcurves"
-    if not (store / INDEX_NAME).exists():
-        raise FileNotFoundError(f"no light-curve store in {store}: run the aggregate stage first")
-    ids, _ = _coerce(store, targetids)
-    index = pd.read_parquet(store / INDEX_NAME)
-    lo, hi = index["targetid_min"].to_numpy(), index["targetid_max"].to_numpy()
-    frames = []
-    wanted = pa.array(ids)
-    for (file, group), _ in index[np.any([(lo <= t) & (hi >= t) for t in ids], axis=0)].groupby(["file", "row_group"]):
-        table = pq.ParquetFile(store / file).read_row_group(int(group))
-        frames.append(table.filter(pa.compute.is_in(table["targetid"], value_set=wanted)).to_pandas())
-    if not frames:
-        schema = pq.read_schema(store / index["file"].iloc[0])
-        return schema.empty_table().to_pandas()
-    return pd.concat(frames, ignore_index=True).sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    return read_targets(Path(output_dir) / "lightcurves", targetids, SORT_KEYS, what="light-curve store",
+                        stage="aggregate")
 
 
 def read_lightcurve(output_dir: str | Path, targetid) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._config import require
 from ..photometry import PhotometryConfig
+from ..spectra import SpectraConfig
 from ..spherex.channels import parse_band
 
 
@@ -22,7 +23,8 @@ class BatchConfig:
     adds where the observations come from (``archive``: a local folder / fsspec URL of L2 files,
     or ``tap_url``: IRSA's TAP service, the default), ``read_in_place`` (measure the files where
     they are instead of downloading), ``collections``, ``export_csv`` and ``storage_options``
-    (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket).
+    (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket) and
+    ``spectra`` (how the spectra stage bins measurements and tests variability).
     """
 
     center_ra: float
@@ -45,6 +47,7 @@ class BatchConfig:
     collections: list[str] | None = None
     export_csv: bool = False
     storage_options: dict | None = None
+    spectra: SpectraConfig = field(default_factory=SpectraConfig)
 
     def __post_init__(self) -> None:
         self.catalog_path = Path(self.catalog_path)
@@ -77,6 +80,14 @@ class BatchConfig:
     @property
     def lightcurve_dir(self) -> Path:
         return self.output_dir / "lightcurves"
+
+    @property
+    def spectra_dir(self) -> Path:
+        return self.output_dir / "spectra"
+
+    @property
+    def sources_path(self) -> Path:
+        return self.output_dir / "sources.parquet"
 
     @property
     def csv_dir(self) -> Path:

@@ -1,5 +1,6 @@
-"""The batch pipeline (reference names): query → download → extract → aggregate. Every stage
-reads its inputs from disk, so each runs alone in a new process, and ``run_all`` resumes."""
+"""The batch pipeline (reference names): query → download → extract → aggregate, then spxdask's
+spectra stage. Every stage reads its inputs from disk, so each runs alone in a new process, and
+``run_all`` resumes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..archive.fetch import FetchConfig, destination, fetch
 from ..archive.query import load as load_query
 from ..archive.query import load_summary
 from ..photometry import PhotometryConfig
+from ..spectra import build_spectra
 from .aggregate import aggregate_lightcurves
 from .config import BatchConfig, load_catalog
 from .extract import extract_images, write_manifest
@@ -27,7 +29,8 @@ def load_query_summary(output_dir: str | Path) -> dict:
 
 @dataclass
 class RunSummary:
-    """What a run did: images found / fetched / measured / failed, sources, rows, wall time."""
+    """What a run did: images found / fetched / measured / failed, catalog sources, light-curve
+    rows, channel-spectrum rows, sources flagged variable, wall time."""
 
     images: int = 0
     fetched: int = 0
@@ -35,19 +38,22 @@ class RunSummary:
     failed: int = 0
     sources: int = 0
     rows: int = 0
+    spectrum_rows: int = 0
+    variable: int = 0
     seconds: dict = field(default_factory=dict)
 
     def table(self) -> str:
         lines = [f"{'images found':<18}{self.images:>10}", f"{'files fetched':<18}{self.fetched:>10}",
                  f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
-                 f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}"]
+                 f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}",
+                 f"{'spectrum rows':<18}{self.spectrum_rows:>10}", f"{'variable':<18}{self.variable:>10}"]
         lines += [f"{'time ' + k:<18}{v:>9.1f}s" for k, v in self.seconds.items()]
         return "\n".join(lines)
 
 
 class BatchPipeline:
     """Multi-source batch photometry: ``run_query``, ``run_download``, ``run_extract``,
-    ``run_aggregate``, ``run_all``.
+    ``run_aggregate``, ``run_spectra``, ``run_all``.
 
     Parameters
     ----------
@@ -139,8 +145,20 @@ class BatchPipeline:
         self.summary.seconds["aggregate"] = time.perf_counter() - t0
         return n
 
+    def run_spectra(self) -> int:
+        """Stage 5: channel spectra (``spectra/``) and per-source summaries with the variability
+        test (``sources.parquet``) from the light-curve store; reused when they were made
+        from the current store with the same config. Returns the number of spectrum rows."""
+        t0 = time.perf_counter()
+        with cluster.run_context(self.config.output_dir, "spectra", self.client, "performance-report-spectra.html"):
+            done = build_spectra(self.config.output_dir, self.config.spectra, client=self.client)
+        self.summary.spectrum_rows = done["rows"]
+        self.summary.variable = done["variable"]
+        self.summary.seconds["spectra"] = time.perf_counter() - t0
+        return done["rows"]
+
     def run_all(self, skip_existing: bool = True) -> RunSummary:
-        """All four stages; a rerun resumes (finished downloads and images are skipped)."""
+        """All five stages; a rerun resumes (finished downloads and images are skipped)."""
         t0 = time.perf_counter()
         if not (skip_existing and (self.config.output_dir / "query.parquet").exists()):
             self.run_query()
@@ -149,6 +167,7 @@ class BatchPipeline:
         self.run_download(skip_existing)
         self.run_extract(skip_existing)
         self.run_aggregate(clean=True)
+        self.run_spectra()
         self.summary.seconds["total"] = time.perf_counter() - t0
         return self.summary
 

@@ -11,10 +11,7 @@ from .io import load_cube
 
 def plot_cube_slice(cube_path: str | Path, png: str | Path, plane: int | None = None) -> Path:
     """Image of plane ``plane`` (default: the plane with the most input images) of a cube."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays as it is
 
     cube = load_cube(cube_path)
     if plane is None:
@@ -22,11 +19,11 @@ def plot_cube_slice(cube_path: str | Path, png: str | Path, plane: int | None = 
     data = cube["sci"][plane]
     finite = data[np.isfinite(data)]
     lo, hi = (np.percentile(finite, [1, 99.5]) if finite.size else (0, 1))
-    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.add_subplot()
     im = ax.imshow(data, origin="lower", cmap="magma", vmin=lo, vmax=hi)
     fig.colorbar(im, ax=ax, label="MJy/sr")
     lam = cube["wavelength"]["LAMBDA"][plane]
     ax.set(title=f"{Path(cube_path).name}: plane {plane}, {lam:.3f} µm", xlabel="x [pix]", ylabel="y [pix]")
     fig.savefig(png, dpi=100)
-    plt.close(fig)
     return Path(png)

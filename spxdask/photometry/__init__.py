@@ -1,6 +1,6 @@
 """Forced aperture photometry: the configuration and the per-image kernel (no Dask)."""
 
-from .aperture import COLUMNS, measure_image
+from .aperture import COLUMNS, QUALITY_REASONS, measure_image
 from .config import PhotometryConfig
 
-__all__ = ["COLUMNS", "PhotometryConfig", "measure_image"]
+__all__ = ["COLUMNS", "QUALITY_REASONS", "PhotometryConfig", "measure_image"]

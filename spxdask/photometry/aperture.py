@@ -32,6 +32,8 @@ COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "
            "mag_ab_error", "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius",
            "filename", "detector", "n_bad", "aperture_correction", "flux_total", "flux_total_error",
            "zodi_scale", "quality")
+#: The reasons ``quality`` can list (comma-separated), see :func:`measure_image`.
+QUALITY_REASONS = ("edge", "bad_pixels", "background_source_pixels", "no_background")
 
 
 def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:

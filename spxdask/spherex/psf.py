@@ -30,6 +30,20 @@ def _nearest(xc, yc, x, y):
     return out
 
 
+@numba.njit(cache=True)
+def _cubic_taps(v, n, index, weight):
+    """Nodes (clamped to 0..n) and Keys cubic-convolution weights (a = -0.5) interpolating a
+    table of nodes 0..n at ``v``: exact for quadratics, error O(h^3) for smooth tables."""
+    j = min(max(int(np.floor(v)), 0), n - 1)
+    t = v - j
+    weight[0] = (-t * t * t + 2 * t * t - t) / 2
+    weight[1] = (3 * t * t * t - 5 * t * t + 2) / 2
+    weight[2] = (-3 * t * t * t + 4 * t * t + t) / 2
+    weight[3] = (t * t * t - t * t) / 2
+    for k in range(4):
+        index[k] = min(max(j - 1 + k, 0), n)
+
+
 @numba.njit(cache=True, fastmath=True)
 def _integrate_pixels(words, swap, n_zone, crop, zones, v0, u0, n_pix, step):
     """Integrals over native pixels of PSF planes of sub-pixel values, each divided by its
@@ -37,7 +51,9 @@ def _integrate_pixels(words, swap, n_zone, crop, zones, v0, u0, n_pix, step):
     = (y0, y1, x0, x1), the sub-pixels that matter. Pixel (a, b) of source i spans sub-pixel
     edge coordinates [v0[i] + a step, + step) in rows and [u0[i] + b step, + step) in columns
     of the crop (sub-pixel k spans [k, k + 1]; beyond the crop is zero). The cumulative
-    integral is bilinear within each sub-pixel, so the integrals are exact. Returns
+    integral, known exactly at sub-pixel corners, is interpolated between them by bicubic
+    convolution: a bilinear cumulative (a PSF flat within each sub-pixel) biases the aperture
+    fraction of SPHEREx's undersampled core (sigma ~ 0.35 px) by 0.1-0.2 %. Returns
     (n, n_pix, n_pix)."""
     ny, nx = words.shape[0] // n_zone, words.shape[1]
     y0, y1, x0, x1 = crop
@@ -55,19 +71,24 @@ def _integrate_pixels(words, swap, n_zone, crop, zones, v0, u0, n_pix, step):
                 table[z, j + 1, i + 1] = table[z, j, i + 1] + row
     out = np.empty((zones.size, n_pix, n_pix))
     corners = np.empty((n_pix + 1, n_pix + 1))
+    rows = np.empty((n_pix + 1, 4), np.int64)
+    cols = np.empty((n_pix + 1, 4), np.int64)
+    wr = np.empty((n_pix + 1, 4))
+    wc = np.empty((n_pix + 1, 4))
     for s in range(zones.size):
         z = zones[s]
         for a in range(n_pix + 1):
-            v = min(max(v0[s] + a * step, 0.0), cy)
-            j = min(int(v), cy - 1)
-            tv = v - j
+            _cubic_taps(min(max(v0[s] + a * step, 0.0), cy), cy, rows[a], wr[a])
+            _cubic_taps(min(max(u0[s] + a * step, 0.0), cx), cx, cols[a], wc[a])
+        for a in range(n_pix + 1):
             for b in range(n_pix + 1):
-                u = min(max(u0[s] + b * step, 0.0), cx)
-                i = min(int(u), cx - 1)
-                tu = u - i
-                top = table[z, j, i] + tu * (table[z, j, i + 1] - table[z, j, i])
-                bottom = table[z, j + 1, i] + tu * (table[z, j + 1, i + 1] - table[z, j + 1, i])
-                corners[a, b] = top + tv * (bottom - top)
+                acc = 0.0
+                for p in range(4):
+                    part = 0.0
+                    for q in range(4):
+                        part += wc[b, q] * table[z, rows[a, p], cols[b, q]]
+                    acc += wr[a, p] * part
+                corners[a, b] = acc
         for a in range(n_pix):
             for b in range(n_pix):
                 out[s, a, b] = (corners[a + 1, b + 1] - corners[a, b + 1] - corners[a + 1, b]

@@ -1,0 +1,71 @@
+"""Configuration of the spectra stage."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .._config import require
+from ..photometry import QUALITY_REASONS
+
+FLUX_CHOICES = ("auto", "flux_psf", "flux_total", "flux")
+
+
+@dataclass
+class SpectraConfig:
+    """How measurements become channel spectra and a variability test.
+
+    Parameters
+    ----------
+    flux_column : {"auto", "flux_psf", "flux_total", "flux"}
+        The flux measured per image that enters the spectra (its error column is
+        ``<flux_column>_error``). ``"auto"``: the PSF-fit flux when the run has it, else the
+        aperture-corrected total ``flux_total``. ``"flux"`` is the raw aperture flux, which
+        misses the light outside the aperture.
+    exclude_quality : list of str
+        Measurements whose ``quality`` lists any of these reasons are left out of the spectra
+        and of the variability test (they are still counted in ``n_obs``). Default: ``edge``
+        (aperture cut by the image edge) and ``no_background``. ``bad_pixels`` is kept: the
+        aperture correction restores the light of masked pixels.
+    knot_spacing : float
+        Knot spacing, in ln(λ), of the cubic B-spline that is the smooth spectral model of the
+        variability test. 0.1 is four channels of SPHEREx's R ≈ 40 detectors: smooth enough
+        that a flux change between the epochs at which neighbouring channels were observed
+        cannot be absorbed, flexible enough for steep and curved spectra.
+    false_positive_rate : float
+        A source is ``variable`` when the p-value of its χ² about the smooth model is below
+        this (the fraction of constant sources flagged when the errors are right).
+    """
+
+    flux_column: str = "auto"
+    exclude_quality: list[str] = field(default_factory=lambda: ["edge", "no_background"])
+    knot_spacing: float = 0.1
+    false_positive_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        need = functools.partial(require, self)
+        need(self.flux_column in FLUX_CHOICES, "flux_column", f"must be one of {FLUX_CHOICES}")
+        self.exclude_quality = list(self.exclude_quality)
+        need(set(self.exclude_quality) <= set(QUALITY_REASONS), "exclude_quality",
+             f"must list reasons among {QUALITY_REASONS}")
+        need(0.01 <= self.knot_spacing <= 2.0, "knot_spacing", "must be within [0.01, 2] (in ln wavelength)")
+        need(0.0 < self.false_positive_rate < 1.0, "false_positive_rate", "must be within (0, 1)")
+
+    def resolve_flux(self, columns) -> tuple[str, str]:
+        """The (flux, error) column pair to use among ``columns``."""
+        name = self.flux_column
+        if name == "auto":
+            name = "flux_psf" if "flux_psf" in columns else "flux_total"
+        if name not in columns or f"{name}_error" not in columns:
+            raise ValueError(f"SpectraConfig.flux_column: the measurements have no {name!r} / {name}_error columns")
+        return name, f"{name}_error"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SpectraConfig":
+        """Build from a dict; unknown keys are dropped."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
