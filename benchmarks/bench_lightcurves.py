@@ -1,6 +1,7 @@
 """Light curves: 10^7 rows from 1,000 per-image files through the Dask shuffle on a 2-worker
 LocalCluster (2 GiB each), against the reference's 64-bucket CSV algorithm on the same rows;
-single-source read latency from the store."""
+single-source read latency from the store. Spectra: the spectra stage on that store beside
+the aggregation that precedes it (same cluster, same run); single-source spectrum reads."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from spxdask.batch import aggregate_lightcurves, read_lightcurve
+from spxdask.batch import aggregate_lightcurves, read_lightcurve, read_spectrum
 from spxdask.batch.extract import _write
 from spxdask.photometry import COLUMNS
+from spxdask.spectra import build_spectra
+from spxdask.spherex import channels
 
 from . import PeakMemory, Result, register
 
@@ -24,19 +27,26 @@ AGG = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag
        "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius"]
 
 
-def make_per_image(folder: Path, csv_folder: Path) -> np.ndarray:
+def make_per_image(folder: Path, csv_folder: Path | None = None) -> np.ndarray:
+    """N_FILES per-image files of ROWS_PER_FILE rows (and the reference's CSVs when
+    ``csv_folder`` is given): random columns, each image one detector with wavelengths
+    across its band and positive fluxes, so the spectra stage bins every row."""
     rng = np.random.default_rng(0)
     ids = 39627000000000000 + np.sort(rng.choice(10**9, N_TARGETS, replace=False))
     folder.mkdir(parents=True)
-    csv_folder.mkdir(parents=True)
     for k in range(N_FILES):
         n = ROWS_PER_FILE
+        det = channels.detector(k % 6 + 1)
         df = pd.DataFrame({c: rng.normal(size=n) for c in COLUMNS})
-        df = df.assign(targetid=rng.choice(ids, n, replace=False), obs_id=f"2026W01_1A_{k:04d}_1", band="D3",
-                       filename=f"level2_{k}.fits", quality="", flag=np.int32(0), detector=np.int8(3),
-                       n_bad=np.int16(0), mjd=61000.0 + k / 10)
-        _write(df[list(COLUMNS)], folder / f"img{k:04d}_D3.parquet", pa.int64())
-        df.to_csv(csv_folder / f"img{k:04d}_photometry.csv", index=False)
+        df = df.assign(targetid=rng.choice(ids, n, replace=False), obs_id=f"2026W01_1A_{k:04d}_1", band=det.band,
+                       filename=f"level2_{k}.fits", quality="", flag=np.int32(0), detector=np.int8(det.number),
+                       n_bad=np.int16(0), mjd=61000.0 + k / 10,
+                       wavelength=rng.uniform(det.em_min_um, det.em_max_um, n),
+                       flux_total=rng.normal(100.0, 5.0, n), flux_total_error=np.full(n, 5.0))
+        _write(df[list(COLUMNS)], folder / f"img{k:04d}_D{det.number}.parquet", pa.int64())
+        if csv_folder is not None:
+            csv_folder.mkdir(parents=True, exist_ok=True)
+            df.to_csv(csv_folder / f"img{k:04d}_photometry.csv", index=False)
     return ids
 
 
@@ -79,14 +89,51 @@ def run() -> list[Result]:
         n_ref = reference_aggregate(root / "csv", root / "reference")
         t_ref = time.perf_counter() - t0
         assert n == n_ref == len(ids)
-        lat = []
-        for tid in np.random.default_rng(1).choice(ids, 20):
-            t0 = time.perf_counter()
-            rows = read_lightcurve(root, int(tid))
-            lat.append(time.perf_counter() - t0)
-            assert len(rows) > 0
-        peak = {k: f"{v / 2**30:.2f} GiB" for k, v in mem.peak.items()}
+        lat = _latency(read_lightcurve, root, ids)
+        peak = _gib(mem)
         return [Result("lightcurves", f"{N_FILES * ROWS_PER_FILE:.0e} rows, {N_FILES} files, 2 workers", t_dask,
                        "reference 64-bucket CSV", t_ref, {"peak worker memory": peak, "targets": n}),
                 Result("lightcurves", "read one source from the store (median of 20)", float(np.median(lat)),
+                       extra={"max ms": round(1e3 * max(lat), 1)})]
+
+
+def _gib(mem: PeakMemory) -> dict:
+    return {k: f"{v / 2**30:.2f} GiB" for k, v in mem.peak.items()}
+
+
+def _latency(read, root: Path, ids: np.ndarray) -> list[float]:
+    """Seconds to read one target, for 20 random ids."""
+    times = []
+    for tid in np.random.default_rng(1).choice(ids, 20):
+        t0 = time.perf_counter()
+        rows = read(root, int(tid))
+        times.append(time.perf_counter() - t0)
+        assert len(rows) > 0
+    return times
+
+
+@register("spectra")
+def run_spectra() -> list[Result]:
+    from distributed import Client, LocalCluster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ids = make_per_image(root / "per_image")
+        with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GiB", dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            with PeakMemory(client) as agg_mem:
+                t0 = time.perf_counter()
+                aggregate_lightcurves(root / "per_image", root / "lightcurves")
+                t_agg = time.perf_counter() - t0
+            with PeakMemory(client) as spec_mem:
+                t0 = time.perf_counter()
+                done = build_spectra(root, client=client)
+                t_spec = time.perf_counter() - t0
+        assert done["sources"] == len(ids) and not done["reused"]
+        lat = _latency(read_spectrum, root, ids)
+        return [Result("spectra", f"{N_FILES * ROWS_PER_FILE:.0e} rows, {len(ids)} sources, 2 workers", t_spec,
+                       "aggregation of the same rows", t_agg,
+                       {"spectrum rows": done["rows"], "peak worker memory, spectra": _gib(spec_mem),
+                        "peak worker memory, aggregation": _gib(agg_mem)}),
+                Result("spectra", "read one spectrum (median of 20)", float(np.median(lat)),
                        extra={"max ms": round(1e3 * max(lat), 1)})]

@@ -107,8 +107,9 @@ def _serial_spectrum(rows: pd.DataFrame, config: SpectraConfig) -> list[tuple]:
             continue
         best, best_d = None, np.inf
         for c in table.itertuples():
-            if c.detector == r.detector and c.wl_min <= r.wavelength <= c.wl_max and abs(r.wavelength - c.wavelength) < best_d:
-                best, best_d = c, abs(r.wavelength - c.wavelength)
+            distance = abs(r.wavelength - c.wavelength)
+            if c.detector == r.detector and c.wl_min <= r.wavelength <= c.wl_max and distance < best_d:
+                best, best_d = c, distance
         if best is not None:
             bins.setdefault((r.targetid, best.detector, best.subchan), []).append(r)
     out = []

@@ -16,6 +16,7 @@ from ..archive.query import load as load_query
 from ..archive.query import load_summary
 from ..photometry import PhotometryConfig
 from ..spectra import build_spectra
+from ..store import INDEX_NAME
 from .aggregate import aggregate_lightcurves
 from .config import BatchConfig, load_catalog
 from .extract import extract_images, write_manifest
@@ -141,7 +142,7 @@ class BatchPipeline:
         with cluster.run_context(self.config.output_dir, "aggregate", self.client, "performance-report-aggregate.html"):
             n = aggregate_lightcurves(self.config.per_image_dir, self.config.lightcurve_dir, clean=clean,
                                       csv_dir=self.config.csv_dir if self.config.export_csv else None)
-        self.summary.rows = int(sum(pd.read_parquet(self.config.lightcurve_dir / "_targetid_index.parquet")["num_rows"]))
+        self.summary.rows = int(pd.read_parquet(self.config.lightcurve_dir / INDEX_NAME)["num_rows"].sum())
         self.summary.seconds["aggregate"] = time.perf_counter() - t0
         return n
 

@@ -17,11 +17,12 @@ INPUT_COLUMNS = ("targetid", "ra", "dec", "detector", "wavelength", "quality")
 
 
 def usable(rows: pd.DataFrame, config: SpectraConfig) -> np.ndarray:
-    """Measurements that enter the spectra: finite flux, finite positive error, and no
-    ``quality`` reason among ``config.exclude_quality``."""
+    """Measurements that enter the spectra: finite flux, finite positive error and
+    wavelength, and no ``quality`` reason among ``config.exclude_quality``."""
     flux, error = config.resolve_flux(rows.columns)
     f, e = rows[flux].to_numpy(float), rows[error].to_numpy(float)
-    ok = np.isfinite(f) & np.isfinite(e) & (e > 0)
+    lam = rows["wavelength"].to_numpy(float)
+    ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(lam) & (lam > 0)
     if config.exclude_quality:
         reasons = rows["quality"].fillna("").astype(str).str.split(",")
         bad = set(config.exclude_quality)
