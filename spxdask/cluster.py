@@ -1,10 +1,15 @@
 """One place that decides where spxdask computes: a running Client, a scheduler address, Dask
 Gateway, or a LocalCluster sized to the machine; plus run bookkeeping (dashboard link,
-progress, performance report) and the ``spxdask`` section of the dask configuration."""
+progress, performance report) and the ``spxdask`` section of the dask configuration.
+
+The package's defaults (``spxdask.yaml``) are read here and consulted behind the user's dask
+configuration; they are never written into it, so importing spxdask leaves ``dask.config`` as
+the user set it."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -17,13 +22,26 @@ import dask.config
 import yaml
 
 _DEFAULTS = Path(__file__).with_name("spxdask.yaml")
-dask.config.update_defaults(yaml.safe_load(_DEFAULTS.read_text()))
-dask.config.refresh()  # environment variables (DASK_SPXDASK__...) override the defaults
+
+
+@functools.cache
+def _defaults() -> dict:
+    return yaml.safe_load(_DEFAULTS.read_text())["spxdask"]
 
 
 def setting(key: str, default: Any = None) -> Any:
-    """A value of the ``spxdask`` dask-config section, e.g. ``setting("gateway.address")``."""
-    return dask.config.get(f"spxdask.{key}", default=default)
+    """A value of the ``spxdask`` dask-config section, e.g. ``setting("gateway.address")``:
+    the user's dask configuration (files, ``DASK_SPXDASK__...`` variables, ``dask.config.set``)
+    over the package defaults (a section given as a mapping is merged key by key)."""
+    fallback: Any = _defaults()
+    for part in key.split("."):
+        fallback = fallback.get(part, default) if isinstance(fallback, dict) else default
+    value = dask.config.get(f"spxdask.{key}", default=None)
+    if value is None:
+        return fallback
+    if isinstance(value, dict) and isinstance(fallback, dict):
+        return {**fallback, **value}
+    return value
 
 
 def get_client(scheduler: str | None = None, *, gateway: bool = False):
@@ -50,8 +68,6 @@ def get_client(scheduler: str | None = None, *, gateway: bool = False):
     if scheduler == "gateway":
         return _gateway_client()
     if scheduler == "local":
-        # p2p shuffles announce themselves at WARNING level; that is no news to a user
-        logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
         local = setting("local", {})
         cluster = LocalCluster(n_workers=local.get("n_workers") or os.cpu_count(),
                                threads_per_worker=local.get("threads_per_worker") or 1,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pandas as pd
 from astropy.coordinates import SkyCoord
 
+from ._config import require_position
+
 
 @dataclass(frozen=True)
 class Source:
@@ -21,10 +23,7 @@ class Source:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.ra <= 360:
-            raise ValueError(f"Source.ra must be within 0..360 deg, got {self.ra}")
-        if not -90 <= self.dec <= 90:
-            raise ValueError(f"Source.dec must be within -90..90 deg, got {self.dec}")
+        require_position(self, "ra", "dec")
 
     def to_skycoord(self) -> SkyCoord:
         return SkyCoord(self.ra, self.dec, unit="deg", frame="icrs")

@@ -295,5 +295,5 @@ def test_compiled_loops_read_any_byte_order(truth_sky, catalog):
     assert scales[0] == pytest.approx(np.sum(w * z * image[ok]) / np.sum(w * z * z), rel=1e-12)
     a = measure_pixels(*stored, scales[0], x, y, 1.0, 1, PhotometryConfig())
     b = measure_pixels(*native, scales[0], x, y, 1.0, 1, PhotometryConfig())
-    for u, v in zip(a, b):
-        np.testing.assert_array_equal(u, v)
+    for got, want in zip(a, b):
+        np.testing.assert_array_equal(got, want)

@@ -21,7 +21,7 @@ import fsspec
 import fsspec.asyn
 import pandas as pd
 
-from .._config import require
+from .._config import Config, require
 from .observation import Observation
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*\.fits$")
@@ -29,7 +29,7 @@ RESULT_COLUMNS = ("obs_id", "detector", "url", "path", "status", "error", "bytes
 
 
 @dataclass(frozen=True)
-class FetchConfig:
+class FetchConfig(Config):
     """Download behaviour.
 
     ``concurrency`` downloads run at once per partition; each file gets at most ``retries``
@@ -197,11 +197,13 @@ def fetch_partition(observations: list[Observation], image_dir: str, cfg: FetchC
 
 
 def fetch(bag, image_dir: str | Path, cfg: FetchConfig = FetchConfig(),
-          storage_options: dict | None = None) -> pd.DataFrame:
-    """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition, on the
-    running Client or local threads: downloads wait on the network, not the GIL); returns one
-    row per file: status ``ok`` / ``skipped`` (already complete) / ``failed`` with the error."""
+          storage_options: dict | None = None, *, client=None) -> pd.DataFrame:
+    """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition, on ``client``,
+    by default the running Client or local threads: downloads wait on the network, not the
+    GIL); returns one row per file: status ``ok`` / ``skipped`` (already complete) / ``failed``
+    with the error."""
     from ..cluster import compute
 
-    (rows,) = compute(bag.map_partitions(fetch_partition, str(image_dir), cfg, storage_options, token="fetch"))
+    (rows,) = compute(bag.map_partitions(fetch_partition, str(image_dir), cfg, storage_options, token="fetch"),
+                      client=client)
     return pd.DataFrame(list(rows), columns=list(RESULT_COLUMNS))

@@ -4,6 +4,7 @@ index from headers only, queried with the same semantics as IRSA's TAP service."
 from __future__ import annotations
 
 import posixpath
+from dataclasses import asdict
 from pathlib import Path
 
 import fsspec
@@ -34,19 +35,31 @@ def _version(relpath: str) -> str:
     return parts[0] if parts else ""
 
 
+def observation_of(l2: L2File, url: str, relpath: str | None = None) -> obs.Observation:
+    """The :class:`~spxdask.archive.observation.Observation` of an open L2 file, from its
+    headers: identity, times, footprint; collection and processing tag from its path in the
+    IRSA layout (``relpath``, default ``url``)."""
+    m = l2.meta
+    det = channels.detector(m.detector)
+    relpath = url if relpath is None else relpath
+    return obs.Observation(obs_id=m.obs_id, detector=m.detector, mjd=m.mjd, t_min=m.mjd_beg, t_max=m.mjd_end,
+                           wavelength_min=det.em_min_um, wavelength_max=det.em_max_um,
+                           footprint=tuple(l2.footprint().ravel().tolist()), url=url, size=l2.size,
+                           collection=_collection(relpath, l2.header), version=_version(relpath))
+
+
 def read_record(url: str, relpath: str, storage_options: dict | None = None) -> dict:
     """One index row from a file's headers (never its data)."""
     try:
         with L2File(url, storage_options=storage_options, block_size=HEADER_BLOCK) as l2:
-            m = l2.meta
-            det = channels.detector(m.detector)
-            return {"obs_id": m.obs_id, "detector": m.detector, "mjd": m.mjd, "t_min": m.mjd_beg,
-                    "t_max": m.mjd_end, "wavelength_min": det.em_min_um, "wavelength_max": det.em_max_um,
-                    "footprint": l2.footprint().ravel().tolist(), "url": relpath, "size": l2.size,
-                    "checksum": None, "collection": _collection(relpath, l2.header), "version": _version(relpath),
-                    "error": None}
+            record = asdict(observation_of(l2, relpath))
+        return {**record, "footprint": list(record["footprint"]), "error": None}
     except Exception as exc:  # an unreadable file is listed with its error, not dropped
         return {"url": relpath, "size": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _record_under(relpath: str, root: str, storage_options: dict) -> dict:
+    return read_record(f"{root}/{relpath}", relpath, storage_options)
 
 
 class LocalArchive:
@@ -61,10 +74,14 @@ class LocalArchive:
         folders; required for remote roots).
     storage_options : dict, optional
         fsspec options for a remote root (e.g. ``{"anon": True}``).
+    client : distributed.Client, optional
+        Where the headers are read (default: the running Client, else local threads).
     """
 
-    def __init__(self, root: str | Path, index_path: str | Path | None = None, storage_options: dict | None = None):
+    def __init__(self, root: str | Path, index_path: str | Path | None = None, storage_options: dict | None = None,
+                 *, client=None):
         self.root = str(root).rstrip("/")
+        self.client = client
         self.storage_options = storage_options or {}
         self.fs, self._base = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self.remote = is_remote(self.root)
@@ -91,17 +108,19 @@ class LocalArchive:
 
     def index(self, *, scheduler: str | None = None) -> pd.DataFrame:
         """Build or update the index: only files not yet indexed (or whose size changed) are
-        read, in parallel with Dask, from their headers. Returns the whole index."""
+        read, in parallel with Dask (on the archive's client, or the local ``scheduler`` when
+        given), from their headers. Returns the whole index."""
         import dask.bag as db
+
+        from ..cluster import compute
 
         files = self._files()
         old = pd.read_parquet(self.index_path) if self.index_path.exists() else pd.DataFrame(columns=["url", "size"])
         known = dict(zip(old["url"], old["size"]))
         new = [rel for rel, size in files.items() if rel not in known or (size is not None and known[rel] != size)]
         if new:
-            bag = db.from_sequence(new, partition_size=16).map(
-                lambda rel: read_record(self.url_of(rel), rel, self.storage_options))
-            rows = bag.compute(scheduler=scheduler) if scheduler else bag.compute()
+            bag = db.from_sequence(new, partition_size=16).map(_record_under, self.root, self.storage_options)
+            (rows,) = (bag.compute(scheduler=scheduler),) if scheduler else compute(bag, client=self.client)
             fresh = pd.DataFrame(rows)
             keep = old[old["url"].isin(files) & ~old["url"].isin(fresh["url"])]
             table = pd.concat([keep, fresh], ignore_index=True) if len(keep) else fresh

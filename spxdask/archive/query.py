@@ -5,7 +5,6 @@ records, and as a Dask bag with explicit partitions; the ``max_images`` gate; sa
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .._config import valid_position
 from .._io import atomic_path
 from . import observation as obs
 
@@ -68,7 +68,7 @@ class RegionQuery:
 
 
 def _check_position(ra: float, dec: float) -> None:
-    if not (math.isfinite(ra) and 0 <= ra <= 360 and math.isfinite(dec) and -90 <= dec <= 90):
+    if not valid_position(ra, dec):
         raise ValueError(f"position must be ra in [0, 360], dec in [-90, 90] deg, got ({ra}, {dec})")
 
 

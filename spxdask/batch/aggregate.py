@@ -9,6 +9,7 @@ in as a whole, so readers never see a half-written store and a rerun replaces it
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Sequence
@@ -19,16 +20,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from .._io import atomic_path
-from ..cluster import setting
+from ..cluster import compute, running_client, setting
+from .extract import recorded_fingerprint
 from ..store import parts, read_targets, swap_in, temporary_beside, write_index
 
 SORT_KEYS = ["targetid", "mjd", "wavelength"]
+#: The per-image files a store was built from, with their fingerprints (JSON, in the store).
+PROVENANCE = "_provenance.json"
 #: The reference's per-source light-curve CSV columns, plus ``targetid``.
 CSV_COLUMNS = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
                "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius"]
 ROW_GROUP_ROWS = 32_768
+#: Bytes of per-image Parquet read by one input partition of the shuffle.
+INPUT_BYTES = 64 * 2**20
 TARGET_PARTITION_ROWS = 500_000
 
 
@@ -49,16 +56,31 @@ def _divisions(per_image_dir: Path, npartitions: int | None) -> tuple[list, int]
     return divisions, int(unique.size)
 
 
-def _shuffle_method() -> str:
+def _read_files(paths: list[str]) -> pd.DataFrame:
+    return pa.concat_tables([pq.read_table(p) for p in paths]).to_pandas()
+
+
+def _per_image_frame(per_image: Path) -> dd.DataFrame:
+    """The per-image files as a Dask DataFrame, files batched up to :data:`INPUT_BYTES` per
+    partition. Built with ``from_map``: dask's ``read_parquet`` samples file statistics with an
+    eager compute on the default scheduler, not on the client the caller chose."""
+    files = sorted(per_image.glob("*.parquet"))
+    batches: list[list[str]] = [[]]
+    size = 0
+    for f in files:
+        if batches[-1] and size + f.stat().st_size > INPUT_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(str(f))
+        size += f.stat().st_size
+    meta = pq.read_schema(files[0]).empty_table().to_pandas()
+    return dd.from_map(_read_files, batches, meta=meta, label="read-per-image", enforce_metadata=False)
+
+
+def _shuffle_method(client) -> str:
     """P2P on a distributed Client (the ``spxdask.shuffle_method`` setting may say "tasks"),
     the task-based shuffle on local schedulers."""
-    from distributed import get_client
-
-    try:
-        get_client()
-    except ValueError:
-        return "tasks"
-    return setting("shuffle_method", "p2p")
+    return "tasks" if client is None else setting("shuffle_method", "p2p")
 
 
 def _sort_partition(df: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +93,7 @@ def _sort_partition(df: pd.DataFrame) -> pd.DataFrame:
 def aggregate_lightcurves(image_csv_dir: str | Path, lightcurve_dir: str | Path,
                           bucket_dir: str | Path | None = None, num_buckets: int = 64, clean: bool = False,
                           keep_bucket_files: bool = False, *, npartitions: int | None = None,
-                          csv_dir: str | Path | None = None) -> int:
+                          csv_dir: str | Path | None = None, client=None) -> int:
     """Shuffle the per-image photometry on ``targetid`` into the light-curve store.
 
     Parameters
@@ -81,38 +103,63 @@ def aggregate_lightcurves(image_csv_dir: str | Path, lightcurve_dir: str | Path,
     lightcurve_dir : path
         The store folder (``<output_dir>/lightcurves``); rebuilt as a whole and swapped in.
     bucket_dir, num_buckets, keep_bucket_files
-        Accepted for compatibility with the reference; there are no bucket files here.
+        Accepted for compatibility with the reference and ignored (:mod:`spxdask.compat`);
+        there are no bucket files here.
     clean : bool
         Also remove ``csv_dir`` before exporting (a store rerun always replaces the store).
     npartitions : int, optional
         Output partitions (default: about 500,000 rows each).
     csv_dir : path, optional
         Also export one reference-layout CSV per target (``<targetid>.csv``).
+    client : distributed.Client, optional
+        Where the shuffle runs (P2P); default: the running Client, else local threads (a
+        task-based shuffle).
 
     Returns
     -------
     int
         Number of distinct targets in the store.
     """
+    from ..compat import ignored
+
+    ignored("aggregate_lightcurves", bucket_dir=bucket_dir, num_buckets=num_buckets, keep_bucket_files=keep_bucket_files)
     per_image = Path(image_csv_dir).resolve()  # the arrow filesystem wants absolute paths
     final = Path(lightcurve_dir).resolve()
     if not any(per_image.glob("*.parquet")):
         raise FileNotFoundError(f"no per-image Parquet files in {per_image}")
     divisions, n_targets = _divisions(per_image, npartitions)
-    ddf = dd.read_parquet(str(per_image), index=False, filesystem="arrow")
-    ddf = ddf.set_index("targetid", divisions=divisions, shuffle_method=_shuffle_method())
+    client = client or running_client()
+    ddf = _per_image_frame(per_image)
+    ddf = ddf.set_index("targetid", divisions=divisions, shuffle_method=_shuffle_method(client))
     ddf = ddf.map_partitions(_sort_partition, meta=_sort_partition(ddf._meta))
     tmp = temporary_beside(final)
     try:
-        ddf.to_parquet(str(tmp), write_index=False, row_group_size=ROW_GROUP_ROWS,
-                       write_metadata_file=False, compute=True)
+        compute(ddf.to_parquet(str(tmp), write_index=False, row_group_size=ROW_GROUP_ROWS,
+                               write_metadata_file=False, compute=False), client=client)
         write_index(tmp)
+        (tmp / PROVENANCE).write_text(json.dumps({"per_image": built_from(per_image), "targets": n_targets},
+                                                 sort_keys=True))
         swap_in(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if csv_dir is not None:
-        export_csv(final, csv_dir, clean=clean)
+        export_csv(final, csv_dir, clean=clean, client=client)
     return n_targets
+
+
+def built_from(per_image_dir: str | Path) -> dict[str, str | None]:
+    """The per-image files of a folder and the fingerprints they were written with."""
+    return {p.name: recorded_fingerprint(p) for p in sorted(Path(per_image_dir).glob("*.parquet"))}
+
+
+def current_targets(per_image_dir: str | Path, lightcurve_dir: str | Path) -> int | None:
+    """The store's number of targets when it was built from exactly the per-image files now
+    in the folder (same names, same fingerprints), else None."""
+    recorded = Path(lightcurve_dir) / PROVENANCE
+    if not recorded.exists():
+        return None
+    made = json.loads(recorded.read_text())
+    return int(made["targets"]) if made.get("per_image") == built_from(per_image_dir) else None
 
 
 def csv_name(targetid) -> str:
@@ -127,14 +174,15 @@ def _export_partition(df: pd.DataFrame, folder: str) -> pd.DataFrame:
     return pd.DataFrame({"n": [df["targetid"].nunique()]})
 
 
-def export_csv(store: str | Path, csv_dir: str | Path, clean: bool = False) -> int:
-    """Write one reference-layout CSV per target from the store (one task per partition)."""
+def export_csv(store: str | Path, csv_dir: str | Path, clean: bool = False, *, client=None) -> int:
+    """Write one reference-layout CSV per target from the store (one task per partition, on
+    ``client``: default the running Client, else local threads)."""
     csv_dir = Path(csv_dir)
     if clean and csv_dir.exists():
         shutil.rmtree(csv_dir)
     csv_dir.mkdir(parents=True, exist_ok=True)
     ddf = dd.read_parquet([str(p) for p in parts(Path(store))], columns=CSV_COLUMNS, index=False)
-    counts = ddf.map_partitions(_export_partition, str(csv_dir), meta={"n": "int64"}).compute()
+    (counts,) = compute(ddf.map_partitions(_export_partition, str(csv_dir), meta={"n": "int64"}), client=client)
     return int(counts["n"].sum())
 
 

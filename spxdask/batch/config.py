@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._config import require
+from .._config import Config, require, require_position
+from ..compat import check_config
 from ..photometry import PhotometryConfig
 from ..spectra import SpectraConfig
 from ..spherex.channels import parse_band
 
 
 @dataclass
-class BatchConfig:
+class BatchConfig(Config):
     """Multi-source batch photometry over a sky region.
 
     The fields up to ``keep_bucket_files`` are the reference's (``num_buckets`` and
@@ -50,11 +51,10 @@ class BatchConfig:
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
 
     def __post_init__(self) -> None:
+        check_config(self)
         self.catalog_path = Path(self.catalog_path)
         self.output_dir = Path(self.output_dir)
-        if not (0 <= self.center_ra <= 360 and -90 <= self.center_dec <= 90):
-            raise ValueError(f"BatchConfig.center_ra/center_dec must be ra 0..360, dec -90..90, "
-                             f"got ({self.center_ra}, {self.center_dec})")
+        require_position(self, "center_ra", "center_dec")
         require(self, 0 < self.radius <= 90, "radius", "must be within (0, 90] deg")
         require(self, self.coverage_mode in ("any", "full"), "coverage_mode", "must be 'any' or 'full'")
         if self.bands is not None:

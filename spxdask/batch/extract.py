@@ -1,35 +1,43 @@
 """Batch extraction: one Dask task per image, each writing ``<obs_id>_D<n>.parquet``.
 
-Source selection happens once on the client against a spatial index of the catalog; the
-catalog enters the task graph once, and each task carries only the row positions of its own
-sources. A file is written for every image that was measured, also when no source falls in
-it, so reruns skip it. Failures are recorded in the run manifest and never stop the other
-images.
+Images arrive as :class:`~spxdask.archive.observation.Observation` records (from a query:
+identity, footprint, processing version) or as bare files (their record is read from their
+headers inside the task). The catalog and its spatial index enter the task graph once, shared
+by every task; each task selects the sources inside its image's footprint, measures them and
+writes one file, also when no source falls in the image.
+
+Each file records in its metadata what made it (``spxdask.fingerprint``: the photometry
+config, the catalog rows it measured, the image record and the package version). A rerun
+reuses a file only when that fingerprint is unchanged, so a changed config or catalog is
+measured again. Failures are recorded in the run manifest and never stop the other images.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import dask
-import dask.bag as db
-from distributed import as_completed
-from dask.base import tokenize
-import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+from dask.base import tokenize
 
+from .. import __version__
 from .._io import write_parquet_atomic
+from ..archive.local import observation_of
+from ..archive.observation import Observation
+from ..cluster import compute
 from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
-from ..spherex.l2 import L2File, read_footprint
-from ..cluster import compute, gather, running_client
+from ..spherex.l2 import L2File
 from .select import CatalogIndex
 
 UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
@@ -38,16 +46,19 @@ UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": 
          "flux_total": "uJy", "flux_total_error": "uJy"}
 _TYPES = {"obs_id": pa.string(), "band": pa.string(), "filename": pa.string(), "quality": pa.string(),
           "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16()}
-_L2_NAME = re.compile(r"level2_(?P<obs_id>[A-Za-z0-9_]+)D(?P<det>[1-6])_spx_")
-MANIFEST_COLUMNS = ("image", "obs_id", "detector", "output", "status", "error", "n_sources", "n_rows", "seconds")
+MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
+                    "seconds", "fingerprint")
+FINGERPRINT_KEY = b"spxdask.fingerprint"
+#: Sources within this margin (deg) outside a footprint are still handed to its task.
+MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
 
 
-def per_image_schema(targetid_type: pa.DataType) -> pa.Schema:
+def per_image_schema(targetid_type: pa.DataType, fingerprint: str = "") -> pa.Schema:
     """The one Arrow schema of per-image Parquet files; units in the field metadata and in the
-    schema metadata key ``spxdask.units``."""
+    schema metadata key ``spxdask.units``, and what made the file under ``spxdask.fingerprint``."""
     fields = [pa.field(c, targetid_type if c == "targetid" else _TYPES.get(c, pa.float64()),
                        metadata={"unit": UNITS[c]} if c in UNITS else None) for c in COLUMNS]
-    return pa.schema(fields, metadata={"spxdask.units": json.dumps(UNITS)})
+    return pa.schema(fields, metadata={"spxdask.units": json.dumps(UNITS), FINGERPRINT_KEY.decode(): fingerprint})
 
 
 def targetid_type(catalog: pd.DataFrame) -> pa.DataType:
@@ -55,25 +66,39 @@ def targetid_type(catalog: pd.DataFrame) -> pa.DataType:
     return pa.int64() if pd.api.types.is_integer_dtype(catalog["targetid"]) else pa.string()
 
 
-def image_identity(image_path: str | Path) -> tuple[str, int]:
-    """(obs_id, detector) from an IRSA L2 file name, else from the file's header."""
-    match = _L2_NAME.search(Path(image_path).name)
-    if match:
-        return match["obs_id"], int(match["det"])
-    with L2File(image_path) as l2:
-        return l2.meta.obs_id, l2.meta.detector
-
-
 def output_name(obs_id: str, detector: int) -> str:
     """``<obs_id>_D<n>.parquet``, with anything but [A-Za-z0-9_.-] in obs_id replaced."""
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obs_id).lstrip('.')}_D{int(detector)}.parquet"
 
 
-def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType) -> None:
-    schema = per_image_schema(tid_type)
+def fingerprint(observation: Observation, sources: pd.DataFrame, config: PhotometryConfig) -> str:
+    """What a per-image file is made from, hashed: the image record (where it was read from
+    aside), the catalog rows measured, the photometry config and the package version."""
+    image = {k: v for k, v in asdict(observation).items() if k != "url"}
+    rows = hashlib.sha256(pd.util.hash_pandas_object(sources[["targetid", "ra", "dec"]], index=False).to_numpy())
+    text = json.dumps({"image": image, "sources": rows.hexdigest(), "config": config.to_dict(),
+                       "spxdask": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def recorded_fingerprint(path: Path) -> str | None:
+    """The fingerprint a per-image file was written with (None for a missing or older file)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    return meta.get(FINGERPRINT_KEY, b"").decode() or None
+
+
+def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: str = "") -> None:
+    schema = per_image_schema(tid_type, made_from)
     if tid_type == pa.string():
         table = table.assign(targetid=table["targetid"].astype(str))
     write_parquet_atomic(pa.Table.from_pandas(table, schema=schema, preserve_index=False), path)
+
+
+def _in_image(index: CatalogIndex, observation: Observation) -> pd.DataFrame:
+    return index.catalog.take(index.in_polygon(observation.corners, margin_deg=MARGIN_DEG))
 
 
 def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequence[Source],
@@ -84,14 +109,15 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     Parameters
     ----------
     image_path : path or URL
-        A SPHEREx L2 file.
+        A SPHEREx L2 file (its identity is read from its headers).
     sources : DataFrame (targetid, ra, dec) or list of Source
         Candidate sources; those outside the image are ignored.
     config : PhotometryConfig
     output_dir : path
         Folder of the per-image Parquet files.
     skip_existing : bool
-        Return None without work when the output exists.
+        Return None without work when the output exists and was made from the same image,
+        sources and config.
 
     Returns
     -------
@@ -99,45 +125,47 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
         The file written (also when no source falls in the image), or None when skipped.
     """
     catalog = sources_frame(sources)
-    obs_id, det = image_identity(image_path)
-    out = Path(output_dir) / output_name(obs_id, det)
-    if skip_existing and out.exists():
-        return None
     with L2File(image_path) as l2:
-        table = measure_image(l2, catalog, config)
-    _write(table, out, targetid_type(catalog))
+        observation = observation_of(l2, str(image_path))
+        out = Path(output_dir) / output_name(observation.obs_id, observation.detector)
+        mine = _in_image(CatalogIndex(catalog), observation)
+        made_from = fingerprint(observation, mine, config)
+        if skip_existing and recorded_fingerprint(out) == made_from:
+            return None
+        table = measure_image(l2, mine, config)
+    _write(table, out, targetid_type(catalog), made_from)
     return out
 
 
-def _footprint(path: str, storage_options: dict | None = None) -> dict:
-    try:
-        return {"image": path, "corners": read_footprint(path, storage_options=storage_options), "error": None}
-    except Exception as exc:  # recorded in the manifest; the run goes on
-        return {"image": path, "corners": None, "error": f"{type(exc).__name__}: {exc}"}
-
-
-def _extract(path: str, catalog: pd.DataFrame, rows: np.ndarray, *, out: str, config: PhotometryConfig,
-             tid_type: pa.DataType, storage_options: dict | None = None) -> dict:
-    """Measure the catalog's ``rows`` (positions) in one image; the manifest record."""
-    obs_id, det = Path(out).stem.rsplit("_D", 1)
-    row = {"image": path, "obs_id": obs_id, "detector": int(det), "output": out,
-           "n_sources": len(rows), "n_rows": 0, "error": None}
+def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, config: PhotometryConfig,
+             tid_type: pa.DataType, skip_existing: bool, storage_options: dict | None = None) -> dict:
+    """Measure one image (a record, or a file whose record its headers give); the manifest row."""
     t0 = time.perf_counter()
+    row = {"image": image.url if isinstance(image, Observation) else image, "n_rows": 0, "error": None}
+    l2 = None
     try:
-        sources = catalog.take(rows)
-        with L2File(path, storage_options=storage_options) as l2:
+        if not isinstance(image, Observation):
+            l2 = L2File(image, storage_options=storage_options)
+            image = observation_of(l2, image)
+        out = Path(out_dir) / output_name(image.obs_id, image.detector)
+        sources = _in_image(index, image)
+        made_from = fingerprint(image, sources, config)
+        row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
+                   n_sources=len(sources), fingerprint=made_from)
+        if skip_existing and recorded_fingerprint(out) == made_from:
+            row.update(status="skipped", n_rows=pq.read_metadata(out).num_rows)
+        else:
+            l2 = l2 or L2File(image.url, storage_options=storage_options)
             table = measure_image(l2, sources, config)
-        _write(table, Path(out), tid_type)
-        row.update(status="ok", n_rows=len(table))
-    except Exception as exc:
+            _write(table, out, tid_type, made_from)
+            row.update(status="ok", n_rows=len(table))
+    except Exception as exc:  # recorded in the manifest; the run goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    finally:
+        if l2 is not None:
+            l2.close()
     row["seconds"] = time.perf_counter() - t0
     return row
-
-
-def _known(footprints: list[dict]) -> dict[str, np.ndarray | str]:
-    """image -> corners, or the error that kept them from being read."""
-    return {fp["image"]: fp["corners"] if fp["error"] is None else fp["error"] for fp in footprints}
 
 
 def write_manifest(rows: list[dict], path: Path) -> None:
@@ -149,89 +177,72 @@ def write_manifest(rows: list[dict], path: Path) -> None:
     write_parquet_atomic(new.astype({"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64"}), path)
 
 
-def extract_images(images: Sequence[str], sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
-                   output_dir: str | Path, skip_existing: bool = True, *, manifest_path: str | Path | None = None,
-                   footprints: dict[str, np.ndarray] | None = None, storage_options: dict | None = None) -> int:
-    """Measure the given L2 files (paths or URLs) with Dask; see :func:`run_extraction`.
+def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | Sequence[Source],
+                   config: PhotometryConfig, output_dir: str | Path, *, skip_existing: bool = True,
+                   manifest_path: str | Path | None = None, storage_options: dict | None = None,
+                   client=None) -> int:
+    """Measure images with Dask: one ``photometry-<obs_id>_D<n>`` task per image.
 
-    ``footprints`` (image -> (4, 2) corners, e.g. from a query) saves reading the headers
-    first; images without one get theirs read by one task per bag partition, and on a
-    distributed Client each image's photometry task is submitted as soon as its footprint is
-    known, while the other footprints are still being read.
+    Parameters
+    ----------
+    images : sequence of Observation or path / URL
+        Records from a query (``url`` says where to read each file) or bare L2 files.
+    sources : DataFrame (targetid, ra, dec) or list of Source
+    config : PhotometryConfig
+    output_dir : path
+        Folder of the per-image Parquet files.
+    skip_existing : bool
+        Reuse files whose recorded fingerprint matches (same image, sources and config).
+    manifest_path : path, optional
+        Default ``<output_dir>/../manifest.parquet``; one row per image (status, error,
+        fingerprint, timing).
+    storage_options : dict, optional
+        fsspec options for remote files.
+    client : distributed.Client, optional
+        Where the tasks run (default: the running Client, else local threads).
+
+    Returns
+    -------
+    int
+        Number of images newly measured.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(manifest_path) if manifest_path else output_dir.parent / "manifest.parquet"
     catalog = sources_frame(sources)
-    tid_type = targetid_type(catalog)
-    todo, failures = [], []
-    for path in images:
-        try:
-            out = output_dir / output_name(*image_identity(path))
-        except Exception as exc:
-            failures.append({"image": path, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        if not (skip_existing and out.exists()):
-            todo.append((path, str(out)))
-    known = dict(footprints or {})
     index = CatalogIndex(catalog)
-    margin = 2 * PIXEL_SCALE_ARCSEC / 3600
-    # the catalog travels once, as one shared input of every task; each task carries only the
-    # positions of its own sources in it (a few bytes a source), so the graph stays small and
-    # a task lost with its worker can run again elsewhere. The shared arguments sit in a
-    # partial, which dask does not traverse for every task.
-    shared = dask.delayed(index.catalog, name=f"catalog-{tokenize(index.catalog)}")
-    measure = functools.partial(_extract, config=config, tid_type=tid_type, storage_options=storage_options)
-    position = np.int32 if len(index.catalog) < 2**31 else np.int64
-
-    def tasks(pairs, catalog_ref) -> list:
-        """The photometry task of each (image, output) whose footprint is known."""
-        out = []
-        for path, dest in pairs:
-            corners = known[path]
-            if isinstance(corners, str):
-                failures.append({"image": path, "output": dest, "status": "failed", "error": corners})
-                continue
-            mine = index.in_polygon(np.asarray(corners).reshape(-1, 2), margin_deg=margin).astype(position)
-            out.append(dask.delayed(measure, pure=False)(path, catalog_ref, mine, out=dest,
-                                                         dask_key_name=f"photometry-{Path(dest).stem}"))
-        return out
-
-    unknown = [p for p, _ in todo if p not in known]
-    footprint_parts = db.from_sequence(unknown, npartitions=max(1, min(len(unknown) // 8, 256))).map(
-        _footprint, storage_options).to_delayed() if unknown else []
-    client = running_client()
-    if client is None:
-        for part in compute(*footprint_parts):
-            known.update(_known(part))
-        rows = list(compute(*tasks(todo, shared)))
-    else:
-        # footprints and photometry overlap: each image's task is submitted as soon as its
-        # footprint arrives, so the workers never wait for the client's source selection
-        catalog_ref = client.compute(shared)
-        destination = dict(todo)
-        futures = client.compute(tasks([(p, d) for p, d in todo if p in known], catalog_ref))
-        for done in as_completed(client.compute(footprint_parts)):
-            part = _known(done.result())
-            known.update(part)
-            futures += client.compute(tasks([(p, destination[p]) for p in part], catalog_ref))
-        rows = gather(futures, client)
-    if rows or failures:
-        write_manifest(rows + failures, manifest)
+    # the catalog and its index travel once, as one shared input of every task; the shared
+    # options sit in a partial, which dask does not traverse for every task
+    shared = dask.delayed(index, name=f"catalog-{tokenize(index.catalog)}")
+    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targetid_type(catalog),
+                                skip_existing=skip_existing, storage_options=storage_options)
+    tasks = [dask.delayed(measure, pure=False)(image, shared, dask_key_name=f"photometry-{_label(image, k)}")
+             for k, image in enumerate(images)]
+    rows = list(compute(*tasks, client=client)) if tasks else []
+    # a reused file keeps the manifest record of the run that made it
+    known = set(pd.read_parquet(manifest, columns=["image"])["image"]) if manifest.exists() else set()
+    records = [r if r["status"] != "skipped" else {**r, "status": "ok"} for r in rows
+               if r["status"] != "skipped" or r["image"] not in known]
+    if records:
+        write_manifest(records, manifest)
     return sum(r["status"] == "ok" for r in rows)
+
+
+def _label(image: Observation | str, k: int) -> str:
+    if isinstance(image, Observation):
+        return Path(output_name(image.obs_id, image.detector)).stem
+    return f"{Path(str(image)).stem}-{k}"
 
 
 def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
                    output_dir: str | Path, n_workers: int = 12, skip_existing: bool = True, *,
-                   manifest_path: str | Path | None = None) -> int:
-    """Measure every L2 image under ``image_dir`` (recursively) with Dask.
+                   manifest_path: str | Path | None = None, client=None) -> int:
+    """Measure every L2 image under ``image_dir`` (recursively) with Dask (reference name).
 
-    Footprints are read (from the IMAGE headers) by one task per bag partition; the catalog
-    is indexed once on the client and each ``photometry-<obs_id>_D<n>`` task measures only the
-    sources in its footprint (it carries their row positions; the catalog is shared by all
-    tasks). Runs on the current distributed Client when there is one — photometry tasks are
-    submitted as the footprints arrive — else on local threads (``n_workers`` is kept for
-    compatibility with the reference; the cluster decides).
+    Each ``photometry-…`` task reads its file's record from the headers, selects the catalog
+    sources in its footprint (the catalog and its index are shared by all tasks) and measures
+    them. ``n_workers`` is the reference's pool size, accepted and ignored (the cluster
+    decides; :mod:`spxdask.compat`).
 
     Returns
     -------
@@ -239,5 +250,14 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
         Number of images newly measured. Failures (unreadable or corrupt files) are written to
         the manifest (default ``<output_dir>/../manifest.parquet``) with their error.
     """
+    from ..compat import ignored
+
+    ignored("run_extraction", n_workers=n_workers)
     images = sorted(str(p) for p in Path(image_dir).rglob("*.fits") if not p.name.startswith("."))
-    return extract_images(images, sources, config, output_dir, skip_existing, manifest_path=manifest_path)
+    return extract_images(images, sources, config, output_dir, skip_existing=skip_existing,
+                          manifest_path=manifest_path, client=client)
+
+
+def located(observations: Sequence[Observation], where: Sequence[str]) -> list[Observation]:
+    """The records with ``url`` replaced by where each file is read (e.g. a downloaded copy)."""
+    return [replace(o, url=str(w)) for o, w in zip(observations, where)]

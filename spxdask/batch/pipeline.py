@@ -17,9 +17,10 @@ from ..archive.query import load_summary
 from ..photometry import PhotometryConfig
 from ..spectra import build_spectra
 from ..store import INDEX_NAME
-from .aggregate import aggregate_lightcurves
+from .aggregate import aggregate_lightcurves, current_targets
 from .config import BatchConfig, load_catalog
-from .extract import extract_images, write_manifest
+from ..archive.observation import Observation
+from .extract import extract_images, located, write_manifest
 from .query import query_region_observations
 
 
@@ -60,8 +61,9 @@ class BatchPipeline:
     ----------
     config : BatchConfig
     client : distributed.Client, optional
-        Where to compute (default: :func:`spxdask.cluster.get_client` semantics at compute time:
-        a running Client, else local threads).
+        Where every stage's tasks run. Default: the running Client at compute time, else
+        local threads (:func:`spxdask.cluster.compute`); :func:`spxdask.cluster.get_client`
+        is the one place that starts or connects to a cluster.
     """
 
     def __init__(self, config: BatchConfig, client=None):
@@ -74,7 +76,7 @@ class BatchPipeline:
     def run_query(self):
         """Stage 1: find the images; writes ``query.parquet`` and ``query_summary.yaml``."""
         t0 = time.perf_counter()
-        found = query_region_observations(self.config)
+        found = query_region_observations(self.config, client=self.client)
         found.save(self.config.output_dir)
         self.summary.images = len(found)
         self.summary.seconds["query"] = time.perf_counter() - t0
@@ -95,38 +97,37 @@ class BatchPipeline:
                 destination(o, self.config.image_dir).unlink(missing_ok=True)
         cfg = FetchConfig(concurrency=self.config.max_download_workers)
         with cluster.run_context(self.config.output_dir, "download", self.client, "performance-report-download.html"):
-            result = fetch(found.to_bag(), self.config.image_dir, cfg, self.config.storage_options)
+            result = fetch(found.to_bag(), self.config.image_dir, cfg, self.config.storage_options, client=self.client)
         failed = result[result.status == "failed"]
         if len(failed):
-            write_manifest([{"image": r.url, "obs_id": r.obs_id, "detector": r.detector, "status": "failed",
-                              "error": f"download: {r.error}"} for r in failed.itertuples()],
+            version = dict(zip(found.frame["url"], found.frame["version"]))
+            write_manifest([{"image": r.url, "obs_id": r.obs_id, "detector": r.detector, "version": version[r.url],
+                             "status": "failed", "error": f"download: {r.error}"} for r in failed.itertuples()],
                             self.config.manifest_path)
         self.summary.fetched = int((result.status == "ok").sum())
         self.summary.failed += len(failed)
         self.summary.seconds["download"] = time.perf_counter() - t0
         return result
 
-    def _images(self) -> tuple[list[str], dict]:
-        """The images to measure and their footprints (from the query)."""
-        found = self._observations()
-        images, footprints = [], {}
-        for o in found.observations:
-            path = o.url if self.config.read_in_place else str(destination(o, self.config.image_dir))
-            if self.config.read_in_place or Path(path).exists():
-                images.append(path)
-                footprints[path] = o.corners
-        return images, footprints
+    def _images(self) -> list[Observation]:
+        """The query's observations that can be measured, each with ``url`` where it is read
+        (in place, or its downloaded copy)."""
+        found = self._observations().observations
+        if self.config.read_in_place:
+            return found
+        where = [destination(o, self.config.image_dir) for o in found]
+        present = [(o, w) for o, w in zip(found, where) if w.exists()]
+        return located([o for o, _ in present], [str(w) for _, w in present])
 
     def run_extract(self, skip_existing: bool = True) -> int:
         """Stage 3: photometry of every catalog source in every image; returns the number of
         images newly measured."""
         t0 = time.perf_counter()
         catalog = load_catalog(self.config.catalog_path)
-        images, footprints = self._images()
         with cluster.run_context(self.config.output_dir, "extract", self.client, "performance-report-extract.html"):
-            n = extract_images(images, catalog, self.config.photometry, self.config.per_image_dir, skip_existing,
-                               manifest_path=self.config.manifest_path, footprints=footprints,
-                               storage_options=self.config.storage_options)
+            n = extract_images(self._images(), catalog, self.config.photometry, self.config.per_image_dir,
+                               skip_existing=skip_existing, manifest_path=self.config.manifest_path,
+                               storage_options=self.config.storage_options, client=self.client)
         manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
         self.summary.measured = n
         self.summary.sources = len(catalog)
@@ -135,13 +136,20 @@ class BatchPipeline:
         self.summary.seconds["extract"] = time.perf_counter() - t0
         return n
 
-    def run_aggregate(self, clean: bool = False) -> int:
+    def run_aggregate(self, clean: bool = False, *, reuse: bool = False) -> int:
         """Stage 4: the light-curve store (and per-source CSVs when ``export_csv``); returns the
-        number of targets."""
+        number of targets. With ``reuse``, a store built from the per-image files now present
+        (same files, same fingerprints) is kept as it is (not when CSVs are exported: those are
+        written after the store)."""
         t0 = time.perf_counter()
-        with cluster.run_context(self.config.output_dir, "aggregate", self.client, "performance-report-aggregate.html"):
-            n = aggregate_lightcurves(self.config.per_image_dir, self.config.lightcurve_dir, clean=clean,
-                                      csv_dir=self.config.csv_dir if self.config.export_csv else None)
+        reuse = reuse and not self.config.export_csv
+        n = current_targets(self.config.per_image_dir, self.config.lightcurve_dir) if reuse else None
+        if n is None:
+            with cluster.run_context(self.config.output_dir, "aggregate", self.client,
+                                     "performance-report-aggregate.html"):
+                n = aggregate_lightcurves(self.config.per_image_dir, self.config.lightcurve_dir, clean=clean,
+                                          csv_dir=self.config.csv_dir if self.config.export_csv else None,
+                                          client=self.client)
         self.summary.rows = int(pd.read_parquet(self.config.lightcurve_dir / INDEX_NAME)["num_rows"].sum())
         self.summary.seconds["aggregate"] = time.perf_counter() - t0
         return n
@@ -167,7 +175,7 @@ class BatchPipeline:
             self.summary.images = len(self._observations())
         self.run_download(skip_existing)
         self.run_extract(skip_existing)
-        self.run_aggregate(clean=True)
+        self.run_aggregate(clean=True, reuse=skip_existing)
         self.run_spectra()
         self.summary.seconds["total"] = time.perf_counter() - t0
         return self.summary

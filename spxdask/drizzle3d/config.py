@@ -5,15 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 
-from .._config import require
-from .._io import atomic_path
+from .._config import Config, require, require_position
+from ..compat import check_config
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.flags import mask_from_bits
 
@@ -21,7 +19,7 @@ KERNELS = ("square", "bilinear")
 
 
 @dataclass
-class Drizzle3DConfig:
+class Drizzle3DConfig(Config):
     """Where and how to build (λ, y, x) cubes.
 
     The reference's fields keep their names and defaults. Sizes ``width`` / ``height`` are in
@@ -62,9 +60,9 @@ class Drizzle3DConfig:
     BASE_PIXSCALE = PIXEL_SCALE_ARCSEC
 
     def __post_init__(self) -> None:
+        check_config(self)
         need = functools.partial(require, self)
-        need(0 <= self.center_ra <= 360, "center_ra", "must be within 0..360 deg")
-        need(-90 <= self.center_dec <= 90, "center_dec", "must be within -90..90 deg")
+        require_position(self, "center_ra", "center_dec")
         need(0 < self.width <= 600, "width", "must be within (0, 600] arcmin")
         need(0 < self.height <= 600, "height", "must be within (0, 600] arcmin")
         need(self.detector in range(7), "detector", "must be 0 (all) or 1..6")
@@ -116,58 +114,6 @@ class Drizzle3DConfig:
     @property
     def exclude_mask(self) -> int:
         return mask_from_bits(self.exclude_flags)
-
-    # -- persistence --------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Plain types; ``z_lambda_edges`` becomes a list (or None)."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Path):
-                v = str(v)
-            elif isinstance(v, np.ndarray):
-                v = v.tolist()
-            elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Drizzle3DConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"a Drizzle3DConfig needs a mapping, got {type(data).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown Drizzle3DConfig field(s): {sorted(unknown)}")
-        data = dict(data)
-        if data.get("mjd_range") is not None:
-            data["mjd_range"] = tuple(data["mjd_range"])
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_json(cls, json_str: str) -> "Drizzle3DConfig":
-        return cls.from_dict(json.loads(json_str))
-
-    def to_yaml_file(self, filepath: str | Path) -> None:
-        """Write the config as YAML (atomically), with a comment header."""
-        header = ("# spxdask Drizzle3D configuration\n# width/height in arcmin; xy_shrink = pixfrac; "
-                  "detector 0 = every detector\n")
-        with atomic_path(filepath) as tmp:
-            tmp.write_text(header + yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def from_yaml_file(cls, filepath: str | Path) -> "Drizzle3DConfig":
-        path = Path(filepath)
-        if not path.exists():
-            raise FileNotFoundError(f"no config file at {path}")
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} does not hold a YAML mapping")
-        return cls.from_dict(data)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Drizzle3DConfig) and json.dumps(self.to_dict()) == json.dumps(other.to_dict())

@@ -50,21 +50,23 @@ def _finish(partial, grid: OutputGrid, config: Drizzle3DConfig) -> Path | None:
 
 
 def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, output_wcs=None,
-                     storage_options: dict | None = None) -> Path | None:
+                     storage_options: dict | None = None, *, client=None) -> Path | None:
     """Drizzle the given files of one detector into ``drizzle_D<n>.fits``; None when nothing
     contributed. Images of other detectors, unreadable or non-overlapping images are
-    rejected (listed in ``drizzle_D<n>_rejected.parquet``), never fatal."""
+    rejected (listed in ``drizzle_D<n>_rejected.parquet``), never fatal. Runs on ``client``
+    (default: the running Client, else local threads)."""
     _check_outputs(config, [detector])
     grid = output_grid(config, detector, output_wcs)
-    (partial,) = cluster.compute(tree_partials([str(p) for p in fits_paths], grid, config, storage_options))
+    (partial,) = cluster.compute(tree_partials([str(p) for p in fits_paths], grid, config, storage_options),
+                                 client=client)
     return _finish(partial, grid, config)
 
 
-def _files(config: Drizzle3DConfig) -> dict[int, list[str]]:
+def _files(config: Drizzle3DConfig, client) -> dict[int, list[str]]:
     corners = grid_corners(build_output_wcs(config), (config.output_ny(), config.output_nx()))
     query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
                         mjd_range=config.mjd_range, max_images=config.max_images)
-    found = archive_for(config.archive, config.tap_url).query(query)
+    found = archive_for(config.archive, config.tap_url, client=client).query(query)
     frame = found.frame
     if config.data_mirror is not None:
         paths = [mirror_path(u, config.data_mirror) for u in frame["url"]]
@@ -74,7 +76,8 @@ def _files(config: Drizzle3DConfig) -> dict[int, list[str]]:
     elif config.archive and "://" not in str(config.archive):
         paths = list(frame["url"])  # a local archive is read in place
     else:
-        result = fetch(found.to_bag(), config.output_dir / "images", FetchConfig(concurrency=config.download_workers))
+        result = fetch(found.to_bag(), config.output_dir / "images", FetchConfig(concurrency=config.download_workers),
+                       client=client)
         ok = result["status"] != "failed"
         paths = list(result["path"].where(ok))
     out: dict[int, list[str]] = {}
@@ -84,17 +87,24 @@ def _files(config: Drizzle3DConfig) -> dict[int, list[str]]:
     return out
 
 
-def drizzle(config: Drizzle3DConfig) -> dict[int, Path]:
+def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
     """Query → files → one cube per detector (detectors in parallel) → {detector: path}.
+
+    Parameters
+    ----------
+    config : Drizzle3DConfig
+    client : distributed.Client, optional
+        Where every task runs (index, fetch, partial cubes). Default: the running Client,
+        else local threads (:func:`spxdask.cluster.compute`).
 
     Existing outputs are detected before anything is computed (FileExistsError unless
     ``overwrite``)."""
     detectors = [config.detector] if config.detector else list(range(1, 7))
     _check_outputs(config, detectors)
-    files = _files(config)
+    files = _files(config, client)
     grids = {det: output_grid(config, det) for det in sorted(files)}
-    with cluster.run_context(config.output_dir, "drizzle", report="performance-report-drizzle.html"):
-        partials = cluster.compute(*(tree_partials(files[d], grids[d], config) for d in grids))
+    with cluster.run_context(config.output_dir, "drizzle", client, report="performance-report-drizzle.html"):
+        partials = cluster.compute(*(tree_partials(files[d], grids[d], config) for d in grids), client=client)
     results = {}
     for det, partial in zip(grids, partials):
         path = _finish(partial, grids[det], config)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from .._config import require
+from .._config import Config, require
+from ..compat import check_config
 from ..spherex.flags import REFERENCE_BAD_BITS, mask_from_bits
 
 APERTURE_METHODS = ("fixed", "fwhm")
@@ -15,7 +16,7 @@ PIXEL_AREAS = ("wcs", "local")
 
 
 @dataclass
-class PhotometryConfig:
+class PhotometryConfig(Config):
     """Forced aperture photometry parameters.
 
     Field names and defaults are those of spxquery 0.4.1's ``PhotometryConfig``; spxdask
@@ -78,7 +79,10 @@ class PhotometryConfig:
     window_size: int | tuple[int, int] = 50
     pixel_area: str = "wcs"
 
+    drop_unknown: ClassVar[bool] = True  # the reference's from_dict drops unknown keys
+
     def __post_init__(self) -> None:
+        check_config(self)
         need = functools.partial(require, self)
         need(self.aperture_method in APERTURE_METHODS, "aperture_method", f"must be one of {APERTURE_METHODS}")
         need(self.background_method in BACKGROUND_METHODS, "background_method", f"must be one of {BACKGROUND_METHODS}")
@@ -107,12 +111,3 @@ class PhotometryConfig:
         """``window_size`` as (h, w)."""
         w = self.window_size
         return (int(w), int(w)) if isinstance(w, int) else (int(w[0]), int(w[1]))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PhotometryConfig":
-        """Build from a dict; unknown keys are dropped (as the reference does)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
-from .._config import require
+from .._config import Config, require
 from ..photometry import QUALITY_REASONS
 
 FLUX_CHOICES = ("auto", "flux_psf", "flux_total", "flux")
 
 
 @dataclass
-class SpectraConfig:
+class SpectraConfig(Config):
     """How measurements become channel spectra and a variability test.
 
     Parameters
@@ -60,12 +59,3 @@ class SpectraConfig:
         if name not in columns or f"{name}_error" not in columns:
             raise ValueError(f"SpectraConfig.flux_column: the measurements have no {name!r} / {name}_error columns")
         return name, f"{name}_error"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SpectraConfig":
-        """Build from a dict; unknown keys are dropped."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from scipy.special import erf
 
+from .._config import Config, require, valid_position
 from .._io import atomic_path, write_parquet_atomic
 from ..geometry import sky_to_tangent, tangent_to_sky
 from . import channels, flags
@@ -46,7 +48,7 @@ QR_VERSIONS = {"qr2": ("l2b-v21", "6.5.7"), "qr3": ("l2b-v27", "7.0.1")}
 
 
 @dataclass(frozen=True)
-class SimConfig:
+class SimConfig(Config):
     """What to simulate.
 
     ``n_images`` counts L2 files; exposures have one file per detector in ``detectors``.
@@ -75,19 +77,16 @@ class SimConfig:
     cutouts: str = "centre"
 
     def __post_init__(self) -> None:
-        if self.layout not in QR_VERSIONS:
-            raise ValueError(f"layout must be 'qr2' or 'qr3', got {self.layout!r}")
-        if not 16 <= self.size <= channels.N_PIX:
-            raise ValueError(f"size must be within 16..{channels.N_PIX}, got {self.size}")
-        if self.n_images < 1 or self.n_sources < 1:
-            raise ValueError("n_images and n_sources must be positive")
-        bad = [d for d in self.detectors if d not in channels.DETECTORS]
-        if bad or not self.detectors:
-            raise ValueError(f"detectors must be within 1..6, got {self.detectors}")
-        if self.cutouts not in ("centre", "random"):
-            raise ValueError(f"cutouts must be 'centre' or 'random', got {self.cutouts!r}")
-        if not (0 <= self.center[0] < 360 and -90 <= self.center[1] <= 90):
-            raise ValueError(f"center must be (ra 0..360, dec -90..90), got {self.center}")
+        need = functools.partial(require, self)
+        need(self.layout in QR_VERSIONS, "layout", "must be 'qr2' or 'qr3'")
+        need(16 <= self.size <= channels.N_PIX, "size", f"must be within 16..{channels.N_PIX}")
+        need(self.n_images >= 1, "n_images", "must be positive")
+        need(self.n_sources >= 1, "n_sources", "must be positive")
+        need(bool(self.detectors) and all(d in channels.DETECTORS for d in self.detectors), "detectors",
+             "must be within 1..6")
+        need(self.cutouts in ("centre", "random"), "cutouts", "must be 'centre' or 'random'")
+        need(len(self.center) == 2 and valid_position(*self.center), "center",
+             "must be (ra 0..360, dec -90..90) deg")
 
     @property
     def region_radius(self) -> float:

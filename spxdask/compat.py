@@ -1,0 +1,47 @@
+"""The reference package's knobs that spxdask accepts and ignores, in one place.
+
+spxquery 0.4.1 sized thread and process pools and hash buckets by hand; here Dask schedules
+the work and the light curves are a shuffle, so these settings have no effect. They are kept
+so that the reference's code and configuration files run unchanged, and setting one to
+anything but the reference's default says so with a :class:`ReferenceKnobWarning` at the call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+#: knob -> (reference default, why it has no effect)
+KNOBS: dict[str, tuple[Any, str]] = {
+    "BatchConfig.max_extract_workers": (12, "the Dask cluster decides how many images are measured at once"),
+    "BatchConfig.num_buckets": (64, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+    "BatchConfig.keep_bucket_files": (False, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+    "PhotometryConfig.max_processing_workers": (10, "the Dask cluster decides how work runs in parallel"),
+    "Drizzle3DConfig.skip_existing": (True, "drizzle cubes are replaced only with overwrite=True"),
+    "run_extraction.n_workers": (12, "the Dask cluster decides how many images are measured at once"),
+    "aggregate_lightcurves.bucket_dir": (None, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+    "aggregate_lightcurves.num_buckets": (64, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+    "aggregate_lightcurves.keep_bucket_files": (False, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+}
+
+
+class ReferenceKnobWarning(UserWarning):
+    """A setting of the reference package was given a value that spxdask ignores."""
+
+
+def ignored(owner: str, _stacklevel: int = 3, **values: Any) -> None:
+    """Warn for each of ``owner``'s reference-only settings given a non-default value
+    (``_stacklevel``: the caller to blame, as for :func:`warnings.warn`)."""
+    for name, value in values.items():
+        default, why = KNOBS[f"{owner}.{name}"]
+        if value != default:
+            warnings.warn(f"{owner}.{name}={value!r} is accepted for compatibility with spxquery and ignored: {why}",
+                          ReferenceKnobWarning, stacklevel=_stacklevel)
+
+
+def check_config(config: Any) -> None:
+    """:func:`ignored` for every reference-only field of a config dataclass (called from its
+    ``__post_init__``: the warning points at the code that built the config)."""
+    owner = type(config).__name__
+    fields = [k.split(".", 1)[1] for k in KNOBS if k.startswith(owner + ".")]
+    ignored(owner, 5, **{name: getattr(config, name) for name in fields})
