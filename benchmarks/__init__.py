@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-REGISTRY: dict[str, Callable[[], list["Result"]]] = {}
+REGISTRY: dict[str, Callable[[], list[Result]]] = {}
 
 
 @dataclass

@@ -59,7 +59,8 @@ def reference_aggregate(csv_dir: Path, out: Path, num_buckets: int = 64) -> int:
     written = set()
     for path in sorted(csv_dir.glob("*_photometry.csv")):
         df = pd.read_csv(path, usecols=AGG, dtype={"targetid": str, "obs_id": str, "band": str})
-        bucket = df["targetid"].map(lambda t: int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") % num_buckets)
+        bucket = df["targetid"].map(
+            lambda t: int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") % num_buckets)
         for b, rows in df.groupby(bucket):
             target = buckets / f"bucket_{b:03d}.csv"
             rows.to_csv(target, mode="a", header=target not in written, index=False)

@@ -7,7 +7,6 @@ Benchmark-only code."""
 from __future__ import annotations
 
 import numpy as np
-
 from astropy.wcs import WCS
 
 from spxdask.spherex.l2 import L2File

@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_args(p)
     p.set_defaults(func=_cmd_drizzle)
 
-    p = sub.add_parser("lightcurve", help="show or plot one source's light curve", description="Read one source from a batch run.")
+    p = sub.add_parser("lightcurve", help="show or plot one source's light curve",
+                       description="Read one source from a batch run.")
     p.add_argument("targetid", help="the source's exact targetid")
     p.add_argument("--out", type=Path, required=True, help="the batch output folder")
     p.add_argument("--plot", type=Path, help="write the light curve (flux vs MJD) as PNG")

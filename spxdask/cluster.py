@@ -114,20 +114,29 @@ def compute(*collections, client=None):
 
 
 def gather(futures: list, client) -> list:
-    """The results of distributed ``futures``, with a progress bar as :func:`compute`."""
+    """The results of distributed ``futures``, with a progress bar as :func:`compute` (watching
+    ``client``'s scheduler, not the default client's)."""
     if _show_progress():
         from distributed import progress
 
+        scheduler = client.scheduler.address
         try:
-            progress(futures, notebook=None, multi=False)
+            progress(futures, notebook=_in_notebook(), multi=False, scheduler=scheduler)
         except ImportError:  # a notebook without ipywidgets: a text bar instead
-            progress(futures, notebook=False, multi=False)
+            progress(futures, notebook=False, multi=False, scheduler=scheduler)
     return client.gather(futures)
+
+
+def _in_notebook() -> bool:
+    """Whether this code runs in a Jupyter kernel."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _show_progress() -> bool:
     """Progress bars where someone watches: a terminal or a notebook, not a log file."""
-    return setting("progress", True) and (sys.stdout.isatty() or "ipykernel" in sys.modules)
+    return setting("progress", True) and (sys.stdout.isatty() or _in_notebook())
 
 
 @contextlib.contextmanager

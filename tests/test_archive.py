@@ -23,7 +23,6 @@ from spxdask.testing.http_server import FileServer
 from .conftest import drizzle_box
 
 
-
 @pytest.fixture(scope="module")
 def archive(sky_qr2, tmp_path_factory):
     root = tmp_path_factory.mktemp("archive")

@@ -12,9 +12,20 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from spxdask.drizzle3d import (Drizzle3DConfig, DrizzleCube, build_output_wcs, build_z_grid_custom,
-                               build_z_grid_native, build_z_grid_oversampled, combine, drizzle, drizzle_detector,
-                               load_cube, partial_cube, save_cube)
+from spxdask.drizzle3d import (
+    Drizzle3DConfig,
+    DrizzleCube,
+    build_output_wcs,
+    build_z_grid_custom,
+    build_z_grid_native,
+    build_z_grid_oversampled,
+    combine,
+    drizzle,
+    drizzle_detector,
+    load_cube,
+    partial_cube,
+    save_cube,
+)
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import image_partial, tree_partials
 from spxdask.drizzle3d.spatial import PixelTransform, input_window, map_window

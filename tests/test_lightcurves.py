@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from distributed import Client, LocalCluster
 
 from spxdask import PhotometryConfig
 from spxdask.batch import aggregate_lightcurves, read_lightcurve, read_lightcurves, run_extraction
 from spxdask.batch.aggregate import csv_name
-from spxdask.store import INDEX_NAME
 from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_lightcurve, plot_spectrum
 from spxdask.photometry import COLUMNS
-
-import pyarrow as pa
+from spxdask.store import INDEX_NAME
 
 
 @pytest.fixture(scope="module")

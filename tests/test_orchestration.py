@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,13 +32,14 @@ def _prefixes(client) -> set[str]:
 
 
 def test_every_task_runs_on_the_client_passed(sky_qr2, tmp_path):
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as default_cluster, \
-            LocalCluster(n_workers=2, processes=False, dashboard_address=":0") as chosen_cluster, \
+    archive = tmp_path / "archive"  # a fresh copy: its index is built on the client passed
+    shutil.copytree(sky_qr2.archive, archive, ignore=shutil.ignore_patterns("*.parquet"))
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as default_cluster, \
+            LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as chosen_cluster, \
             Client(chosen_cluster, set_as_default=False) as chosen, Client(default_cluster) as default:
-        config = BatchConfig(**REGION, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive),
-                             output_dir=tmp_path / "run")
+        config = BatchConfig(**REGION, catalog_path=sky_qr2.catalog, archive=str(archive), output_dir=tmp_path / "run")
         summary = BatchPipeline(config, client=chosen).run_all()
-        cubes = drizzle(Drizzle3DConfig(150.1, 2.2, 6, 6, detector=2, archive=str(sky_qr2.archive),
+        cubes = drizzle(Drizzle3DConfig(150.1, 2.2, 6, 6, detector=2, archive=str(archive),
                                         output_dir=tmp_path / "cube"), client=chosen)
         on_chosen, on_default = _prefixes(chosen), _prefixes(default)
     assert summary.measured > 0 and summary.spectrum_rows > 0 and 2 in cubes

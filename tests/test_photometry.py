@@ -135,7 +135,8 @@ def test_aperture_sums_equal_photutils_exact(truth_sky, catalog):
         np.testing.assert_allclose(res.flux[ok], expected[ok], rtol=1e-6)
         # without the background term the error is sqrt(sum of overlap * variance)
         bg_term = res.bg_error / UJY_ARCSEC2_PER_MJY_SR * np.pi * res.aperture_radius**2 * area
-        np.testing.assert_allclose(np.sqrt(res.flux_error**2 - bg_term**2)[ok], (ph["aperture_sum_err"].data * area)[ok], rtol=1e-6)
+        np.testing.assert_allclose(np.sqrt(res.flux_error**2 - bg_term**2)[ok], (ph["aperture_sum_err"].data * area)[ok],
+                                   rtol=1e-6)
 
 
 def test_targetids_keep_their_type(truth_sky, catalog):

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from spxdask.archive import TooManyImagesError
-from spxdask.batch import (BatchConfig, BatchPipeline, CatalogError, load_catalog, load_query_summary,
-                           read_lightcurve, run_batch)
+from spxdask.batch import BatchConfig, BatchPipeline, CatalogError, load_catalog, load_query_summary, read_lightcurve, run_batch
 
 CENTER = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
 

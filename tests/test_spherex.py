@@ -12,11 +12,20 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 
+from spxdask.geometry import sky_to_tangent
 from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags, read_footprint
 from spxdask.spherex.l2 import wave_lookup
-from spxdask.geometry import sky_to_tangent
-from spxdask.spherex.simulate import (SimConfig, _psf_pixels, make_catalog, plan_survey, psf_sigma, render_image,
-                                      simulate_sky, wave_table, write_image)
+from spxdask.spherex.simulate import (
+    SimConfig,
+    _psf_pixels,
+    make_catalog,
+    plan_survey,
+    psf_sigma,
+    render_image,
+    simulate_sky,
+    wave_table,
+    write_image,
+)
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from spxdask.testing.http_server import FileServer
 
@@ -349,7 +358,7 @@ def test_broken_celestial_wcs(sky_qr2, tmp_path, card, value):
         h["IMAGE"].header[card] = value
         h.writeto(path, overwrite=True)
     with L2File(path) as f, pytest.raises(L2FormatError, match="bad celestial WCS"):
-        f.wcs
+        f.wcs  # noqa: B018 - the property raises
 
 
 def test_missing_file_is_not_a_format_error(tmp_path):

@@ -19,7 +19,6 @@ from spxdask.testing.http_server import FileServer
 from .conftest import drizzle_box
 
 
-
 @pytest.fixture(scope="module")
 def served(sky_qr2, tmp_path_factory):
     """The simulated archive under an IRSA-like tree, served over HTTP and published in DaCHS."""

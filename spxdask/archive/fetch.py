@@ -179,7 +179,8 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 err = _classify(exc)
                 row["error"] = str(err)
-                wait = err.wait if err.wait is not None else min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.5, 1.5)
+                backoff = min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.5, 1.5)
+                wait = err.wait if err.wait is not None else backoff
                 if not err.retry or attempt == cfg.retries or time.monotonic() - t0 + wait > cfg.budget:
                     break
                 await asyncio.sleep(wait)

@@ -95,7 +95,8 @@ def rows_to_frame(table, data_root: str) -> pd.DataFrame:
         rows.append({
             "obs_id": m[1], "detector": det, "mjd": 0.5 * (t0 + t1), "t_min": t0, "t_max": t1,
             "wavelength_min": float(r["energy_bounds_lower"]) * 1e6, "wavelength_max": float(r["energy_bounds_upper"]) * 1e6,
-            "footprint": _footprint(r["poly"]), "url": uri if "://" in uri else data_root.rstrip("/") + "/" + uri.lstrip("/").removeprefix(URI_PREFIX),
+            "footprint": _footprint(r["poly"]),
+            "url": uri if "://" in uri else data_root.rstrip("/") + "/" + uri.lstrip("/").removeprefix(URI_PREFIX),
             "size": None if size is np.ma.masked else int(size),
             "checksum": (checksum.removeprefix("md5:") if checksum else None),
             "collection": coll[1] if coll else "", "version": version,

@@ -154,7 +154,8 @@ class LocalArchive:
                 test = geometry.intersects_circle if q.coverage == "any" else geometry.circle_inside
                 hit = test(poly, *q.circle)
             elif q.point is not None:
-                hit = geometry.contains_points(poly, geometry.unit_vectors(np.array(q.point[0]), np.array(q.point[1]))[None])[:, 0]
+                point = geometry.unit_vectors(np.array(q.point[0]), np.array(q.point[1]))
+                hit = geometry.contains_points(poly, point[None])[:, 0]
             else:
                 hit = geometry.intersects_polygon(poly, geometry.polygons(np.asarray(q.polygon)[None])[0])
             table = table[hit]

@@ -93,7 +93,7 @@ class ObservationSet:
     frame: pd.DataFrame
     query: RegionQuery | None  # None when read back from disk
     source: str
-    query_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    query_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -110,7 +110,9 @@ class ObservationSet:
         import dask.bag as db
 
         records = self.observations
-        return db.from_sequence(records, partition_size=max(1, partition_size)) if records else db.from_sequence([], npartitions=1)
+        if not records:
+            return db.from_sequence([], npartitions=1)
+        return db.from_sequence(records, partition_size=max(1, partition_size))
 
     @property
     def band_counts(self) -> dict[str, int]:

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from .._io import atomic_path
 from ..cluster import compute, running_client, setting
-from .extract import recorded_fingerprint
 from ..store import parts, read_targets, swap_in, temporary_beside, write_index
+from .extract import recorded_fingerprint
 
 SORT_KEYS = ["targetid", "mjd", "wavelength"]
 #: The per-image files a store was built from, with their fingerprints (JSON, in the store).

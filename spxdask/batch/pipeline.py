@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import cluster
 from ..archive.fetch import FetchConfig, destination, fetch
+from ..archive.observation import Observation
 from ..archive.query import load as load_query
 from ..archive.query import load_summary
 from ..photometry import PhotometryConfig
@@ -19,7 +20,6 @@ from ..spectra import build_spectra
 from ..store import INDEX_NAME
 from .aggregate import aggregate_lightcurves, current_targets
 from .config import BatchConfig, load_catalog
-from ..archive.observation import Observation
 from .extract import extract_images, located, write_manifest
 from .query import query_region_observations
 

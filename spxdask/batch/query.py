@@ -6,8 +6,8 @@ from .._io import is_remote
 from ..archive.irsa import IrsaArchive
 from ..archive.local import LocalArchive
 from ..archive.query import ObservationSet, RegionQuery
-from ..spherex.channels import parse_band
 from ..cluster import setting
+from ..spherex.channels import parse_band
 from .config import BatchConfig
 
 

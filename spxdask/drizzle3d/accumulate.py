@@ -58,7 +58,7 @@ class PartialCube:
         return slice(self.z0, self.z0 + nz), slice(self.y0, self.y0 + ny), slice(self.x0, self.x0 + nx)
 
     @classmethod
-    def empty(cls, n_z: int, box: tuple[slice, slice, slice] = (slice(0, 0),) * 3, **meta) -> "PartialCube":
+    def empty(cls, n_z: int, box: tuple[slice, slice, slice] = (slice(0, 0),) * 3, **meta) -> PartialCube:
         shape = tuple(s.stop - s.start for s in box)
         return cls(box[0].start, box[1].start, box[2].start, np.zeros(shape), np.zeros(shape), np.zeros(shape),
                    np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),

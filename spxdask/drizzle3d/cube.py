@@ -37,7 +37,7 @@ class DrizzleCube:
     rejected: list = field(default_factory=list)
 
     @classmethod
-    def create(cls, wcs: WCS, pixscale: float, zgrid: ZGrid, config: Drizzle3DConfig, detector: int) -> "DrizzleCube":
+    def create(cls, wcs: WCS, pixscale: float, zgrid: ZGrid, config: Drizzle3DConfig, detector: int) -> DrizzleCube:
         """An empty cube (zero sums, all-ones AND mask)."""
         shape = (zgrid.n_z, config.output_ny(), config.output_nx())
         return cls(wcs, pixscale, zgrid, np.zeros(shape), np.zeros(shape), np.zeros(shape),
@@ -45,7 +45,7 @@ class DrizzleCube:
                    config, detector, plane_inputs=np.zeros(zgrid.n_z, np.int32))
 
     @classmethod
-    def from_partial(cls, partial: PartialCube, grid: OutputGrid, config: Drizzle3DConfig) -> "DrizzleCube":
+    def from_partial(cls, partial: PartialCube, grid: OutputGrid, config: Drizzle3DConfig) -> DrizzleCube:
         """Place the reduced partial into the full grid."""
         cube = cls.create(grid.wcs, config.pixscale, grid.zgrid, config, grid.detector)
         if partial.flux.size:

@@ -55,7 +55,7 @@ def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> P
             ("PIXSCALE", cfg.BASE_PIXSCALE, "[arcsec] native pixel scale"),
             ("EPIXSCLE", cfg.pixscale, "[arcsec] output pixel scale"), ("KERNEL", cfg.kernel, "spatial kernel"),
             ("BUNIT", "MJy/sr", ""), ("DRIZVER", __version__, "spxdask version"),
-            ("DRIZDATE", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "UTC"),
+            ("DRIZDATE", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "UTC"),
             ("BAND_NM", f"D{cube.detector}", ""), ("LAM_MIN", float(z.edges[0]), "[um]"),
             ("LAM_MAX", float(z.edges[-1]), "[um]"), ("NZ", n_z, ""), ("NX", nx, ""), ("NY", ny, "")):
         p[key] = (value, comment)

@@ -14,10 +14,10 @@ from ..archive.fetch import FetchConfig, fetch
 from ..archive.local import mirror_path
 from ..archive.query import RegionQuery
 from ..batch.query import archive_for
+from ..geometry import grid_corners
 from .accumulate import OutputGrid
 from .config import Drizzle3DConfig
 from .cube import DrizzleCube
-from ..geometry import grid_corners
 from .grid import build_output_wcs
 from .io import save_cube
 from .reduce import tree_partials

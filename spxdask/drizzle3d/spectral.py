@@ -21,7 +21,7 @@ class ZGrid:
     widths: np.ndarray
 
     @classmethod
-    def from_edges(cls, edges: np.ndarray) -> "ZGrid":
+    def from_edges(cls, edges: np.ndarray) -> ZGrid:
         edges = np.asarray(edges, float)
         return cls(edges, 0.5 * (edges[1:] + edges[:-1]), np.maximum(np.diff(edges), 1e-6))
 

@@ -419,7 +419,7 @@ class L2File:
         if self._fileobj is not None:
             self._fileobj.close()
 
-    def __enter__(self) -> "L2File":
+    def __enter__(self) -> L2File:
         return self
 
     def __exit__(self, *exc: Any) -> None:

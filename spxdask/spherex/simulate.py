@@ -351,7 +351,8 @@ def true_flux(sed: pd.DataFrame, wavelength_um: np.ndarray, mjd: np.ndarray) -> 
     """True flux density (microjansky) of each SED row at its wavelength and time."""
     lr = np.log(np.asarray(wavelength_um, float) / 1.5)
     f = sed["f0_ujy"].to_numpy() * np.exp(sed["alpha"].to_numpy() * lr + sed["beta"].to_numpy() * lr**2)
-    vary = sed["amplitude"].to_numpy() * np.sin(2 * np.pi * np.asarray(mjd) / sed["period_days"].to_numpy() + sed["phase"].to_numpy())
+    phase = 2 * np.pi * np.asarray(mjd) / sed["period_days"].to_numpy() + sed["phase"].to_numpy()
+    vary = sed["amplitude"].to_numpy() * np.sin(phase)
     return f * (1 + vary)
 
 
@@ -465,7 +466,8 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
             _add_artefacts(rng, image, variance, flag, spec.detector)
     primary = fits.PrimaryHDU()
     primary.header["VERSION"] = QR_VERSIONS[cfg.layout][1]
-    common = _common_header(spec, wcs_h, area=float(np.median(pixel_area_arcsec2(wcs, xx[::16, ::16].ravel(), yy[::16, ::16].ravel()))))
+    median_area = float(np.median(pixel_area_arcsec2(wcs, xx[::16, ::16].ravel(), yy[::16, ::16].ravel())))
+    common = _common_header(spec, wcs_h, area=median_area)
     hdus = [primary,
             _image_hdu("IMAGE", image.astype(np.float32), "MJy / sr", common, flag),
             _flags_hdu(flag, common, cfg.layout),
@@ -512,7 +514,7 @@ def _common_header(spec: ImageSpec, wcs_h: fits.Header, area: float) -> fits.Hea
     h.set("DETECTOR", spec.detector, "1-3: SWIR, 4-6: MWIR")
     h.set("OBSID", spec.obs_id)
     h.set("EXPIDN", spec.expidn, "Integer Exposure ID")
-    h.set("DATE", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3])
+    h.set("DATE", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3])
     h["TIMESYS"] = "UTC"
     h["MJDREF"] = 0.0
     exptime = 113.5826

@@ -64,7 +64,7 @@ class LocalGateway:
                 "spxdask.gateway.auth": "basic", "spxdask.gateway.workers": self.max_workers,
                 "gateway.auth.kwargs": {"username": "spxdask", "password": self.password}}
 
-    def __enter__(self) -> "LocalGateway":
+    def __enter__(self) -> LocalGateway:
         d = Path(self._dir.name)
         (d / "config.py").write_text(CONFIG.format(api=self.api, web=self.web, tcp=self.tcp, password=self.password,
                                                    bin=Path(sys.executable).parent, max_workers=self.max_workers,

@@ -60,7 +60,8 @@ class FileServer:
         if self.root not in path.parents and path != self.root:
             raise web.HTTPForbidden()
         if path.is_dir():
-            links = "".join(f'<a href="/{(path / p.name).relative_to(self.root).as_posix()}{"/" if p.is_dir() else ""}">{p.name}</a>\n'
+            links = "".join(f'<a href="/{(path / p.name).relative_to(self.root).as_posix()}'
+                            f'{"/" if p.is_dir() else ""}">{p.name}</a>\n'
                             for p in sorted(path.iterdir()))
             return web.Response(text=f"<html><body>\n{links}</body></html>", content_type="text/html")
         if not path.is_file():
@@ -104,7 +105,7 @@ class FileServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self

@@ -33,7 +33,7 @@ class S3Server:
     def url(self) -> str:
         return f"s3://{self.bucket}"
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         import boto3
         from moto.server import ThreadedMotoServer
 
