@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test tap-service bench clean-venv
+.PHONY: demo test test-local lint tap-service bench clean-venv
 
 $(BIN)/spxdask: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ demo: $(BIN)/spxdask
 
 test: $(BIN)/spxdask tap-service
 	$(BIN)/python -m pytest -q
+
+# Everything that needs no root and no loopback server (HTTP, S3, DaCHS TAP, Dask Gateway)
+test-local: $(BIN)/spxdask
+	$(BIN)/python -m pytest -q -m "not service"
+
+lint: $(BIN)/spxdask
+	$(BIN)/ruff check spxdask tests benchmarks
+	$(BIN)/mypy
 
 # The TAP tests talk to a real GAVO DaCHS service on loopback (Debian packages; needs root).
 tap-service:

@@ -15,7 +15,7 @@ import aiohttp
 
 from spxdask.archive import FetchConfig, LocalArchive, ObservationSet, fetch
 from spxdask.archive.observation import SCHEMA
-from spxdask.spherex.simulate import SimConfig, simulate_sky
+from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.testing.http_server import FileServer
 
 from . import Result, register

@@ -13,8 +13,8 @@ import dask
 from spxdask.drizzle3d import Drizzle3DConfig
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import image_partial, tree_partials
+from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spherex import L2File
-from spxdask.spherex.simulate import SimConfig, simulate_sky
 
 from . import PeakMemory, Result, best_of, register
 from .reference_drizzle import reference_drizzle_frame

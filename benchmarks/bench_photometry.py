@@ -19,8 +19,8 @@ from spxdask.batch import run_extraction
 from spxdask.photometry import measure_image
 from spxdask.photometry.overlap import circle_weights
 from spxdask.photometry.pixels import measure_pixels
+from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, write_image
 from spxdask.spherex import Flag, L2File
-from spxdask.spherex.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, write_image
 
 from . import Result, best_of, register
 from .reference_photometry import reference_measure

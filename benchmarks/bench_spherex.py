@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spxdask.simulate import SimConfig, make_catalog, plan_survey, write_image
 from spxdask.spherex import L2File
-from spxdask.spherex.simulate import SimConfig, make_catalog, plan_survey, write_image
 
 from . import Result, best_of, register
 

@@ -46,7 +46,7 @@ def _client(args: argparse.Namespace):
 
 # -- simulate / demo -------------------------------------------------------------------------
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .spherex.simulate import SimConfig, simulate_sky
+    from .simulate import SimConfig, simulate_sky
 
     cfg = SimConfig(n_images=args.images, size=args.size, n_sources=args.sources, seed=args.seed,
                     layout=args.layout, center=tuple(args.center), radius=args.radius, detectors=tuple(args.detectors))

@@ -12,8 +12,8 @@ from .batch.plot import plot_lightcurve, plot_spectrum
 from .cluster import get_client
 from .drizzle3d import Drizzle3DConfig, drizzle
 from .drizzle3d.plot import plot_cube_slice
+from .simulate import SimConfig, simulate_sky
 from .spherex.flags import REFERENCE_BAD_BITS
-from .spherex.simulate import SimConfig, simulate_sky
 
 CENTER = (150.1, 2.2)
 

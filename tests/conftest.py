@@ -6,7 +6,7 @@ import pytest
 
 from spxdask.drizzle3d import Drizzle3DConfig, build_output_wcs
 from spxdask.geometry import grid_corners
-from spxdask.spherex.simulate import SimConfig, simulate_sky
+from spxdask.simulate import SimConfig, simulate_sky
 
 SMALL_QR2 = SimConfig(n_images=12, size=256, n_sources=200, seed=3, radius=0.4)
 SMALL_QR3 = SimConfig(n_images=6, size=256, n_sources=200, seed=3, radius=0.4, layout="qr3")

@@ -43,6 +43,7 @@ def test_observation_round_trip(archive, tmp_path):
     assert r.band == f"D{r.detector}" and r.filename.endswith(".fits") and r.corners.shape == (4, 2)
 
 
+@pytest.mark.service
 def test_index_reads_headers_only_and_is_incremental(sky_qr2, tmp_path):
     total = sum(p.stat().st_size for p in sky_qr2.files)
     with FileServer(sky_qr2.archive) as server:
@@ -189,6 +190,7 @@ def _same_bytes(result, archive):
         assert _md5(Path(row.path)) == _md5(source)
 
 
+@pytest.mark.service
 def test_fetch_downloads_verifies_and_resumes(archive, tmp_path):
     with FileServer(archive.root) as server:
         found = _remote_set(archive, server)
@@ -212,6 +214,7 @@ def test_fetch_downloads_verifies_and_resumes(archive, tmp_path):
 
 @pytest.mark.parametrize("faults", [[500, 502], [503, 504, 500], [429], ["reset"], ["truncate"], ["short"],
                                     ["corrupt"], ["slow"]])
+@pytest.mark.service
 def test_fetch_survives_transient_faults(archive, tmp_path, faults):
     with FileServer(archive.root, slow_seconds=4.0) as server:
         found = _remote_set(archive, server)
@@ -224,6 +227,7 @@ def test_fetch_survives_transient_faults(archive, tmp_path, faults):
         _same_bytes(result, archive)
 
 
+@pytest.mark.service
 def test_fetch_reports_what_cannot_be_had(archive, tmp_path):
     with FileServer(archive.root) as server:
         found = _remote_set(archive, server)

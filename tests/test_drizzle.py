@@ -29,8 +29,8 @@ from spxdask.drizzle3d import (
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import image_partial, tree_partials
 from spxdask.drizzle3d.spatial import PixelTransform, input_window, map_window
+from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, write_image
 from spxdask.spherex import L2File, channels
-from spxdask.spherex.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, write_image
 from spxdask.spherex.units import pixel_area_arcsec2
 
 

@@ -21,7 +21,7 @@ from spxdask.archive.query import RegionQuery
 from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
 from spxdask.compat import KNOBS, ReferenceKnobWarning
 from spxdask.drizzle3d import Drizzle3DConfig, drizzle
-from spxdask.spherex.simulate import SimConfig
+from spxdask.simulate import SimConfig
 
 REGION = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
 

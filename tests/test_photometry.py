@@ -17,9 +17,9 @@ from spxdask.photometry import measure_image
 from spxdask.photometry.background import fit_zodi_scale
 from spxdask.photometry.overlap import circle_weights
 from spxdask.photometry.pixels import measure_pixels
+from spxdask.simulate import SimConfig, make_catalog, plan_survey, render_image, simulate_sky
 from spxdask.spherex import L2File
 from spxdask.spherex.flags import Flag
-from spxdask.spherex.simulate import SimConfig, make_catalog, plan_survey, render_image, simulate_sky
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 
 TRUTH_SKY = SimConfig(n_images=12, size=256, n_sources=300, seed=5, radius=0.4)

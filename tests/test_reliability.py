@@ -27,7 +27,7 @@ from spxdask.batch import aggregate_lightcurves, run_extraction
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import tree_partials
-from spxdask.spherex.simulate import SimConfig, simulate_sky
+from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.testing.http_server import FileServer
 
 SPXDASK = str(Path(sys.executable).with_name("spxdask"))
@@ -182,6 +182,7 @@ def test_corrupt_inputs_are_reported_and_the_rest_goes_on(sky_qr2, tmp_path):
     assert (rows.n_bad > 0).any() and rows.quality.str.contains("bad_pixels").any()
 
 
+@pytest.mark.service
 def test_fetch_budget_is_respected(sky_qr2, tmp_path):
     found = LocalArchive(sky_qr2.archive, index_path=tmp_path / "i.parquet").query(RegionQuery(circle=(150.1, 2.2, 1.0)))
     with FileServer(sky_qr2.archive) as server:
@@ -215,6 +216,7 @@ def test_nothing_unpickles_or_evals_data():
             assert bad not in text, f"{bad} in {path}"
 
 
+@pytest.mark.service
 def test_secrets_in_storage_options_never_reach_the_outputs(sky_qr2, tmp_path):
     from spxdask.batch import BatchConfig, BatchPipeline
     from spxdask.testing.s3_server import S3Server

@@ -16,6 +16,8 @@ from spxdask.spherex import L2File
 from spxdask.testing import tap
 from spxdask.testing.s3_server import S3Server
 
+pytestmark = pytest.mark.service  # every test here talks to a loopback server
+
 
 @pytest.fixture(scope="module")
 def s3(sky_qr2):

@@ -14,10 +14,10 @@ from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_spectrum
 from spxdask.cli import main
 from spxdask.photometry import COLUMNS
+from spxdask.simulate import SimConfig, simulate_sky, true_flux
 from spxdask.spectra import SOURCE_COLUMNS, SPECTRUM_COLUMNS, SpectraConfig, build_spectra
 from spxdask.spectra.variability import p_value
 from spxdask.spherex.channels import channel_table
-from spxdask.spherex.simulate import SimConfig, simulate_sky, true_flux
 
 # random cut-outs: each source is seen at many wavelengths of every detector, at four epochs
 SPECTRA_SKY = SimConfig(n_images=120, size=256, n_sources=400, seed=5, cutouts="random", n_epochs=4, radius=0.3,

@@ -13,20 +13,20 @@ from astropy.wcs import WCS
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 
 from spxdask.geometry import sky_to_tangent
-from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags, read_footprint
-from spxdask.spherex.l2 import wave_lookup
-from spxdask.spherex.simulate import (
+from spxdask.simulate import (
     SimConfig,
-    _psf_pixels,
     make_catalog,
     plan_survey,
+    psf_pixels,
     psf_sigma,
     render_image,
     simulate_sky,
     wave_table,
     write_image,
 )
+from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags, read_footprint
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
+from spxdask.spherex.wave import wave_lookup
 from spxdask.testing.http_server import FileServer
 
 from .conftest import SMALL_QR2, SMALL_QR3
@@ -155,7 +155,7 @@ def test_psf_stamps_are_the_injected_psf_integrated_over_pixels(layout, sky_qr2,
     offs = np.arange(-m, m + 1)
     dx, dy = (x - np.round(x))[:, None, None], (y - np.round(y))[:, None, None]
     sigma = psf_sigma(det, psf.xctr[zones], psf.yctr[zones])[:, None, None]
-    truth = _psf_pixels(offs[None, None, :] - 0.5 - dx, offs[None, None, :] + 0.5 - dx,
+    truth = psf_pixels(offs[None, None, :] - 0.5 - dx, offs[None, None, :] + 0.5 - dx,
                         offs[None, :, None] - 0.5 - dy, offs[None, :, None] + 0.5 - dy, sigma)
     # per pixel: the models' resolution (QR2 10x sub-pixel integrals, their cumulative
     # interpolated bicubically — bilinear was off by 1 % per pixel, 5e-4 over 3x3; QR3 5x
@@ -367,6 +367,7 @@ def test_missing_file_is_not_a_format_error(tmp_path):
 
 
 # -- remote reads ----------------------------------------------------------------------------
+@pytest.mark.service
 def test_http_reads_only_what_is_asked(tmp_path):
     cfg = SimConfig(n_images=1, size=2040, n_sources=20, detectors=(2,))
     sky = simulate_sky(tmp_path, cfg, scheduler="sync")

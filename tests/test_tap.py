@@ -18,6 +18,8 @@ from spxdask.testing.http_server import FileServer
 
 from .conftest import drizzle_box
 
+pytestmark = pytest.mark.service  # every test here talks to a loopback server
+
 
 @pytest.fixture(scope="module")
 def served(sky_qr2, tmp_path_factory):

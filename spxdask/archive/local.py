@@ -149,7 +149,7 @@ class LocalArchive:
         if q.collections:
             table = table[collection_matches(table["collection"], q.collections)]
         if len(table):
-            poly = geometry.polygons(np.stack(table["footprint"].to_numpy()).reshape(-1, 4, 2))
+            poly = geometry.polygons(np.stack(list(table["footprint"])).reshape(-1, 4, 2))
             if q.circle is not None:
                 test = geometry.intersects_circle if q.coverage == "any" else geometry.circle_inside
                 hit = test(poly, *q.circle)

@@ -79,7 +79,7 @@ def to_table(observations: Iterable[Observation] | pd.DataFrame) -> pa.Table:
     """Observations as an Arrow table with :data:`SCHEMA`."""
     df = observations if isinstance(observations, pd.DataFrame) else pd.DataFrame(
         [asdict(o) for o in observations], columns=[f.name for f in fields(Observation)])
-    df = df.assign(footprint=[list(map(float, f)) for f in df["footprint"]])
+    df = df.assign(footprint=pd.Series([list(map(float, f)) for f in df["footprint"]], index=df.index, dtype=object))
     return pa.Table.from_pandas(df[SCHEMA.names], schema=SCHEMA, preserve_index=False)
 
 

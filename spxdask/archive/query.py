@@ -117,7 +117,7 @@ class ObservationSet:
     @property
     def band_counts(self) -> dict[str, int]:
         counts = self.frame["detector"].value_counts().sort_index()
-        return {f"D{int(d)}": int(n) for d, n in counts.items() if n > 0}
+        return {f"D{int(d)}": int(n) for d, n in zip(counts.index.to_numpy(), counts.to_numpy()) if n > 0}
 
     def summary(self) -> dict[str, Any]:
         """The reference's ``query_summary.yaml`` content."""

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -49,16 +50,19 @@ _TYPES = {"obs_id": pa.string(), "band": pa.string(), "filename": pa.string(), "
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
                     "seconds", "fingerprint")
 FINGERPRINT_KEY = b"spxdask.fingerprint"
+RUN_KEY = b"spxdask.run"
 #: Sources within this margin (deg) outside a footprint are still handed to its task.
 MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
 
 
-def per_image_schema(targetid_type: pa.DataType, fingerprint: str = "") -> pa.Schema:
+def per_image_schema(targetid_type: pa.DataType, fingerprint: str = "", run: str = "") -> pa.Schema:
     """The one Arrow schema of per-image Parquet files; units in the field metadata and in the
-    schema metadata key ``spxdask.units``, and what made the file under ``spxdask.fingerprint``."""
+    schema metadata key ``spxdask.units``, what made the file under ``spxdask.fingerprint`` and
+    the run that wrote it under ``spxdask.run``."""
     fields = [pa.field(c, targetid_type if c == "targetid" else _TYPES.get(c, pa.float64()),
                        metadata={"unit": UNITS[c]} if c in UNITS else None) for c in COLUMNS]
-    return pa.schema(fields, metadata={"spxdask.units": json.dumps(UNITS), FINGERPRINT_KEY.decode(): fingerprint})
+    return pa.schema(fields, metadata={"spxdask.units": json.dumps(UNITS), FINGERPRINT_KEY.decode(): fingerprint,
+                                       RUN_KEY.decode(): run})
 
 
 def targetid_type(catalog: pd.DataFrame) -> pa.DataType:
@@ -75,23 +79,27 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     """What a per-image file is made from, hashed: the image record (where it was read from
     aside), the catalog rows measured, the photometry config and the package version."""
     image = {k: v for k, v in asdict(observation).items() if k != "url"}
-    rows = hashlib.sha256(pd.util.hash_pandas_object(sources[["targetid", "ra", "dec"]], index=False).to_numpy())
+    rows = hashlib.sha256(pd.util.hash_pandas_object(sources[["targetid", "ra", "dec"]], index=False).to_numpy().tobytes())
     text = json.dumps({"image": image, "sources": rows.hexdigest(), "config": config.to_dict(),
                        "spxdask": __version__}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def recorded_fingerprint(path: Path) -> str | None:
-    """The fingerprint a per-image file was written with (None for a missing or older file)."""
+def _recorded(path: Path, key: bytes) -> str | None:
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
-    return meta.get(FINGERPRINT_KEY, b"").decode() or None
+    return meta.get(key, b"").decode() or None
 
 
-def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: str = "") -> None:
-    schema = per_image_schema(tid_type, made_from)
+def recorded_fingerprint(path: Path) -> str | None:
+    """The fingerprint a per-image file was written with (None for a missing or older file)."""
+    return _recorded(path, FINGERPRINT_KEY)
+
+
+def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: str = "", run: str = "") -> None:
+    schema = per_image_schema(tid_type, made_from, run)
     if tid_type == pa.string():
         table = table.assign(targetid=table["targetid"].astype(str))
     write_parquet_atomic(pa.Table.from_pandas(table, schema=schema, preserve_index=False), path)
@@ -138,8 +146,11 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
 
 
 def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, config: PhotometryConfig,
-             tid_type: pa.DataType, skip_existing: bool, storage_options: dict | None = None) -> dict:
-    """Measure one image (a record, or a file whose record its headers give); the manifest row."""
+             tid_type: pa.DataType, skip_existing: bool, run: str, storage_options: dict | None = None) -> dict:
+    """Measure one image (a record, or a file whose record its headers give); the manifest row.
+    A file already made from the same inputs is reused ("skipped"), unless this ``run`` wrote
+    it: then the task is running again after its worker was lost, and the image counts as
+    measured."""
     t0 = time.perf_counter()
     row = {"image": image.url if isinstance(image, Observation) else image, "n_rows": 0, "error": None}
     l2 = None
@@ -153,11 +164,12 @@ def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, con
         row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
                    n_sources=len(sources), fingerprint=made_from)
         if skip_existing and recorded_fingerprint(out) == made_from:
-            row.update(status="skipped", n_rows=pq.read_metadata(out).num_rows)
+            status = "ok" if _recorded(out, RUN_KEY) == run else "skipped"
+            row.update(status=status, n_rows=pq.read_metadata(out).num_rows)
         else:
             l2 = l2 or L2File(image.url, storage_options=storage_options)
             table = measure_image(l2, sources, config)
-            _write(table, out, tid_type, made_from)
+            _write(table, out, tid_type, made_from, run)
             row.update(status="ok", n_rows=len(table))
     except Exception as exc:  # recorded in the manifest; the run goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -215,7 +227,7 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     # options sit in a partial, which dask does not traverse for every task
     shared = dask.delayed(index, name=f"catalog-{tokenize(index.catalog)}")
     measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targetid_type(catalog),
-                                skip_existing=skip_existing, storage_options=storage_options)
+                                skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
     tasks = [dask.delayed(measure, pure=False)(image, shared, dask_key_name=f"photometry-{_label(image, k)}")
              for k, image in enumerate(images)]
     rows = list(compute(*tasks, client=client)) if tasks else []

@@ -66,7 +66,8 @@ def plot_spectrum(rows: pd.DataFrame, path: str | Path, column: str | None = Non
     fig, ax = _axes()
     ax.errorbar(rows["wavelength"], rows[column], yerr=rows[f"{column}_error"], fmt=".", color="0.7",
                 ecolor="0.8", elinewidth=0.6, markersize=3, zorder=1, label="measurements")
-    for det, chans in spectrum.groupby("detector"):
+    for det in sorted(spectrum["detector"].unique()):
+        chans = spectrum[spectrum["detector"] == det]
         ax.errorbar(chans["wavelength"], chans["flux"], yerr=chans["flux_error"], fmt="o", markersize=4,
                     elinewidth=1.0, capsize=2, color=f"C{int(det) - 1}", zorder=2, label=f"D{int(det)}")
     if log_wavelength:

@@ -77,7 +77,8 @@ def combine(a: PartialCube, b: PartialCube) -> PartialCube:
         out = PartialCube(keep.z0, keep.y0, keep.x0, keep.flux, keep.weight, keep.var, keep.count, keep.and_mask,
                           keep.or_mask, keep.plane_inputs + other.plane_inputs)
     else:
-        box = tuple(slice(min(sa.start, sb.start), max(sa.stop, sb.stop)) for sa, sb in zip(a.box, b.box))
+        za, ya, xa = (slice(min(sa.start, sb.start), max(sa.stop, sb.stop)) for sa, sb in zip(a.box, b.box))
+        box = (za, ya, xa)
         out = PartialCube.empty(a.plane_inputs.size, box)
         out.plane_inputs = a.plane_inputs + b.plane_inputs
         for p in (a, b):

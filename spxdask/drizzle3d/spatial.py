@@ -95,8 +95,8 @@ def square_overlaps(qx: np.ndarray, qy: np.ndarray, max_span: int = 6) -> tuple[
     nxc = np.minimum(np.ceil(u.max(axis=1)).astype(np.int64) - cx0, max_span)
     nyc = np.minimum(np.ceil(v.max(axis=1)).astype(np.int64) - cy0, max_span)
     kx, ky = int(nxc.max(initial=1)), int(nyc.max(initial=1))
-    dx, dy = np.meshgrid(np.arange(kx), np.arange(ky))
-    dx, dy = dx.ravel(), dy.ravel()
+    grid_x, grid_y = np.meshgrid(np.arange(kx), np.arange(ky))
+    dx, dy = grid_x.ravel(), grid_y.ravel()
     quad, cell = np.nonzero((dx[None, :] < nxc[:, None]) & (dy[None, :] < nyc[:, None]))
     ox = cx0[quad] + dx[cell]
     oy = cy0[quad] + dy[cell]

@@ -55,7 +55,7 @@ def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fl
     same pixels on a sparse grid. Arrays may be memory-mapped and in any byte order."""
     step = max(1, int(math.ceil(image.size / max_pixels)))
     words, swaps = as_words([image, zodi, variance, flags], "fffi")
-    n_all, n_ok, zz, zi = _zodi_sums(*words, swaps, step, int(reject))
+    n_all, n_ok, zz, zi = _zodi_sums(*words, swaps, step, int(reject))  # type: ignore[call-arg]  # numba dispatcher
     if n_ok < min_fraction * n_all or not zz > 0:
         return 1.0
     scale = zi / zz

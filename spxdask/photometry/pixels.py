@@ -102,7 +102,7 @@ def measure_pixels(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fl
     x, y = np.asarray(x, float), np.asarray(y, float)
     regions = background_regions(x, y, r, image.shape, config)
     words, swaps = as_words([image, zodi, variance, flags], "fffi")
-    bg, bg_error, option, *sums = _measure_pixels(
+    bg, bg_error, option, *sums = _measure_pixels(  # type: ignore[call-arg]  # numba dispatcher
         *words, swaps, float(zodi_scale), x, y, np.round(x).astype(np.int64), np.round(y).astype(np.int64),
         float(r), int(m), regions.boxes, regions.r_in2, regions.radii2, regions.buffer_size(),
         int(config.bad_mask), int(Flag.SOURCE), int(config.min_usable_pixels),

@@ -14,9 +14,9 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from .format import N_PIX, PIXEL_SCALE_ARCSEC  # noqa: F401 - re-exported: detector geometry
+
 DETECTORS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
-N_PIX = 2040  # active pixels per side of every detector
-PIXEL_SCALE_ARCSEC = 6.15  # nominal
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def names(value: int) -> list[str]:
     for bit in range(32):
         if value >> bit & 1:
             try:
-                out.append(Flag(1 << bit).name)
+                out.append(str(Flag(1 << bit).name))
             except ValueError:
                 out.append(f"BIT{bit}")
     return out
@@ -113,7 +113,7 @@ def qr2_header_cards() -> list[tuple[str, int, str]]:
 
 def qr3_header_cards() -> list[tuple[str, str, str]]:
     """``(MSKNnnnn, name, comment)`` cards as written in QR3 FLAGS headers."""
-    return [(f"MSKN{f.value.bit_length() - 1:04d}", f.name, DESCRIPTIONS[f]) for f in Flag]
+    return [(f"MSKN{f.value.bit_length() - 1:04d}", str(f.name), DESCRIPTIONS[f]) for f in Flag]
 
 
 def bits_from_header(header: Mapping) -> dict[str, int]:

@@ -6,9 +6,7 @@ when asked for, whole or as sub-sections. No Dask in here.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,21 +17,17 @@ import fsspec
 import numpy as np
 from astropy import log
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning, Sip, Wcsprm
+from astropy.wcs import WCS
 
 from .._io import is_remote
 from ..geometry import grid_corners
+from .format import EPSF, FLAGS, IMAGE, IMAGE_HDUS, PSF, REQUIRED_KEYWORDS, VARIANCE, WCS_WAVE, ZODI
+from .headers import celestial_wcs, numeric_value, psf_zones
 from .psf import EffectivePSF, OversampledPSF
 from .units import pixel_area_arcsec2
+from .wave import wave_lookup, wave_map
 
-IMAGE_HDUS = ("IMAGE", "FLAGS", "VARIANCE", "ZODI")
-REQUIRED_KEYWORDS = ("OBSID", "DETECTOR", "MJD-BEG", "MJD-END")
 Section = tuple[slice, slice]
-#: Keywords of the primary celestial WCS (not the 'A' and 'W' alternates) and of its SIP terms.
-_CELESTIAL_KEYWORD = re.compile(
-    r"^(WCSAXES|CTYPE[12]|CRPIX[12]|CRVAL[12]|CUNIT[12]|CDELT[12]|CD[12]_[12]|PC[12]_[12]|PV[12]_\d+"
-    r"|LONPOLE|LATPOLE|RADESYS|EQUINOX|DATE-OBS|MJD-OBS|MJDREF|TIMESYS)$")
-_SIP_KEYWORD = re.compile(r"^(A|B|AP|BP)_(ORDER|DMAX|(\d+)_(\d+))$")
 
 
 class L2FormatError(ValueError):
@@ -137,11 +131,11 @@ def read_footprint(source: str | os.PathLike, *, storage_options: dict | None = 
             for hdu in hdul:  # lazily: each header is read only when reached
                 text = _raw_header(hdu, fileobj, source)
                 cards = {c[:8].rstrip(): c for c in (text[i:i + 80] for i in range(0, len(text), 80))}
-                if cards.get("EXTNAME", "")[10:].split("/", 1)[0].strip(" '") == "IMAGE":
+                if cards.get("EXTNAME", "")[10:].split("/", 1)[0].strip(" '") == IMAGE:
                     break
             else:
                 raise L2FormatError(source, "no IMAGE HDU")
-        shape = tuple(int(_numeric_value(cards[f"NAXIS{i}"])) for i in (2, 1))
+        shape = (int(numeric_value(cards["NAXIS2"])), int(numeric_value(cards["NAXIS1"])))
         return grid_corners(celestial_wcs(text, shape), shape)
     except L2FormatError:
         raise
@@ -202,20 +196,20 @@ class L2File:
     def _validate(self, size: int) -> None:
         names = [h.name for h in self._hdul]
         # HDUs by name, looked up once (astropy's lookup by name parses every HDU's EXTNAME)
-        self._hdus = {}
+        self._hdus: dict[str, Any] = {}
         for name, hdu in zip(names, self._hdul):
             self._hdus.setdefault(name.upper(), hdu)
         for i, hdu in enumerate(self._hdul):
             end = hdu.fileinfo()["datLoc"] + _hdu_data_bytes(hdu.header)
             if end > size:
                 raise L2FormatError(self.source, f"truncated: HDU {i} ({hdu.name}) needs {end} bytes, file has {size}")
-        missing = [n for n in (*IMAGE_HDUS, "WCS-WAVE") if n not in names]
-        if "PSF" not in names and "EPSF" not in names:
+        missing = [n for n in (*IMAGE_HDUS, WCS_WAVE) if n not in names]
+        if PSF not in names and EPSF not in names:
             missing.append("PSF or EPSF")
         if missing:
             raise L2FormatError(self.source, f"missing HDU(s) {', '.join(missing)}; has {names}")
         shapes = {n: self._shape(n) for n in IMAGE_HDUS}
-        if len(set(shapes.values())) != 1 or len(shapes["IMAGE"]) != 2:
+        if len(set(shapes.values())) != 1 or len(shapes[IMAGE]) != 2:
             raise L2FormatError(self.source, f"image HDUs must share one 2-D shape, got {shapes}")
         absent = [k for k in REQUIRED_KEYWORDS if k not in self.header]
         if absent:
@@ -230,17 +224,17 @@ class L2File:
     @property
     def layout(self) -> str:
         """``"qr3"`` when the file has an EPSF table, else ``"qr2"``."""
-        return "qr3" if "EPSF" in self._hdus else "qr2"
+        return "qr3" if EPSF in self._hdus else "qr2"
 
     @property
     def shape(self) -> tuple[int, int]:
         """(ny, nx) of the image HDUs."""
-        return self._shape("IMAGE")  # type: ignore[return-value]
+        return self._shape(IMAGE)  # type: ignore[return-value]
 
     @property
     def header(self) -> fits.Header:
         """The IMAGE header."""
-        return self._hdus["IMAGE"].header
+        return self._hdus[IMAGE].header
 
     def _header_text(self, name: str) -> str:
         """The header of HDU ``name`` as stored (:func:`_raw_header`), read once."""
@@ -291,26 +285,26 @@ class L2File:
 
     def image(self, section: Section | None = None) -> np.ndarray:
         """IMAGE (MJy/sr, not zodi-subtracted), float32, native byte order."""
-        return self._read("IMAGE", section, "=f4")
+        return self._read(IMAGE, section, "=f4")
 
     def flags(self, section: Section | None = None) -> np.ndarray:
         """FLAGS bitmask, int32 (see :mod:`spxdask.spherex.flags`)."""
-        return self._read("FLAGS", section, "=i4")
+        return self._read(FLAGS, section, "=i4")
 
     def variance(self, section: Section | None = None) -> np.ndarray:
         """VARIANCE ((MJy/sr)^2), float32."""
-        return self._read("VARIANCE", section, "=f4")
+        return self._read(VARIANCE, section, "=f4")
 
     def zodi(self, section: Section | None = None) -> np.ndarray:
         """ZODI model (MJy/sr, not subtracted from IMAGE), float32."""
-        return self._read("ZODI", section, "=f4")
+        return self._read(ZODI, section, "=f4")
 
     # -- celestial WCS -------------------------------------------------------------------
     @cached_property
     def wcs(self) -> WCS:
         """The celestial TAN-SIP WCS of the IMAGE HDU."""
         try:
-            return celestial_wcs(self._header_text("IMAGE"), self.shape)
+            return celestial_wcs(self._header_text(IMAGE), self.shape)
         except Exception as exc:
             raise L2FormatError(self.source, f"bad celestial WCS ({exc})") from exc
 
@@ -338,7 +332,7 @@ class L2File:
     @cached_property
     def _wave_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         try:
-            row = self._hdus["WCS-WAVE"].data[0]
+            row = self._hdus[WCS_WAVE].data[0]
             xs = np.asarray(row["X"], float).ravel()
             ys = np.asarray(row["Y"], float).ravel()
             values = np.asarray(row["VALUES"], float).reshape(ys.size, xs.size, 2)
@@ -393,7 +387,7 @@ class L2File:
         0-based parent-detector pixels."""
         try:
             if self.layout == "qr3":
-                hdu = self._hdus["EPSF"]
+                hdu = self._hdus[EPSF]
                 t = hdu.data
                 n = int(np.sqrt(np.asarray(t["EPSF"][0]).size))
                 return EffectivePSF(
@@ -402,8 +396,8 @@ class L2File:
                     yctr=np.asarray(t["YCENTER"], float) - 1,
                     oversamp=int(hdu.header.get("OVSMPX", 5)),
                 )
-            hdu = self._hdus["PSF"]
-            xctr, yctr, oversamp = _psf_zones(self._header_text("PSF"))
+            hdu = self._hdus[PSF]
+            xctr, yctr, oversamp = psf_zones(self._header_text(PSF))
             # the cube as stored (memory-mapped for local files): stamps read the planes' centres
             return OversampledPSF(data=hdu.data, xctr=xctr, yctr=yctr, oversamp=oversamp)
         except L2FormatError:
@@ -427,93 +421,3 @@ class L2File:
 
     def __repr__(self) -> str:
         return f"L2File({self.source!r}, layout={self.layout!r}, shape={self.shape})"
-
-
-@functools.lru_cache(maxsize=64)
-def _psf_zones(header: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """0-based zone centres (x, y) and oversampling of a QR2 PSF extension, from its header
-    text. Cached: the zones of a detector's PSF are the same in every file, and parsing their
-    242 cards costs more than reading the cube."""
-    h = fits.Header.fromstring(header)
-    nz = int(h["NAXIS3"])
-    centres = []
-    for axis in "XY":
-        c = np.array([float(h[f"{axis}CTR_{i}"]) for i in range(1, nz + 1)]) - 1
-        c.flags.writeable = False
-        centres.append(c)
-    return centres[0], centres[1], int(h.get("OVERSAMP", 10))
-
-
-def celestial_wcs(header: str, shape: tuple[int, int]) -> WCS:
-    """The primary celestial WCS, with its SIP distortion, of a header given as text (80-column
-    cards), equal to astropy's ``WCS(header, naxis=2)`` and ~15x faster: wcslib parses the WCS
-    cards itself and the numeric SIP cards are read directly, not through astropy's (slow)
-    card parser. Raises on a WCS card wcslib cannot parse (where astropy warns and drops it)
-    and on a SIP card without a numeric value."""
-    cards = [header[i:i + 80] for i in range(0, len(header), 80)]
-    keys = [c[:8].rstrip() for c in cards]
-    core = "".join(c for c, k in zip(cards, keys) if _CELESTIAL_KEYWORD.match(k))
-    w = WCS(naxis=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FITSFixedWarning)  # an unparseable WCS card is an error
-        w.wcs = Wcsprm(header=core.encode(), key=" ", relax=True)
-    sip = {k: _numeric_value(c) for c, k in zip(cards, keys) if _SIP_KEYWORD.match(k)}
-    if "A_ORDER" in sip and "B_ORDER" in sip:
-        terms = {p: np.zeros((int(sip[f"{p}_ORDER"]) + 1,) * 2) if f"{p}_ORDER" in sip else None
-                 for p in ("A", "B", "AP", "BP")}
-        for key, value in sip.items():
-            m = _SIP_KEYWORD.match(key)
-            if m[3] is not None and terms[m[1]] is not None:
-                terms[m[1]][int(m[3]), int(m[4])] = value
-        w.sip = Sip(terms["A"], terms["B"], terms["AP"], terms["BP"], w.wcs.crpix)
-    w.wcs.set()
-    w.pixel_shape = shape[::-1]
-    return w
-
-
-def _numeric_value(card: str) -> float:
-    """The value of a numeric header card (``KEYWORD = value / comment``, FITS fixed or free
-    format): ~30x faster than astropy's card parser, which these SIP cards do not need."""
-    if card[8:10] != "= ":
-        raise ValueError(f"card {card[:8].rstrip()!r} has no value")
-    try:
-        return float(card[10:].split("/", 1)[0].replace("D", "E"))
-    except ValueError:
-        raise ValueError(f"card {card[:8].rstrip()!r} has no numeric value: {card[10:].strip()!r}") from None
-
-
-def _table_index(p: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    f = np.interp(p, controls, np.arange(controls.size, dtype=float))
-    i0 = np.minimum(f.astype(np.intp), controls.size - 2)
-    return i0, f - i0
-
-
-def wave_lookup(xs: np.ndarray, ys: np.ndarray, values: np.ndarray,
-                px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear WAVE-TAB lookup (FITS Paper III) at scattered points: control points ``xs``
-    (nx), ``ys`` (ny), ``values`` (ny, nx, 2); ``px``, ``py`` are 1-based table coordinates.
-    Positions outside the control grid take the edge value. Returns (wavelength, bandwidth)."""
-    x0, tx = _table_index(np.asarray(px, float), xs)
-    y0, ty = _table_index(np.asarray(py, float), ys)
-    k = y0 * xs.size + x0
-    out = []
-    for plane in (values[..., 0].ravel(), values[..., 1].ravel()):
-        a, b, c, d = plane[k], plane[k + 1], plane[k + xs.size], plane[k + xs.size + 1]
-        top = a + tx * (b - a)
-        out.append(top + ty * (c + tx * (d - c) - top))
-    return out[0], out[1]
-
-
-def wave_map(xs: np.ndarray, ys: np.ndarray, values: np.ndarray,
-             px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear WAVE-TAB lookup on the grid ``py`` (rows) x ``px`` (columns), 1-based table
-    coordinates: bilinear interpolation is separable, so it is two small matrix products."""
-    def weights(p, controls):
-        i0, t = _table_index(np.asarray(p, float), controls)
-        w = np.zeros((p.size, controls.size))
-        rows = np.arange(p.size)
-        w[rows, i0] = 1 - t
-        w[rows, i0 + 1] += t
-        return w
-    wy, wx = weights(py, ys), weights(px, xs)
-    return wy @ values[..., 0] @ wx.T, wy @ values[..., 1] @ wx.T

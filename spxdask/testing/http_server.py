@@ -88,7 +88,9 @@ class FileServer:
         response = web.StreamResponse(headers={"Content-Length": str(len(data)), "Content-Type": "application/fits"})
         await response.prepare(request)
         await response.write(data[: len(data) // 2])
-        request.transport.close() if fault == "reset" else request.transport.abort()
+        transport = request.transport
+        assert transport is not None  # a request being answered has its connection
+        transport.close() if fault == "reset" else transport.abort()
         return response
 
     async def _start(self) -> None:
@@ -99,7 +101,9 @@ class FileServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 BUCKET = "nasa-irsa-spherex"
 
@@ -19,7 +20,7 @@ class S3Server:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self._server = None
+        self._server: Any = None
 
     @property
     def endpoint(self) -> str:

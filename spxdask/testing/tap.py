@@ -31,7 +31,7 @@ def rows_from_archive(archive: LocalArchive, first_planeid: int = 1000) -> tuple
     index = archive.load_index()
     index = index[index["error"].isna()].reset_index(drop=True) if "error" in index else index
     plane, artifact = [], []
-    for i, r in index.iterrows():
+    for i, (_, r) in enumerate(index.iterrows()):
         pid = first_planeid + i
         fp = [float(v) for v in r["footprint"]]
         plane.append({"planeid": pid, "obsid": str(uuid.uuid5(uuid.NAMESPACE_URL, r["obs_id"])),

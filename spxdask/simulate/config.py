@@ -1,0 +1,60 @@
+"""What to simulate: :class:`SimConfig`."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from .._config import Config, require, valid_position
+from ..spherex import channels
+from ..spherex.format import PIXEL_SCALE_ARCSEC
+
+SCALE_DEG = PIXEL_SCALE_ARCSEC / 3600.0
+#: (processing tag, pipeline VERSION) the simulator writes for each release layout.
+QR_VERSIONS = {"qr2": ("l2b-v21", "6.5.7"), "qr3": ("l2b-v27", "7.0.1")}
+
+
+@dataclass(frozen=True)
+class SimConfig(Config):
+    """What to simulate.
+
+    ``n_images`` counts L2 files; exposures have one file per detector in ``detectors``.
+    ``radius`` (deg) bounds the catalog and the pointings (default: one image width).
+    ``noiseless`` drops noise and pixel artefacts (for truth checks of the source model);
+    ``artefacts=False`` keeps the noise but drops the hot/cold/transient/dead pixels.
+    Images smaller than the detector are cut-outs of it (IBE style): at its centre
+    (``cutouts="centre"``) or anywhere on it (``"random"``, so the images of one sky position
+    sample every wavelength of the detector).
+    """
+
+    n_images: int = 24
+    size: int = 256
+    n_sources: int = 300
+    seed: int = 0
+    layout: str = "qr2"
+    center: tuple[float, float] = (150.1, 2.2)
+    radius: float | None = None
+    detectors: tuple[int, ...] = channels.DETECTORS
+    n_epochs: int = 3
+    variable_fraction: float = 0.2
+    flux_range_ujy: tuple[float, float] = (30.0, 30000.0)
+    read_noise: float = 0.006  # MJy/sr per pixel
+    noiseless: bool = False
+    artefacts: bool = True
+    cutouts: str = "centre"
+
+    def __post_init__(self) -> None:
+        need = functools.partial(require, self)
+        need(self.layout in QR_VERSIONS, "layout", "must be 'qr2' or 'qr3'")
+        need(16 <= self.size <= channels.N_PIX, "size", f"must be within 16..{channels.N_PIX}")
+        need(self.n_images >= 1, "n_images", "must be positive")
+        need(self.n_sources >= 1, "n_sources", "must be positive")
+        need(bool(self.detectors) and all(d in channels.DETECTORS for d in self.detectors), "detectors",
+             "must be within 1..6")
+        need(self.cutouts in ("centre", "random"), "cutouts", "must be 'centre' or 'random'")
+        need(len(self.center) == 2 and valid_position(*self.center), "center",
+             "must be (ra 0..360, dec -90..90) deg")
+
+    @property
+    def region_radius(self) -> float:
+        return self.radius if self.radius is not None else self.size * SCALE_DEG

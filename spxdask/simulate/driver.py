@@ -1,0 +1,54 @@
+"""A whole simulated survey written to disk, one Dask task per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.bag as db
+import pandas as pd
+
+from .._io import atomic_path, write_parquet_atomic
+from ..cluster import running_client
+from .config import SimConfig
+from .sky import make_catalog, plan_survey
+from .writer import write_image
+
+
+@dataclass(frozen=True)
+class SimulatedSky:
+    """Where :func:`simulate_sky` wrote things."""
+
+    root: Path
+    archive: Path
+    catalog: Path
+    truth_sources: Path
+    truth_detections: Path
+    files: list[Path]
+
+
+def simulate_sky(out: str | Path, cfg: SimConfig = SimConfig(), *, client=None,
+                 scheduler: str | None = None) -> SimulatedSky:
+    """Write a simulated survey: ``out/archive/<IRSA layout>``, ``out/catalog.csv`` (targetid,
+    ra, dec) and ``out/truth/{sources,detections}.parquet``.
+
+    Images are rendered in parallel with Dask: on ``client`` when given, else with the local
+    ``scheduler`` ("sync", "threads", "processes") when given, else on the running Client, else
+    in local processes (one task per image; "sync" for one or two images).
+    """
+    root = Path(out)
+    archive = root / "archive"
+    catalog = make_catalog(cfg)
+    specs = plan_survey(cfg, catalog)
+    truths = db.from_sequence(specs, npartitions=min(len(specs), 64)).map(write_image, cfg=cfg, archive_dir=archive)
+    where = client or scheduler or running_client() or ("processes" if len(specs) > 2 else "sync")
+    (frames,) = dask.compute(truths, scheduler=where)
+    truth_dir = root / "truth"
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(root / "catalog.csv") as tmp:
+        catalog[["targetid", "ra", "dec"]].to_csv(tmp, index=False, float_format="%.10f")
+    write_parquet_atomic(catalog, truth_dir / "sources.parquet")
+    write_parquet_atomic(pd.concat(frames, ignore_index=True), truth_dir / "detections.parquet")
+    return SimulatedSky(root, archive, root / "catalog.csv", truth_dir / "sources.parquet",
+                        truth_dir / "detections.parquet", [archive / s.relpath for s in specs])

@@ -1,0 +1,141 @@
+"""The simulated sky and survey: a catalog of sources with spectra and light curves, and a
+plan of pointings (which image sees which sources when)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from astropy.time import Time
+
+from ..geometry import sky_to_tangent, tangent_to_sky
+from ..spherex import channels
+from .config import QR_VERSIONS, SCALE_DEG, SimConfig
+
+TARGETID_BASE = 39627000000000000  # DESI-like 17-digit identifiers
+MJD_START = 61027.0  # 2025-12-18
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything needed to render one L2 file (small; sent to one task)."""
+
+    index: int
+    obs_id: str
+    expidn: int
+    detector: int
+    ra: float
+    dec: float
+    rotation_deg: float
+    mjd_beg: float
+    zodi_scale: float
+    zodi_gradient: tuple[float, float]
+    relpath: str
+    origin: tuple[int, int]  # 0-based parent-detector pixel (x, y) of the image's first pixel
+    sources: pd.DataFrame = field(repr=False)
+
+def central_origin(size: int) -> int:
+    """0-based parent-detector pixel of a central cut-out's first pixel."""
+    return (channels.N_PIX - size) // 2
+
+def make_catalog(cfg: SimConfig) -> pd.DataFrame:
+    """The source catalog with SEDs: targetid (17-digit int64), ra, dec and SED parameters.
+
+    f(lambda, t) = f0 (lambda/1.5um)^(alpha + beta ln(lambda/1.5um)) (1 + amp sin(2 pi t / period + phase)).
+    """
+    rng = np.random.default_rng([cfg.seed, 1])
+    ra0, dec0 = cfg.center
+    min_sep = 20.0 / 3600
+    xi, eta = np.empty(0), np.empty(0)
+    while xi.size < cfg.n_sources:  # uniform in the disc, rejecting close pairs
+        r = cfg.region_radius * np.sqrt(rng.uniform(0, 1, cfg.n_sources))
+        phi = rng.uniform(0, 2 * np.pi, cfg.n_sources)
+        for a, b in zip(r * np.cos(phi), r * np.sin(phi)):
+            if xi.size == cfg.n_sources:
+                break
+            if xi.size == 0 or np.min(np.hypot(xi - a, eta - b)) > min_sep:
+                xi, eta = np.append(xi, a), np.append(eta, b)
+    ra, dec = tangent_to_sky(ra0, dec0, xi, eta)
+    n = cfg.n_sources
+    lo, hi = cfg.flux_range_ujy
+    variable = rng.uniform(0, 1, n) < cfg.variable_fraction
+    return pd.DataFrame({
+        # consecutive ids differ in the last digits only: float64 cannot tell them apart
+        "targetid": (TARGETID_BASE + np.cumsum(rng.integers(1, 4, n))).astype(np.int64),
+        "ra": ra,
+        "dec": dec,
+        "f0_ujy": np.exp(rng.uniform(np.log(lo), np.log(hi), n)),
+        "alpha": rng.uniform(-2.0, 1.0, n),
+        "beta": rng.uniform(-0.5, 0.5, n),
+        "variable": variable,
+        "amplitude": np.where(variable, rng.uniform(0.05, 0.3, n), 0.0),
+        "period_days": np.where(variable, rng.uniform(0.5, 200.0, n), np.inf),
+        "phase": rng.uniform(0, 2 * np.pi, n),
+    })
+
+def true_flux(sed: pd.DataFrame, wavelength_um: np.ndarray, mjd: np.ndarray) -> np.ndarray:
+    """True flux density (microjansky) of each SED row at its wavelength and time."""
+    lr = np.log(np.asarray(wavelength_um, float) / 1.5)
+    f = sed["f0_ujy"].to_numpy() * np.exp(sed["alpha"].to_numpy() * lr + sed["beta"].to_numpy() * lr**2)
+    phase = 2 * np.pi * np.asarray(mjd) / sed["period_days"].to_numpy() + sed["phase"].to_numpy()
+    vary = sed["amplitude"].to_numpy() * np.sin(phase)
+    return f * (1 + vary)
+
+def _obs_id(mjd: float, large: int, small: int) -> tuple[str, str]:
+    t = Time(mjd, format="mjd").to_datetime()
+    year, week, weekday = t.isocalendar()
+    plan = f"{year}W{week:02d}_{1 if weekday <= 3 else 2}A"
+    return plan, f"{plan}_{large:04d}_{small}"
+
+def plan_survey(cfg: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
+    """Pointings with dithers and rotations, all requested detectors, several epochs.
+
+    Detector pairs (D1, D4), (D2, D5), (D3, D6) see the same sky; the three pairs sit side by
+    side, one image width apart, as on the SPHEREx focal plane.
+    """
+    rng = np.random.default_rng([cfg.seed, 2])
+    n_exp = -(-cfg.n_images // len(cfg.detectors))
+    width = cfg.size * SCALE_DEG * 1.02
+    version, _ = QR_VERSIONS[cfg.layout]
+    specs: list[ImageSpec] = []
+    epoch_start: dict[int, float] = {}  # epochs half a year apart; exposures 2 min apart within one
+    for e in range(n_exp):
+        epoch = e % cfg.n_epochs
+        offset = rng.uniform(0, 0.5)
+        epoch_start.setdefault(epoch, MJD_START + 182.6 * epoch + offset)
+        mjd = epoch_start[epoch] + (e // cfg.n_epochs) * 0.0014
+        r = 0.5 * cfg.region_radius * np.sqrt(rng.uniform())
+        phi = rng.uniform(0, 2 * np.pi)
+        rot = rng.uniform(0, 360)
+        large, small = 100 + e // 4, e % 4 + 1
+        plan, obs_id = _obs_id(mjd, large, small)
+        proc = Time(mjd + 30, format="mjd").to_datetime()
+        tag = f"{version}-{proc.year}-{proc.timetuple().tm_yday:03d}"
+        for det in cfg.detectors:
+            if len(specs) == cfg.n_images:
+                break
+            # pair offset along the rotated y axis, centred on the requested detectors
+            k = (det - 1) % 3 - 1 - np.mean([(d - 1) % 3 - 1 for d in cfg.detectors])
+            t = np.radians(rot)
+            xi = r * np.cos(phi) - k * width * np.sin(t)
+            eta = r * np.sin(phi) + k * width * np.cos(t)
+            ra_c, dec_c = tangent_to_sky(*cfg.center, np.array(xi), np.array(eta))
+            ra, dec = float(ra_c), float(dec_c)
+            txi, teta = sky_to_tangent(ra, dec, catalog["ra"].to_numpy(), catalog["dec"].to_numpy())
+            near = np.hypot(txi, teta) < cfg.size * SCALE_DEG * 0.75 + 0.01
+            name = f"level2_{obs_id}D{det}_spx_{tag}.fits"
+            expidn = int(f"{plan[:4]}{plan[5:7]}{plan[8]}01{large:04d}{small}{det}")
+            if cfg.cutouts == "random":
+                ox, oy = rng.integers(0, channels.N_PIX - cfg.size + 1, 2)
+                origin = (int(ox), int(oy))
+            else:
+                origin = (central_origin(cfg.size),) * 2
+            specs.append(ImageSpec(
+                index=len(specs), obs_id=obs_id, expidn=expidn, detector=det, ra=ra, dec=dec,
+                rotation_deg=rot, mjd_beg=mjd, zodi_scale=float(rng.uniform(0.97, 1.03)),
+                zodi_gradient=(float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.05))),
+                relpath=f"{cfg.layout}/level2/{plan}/{tag}/{det}/{name}", origin=origin,
+                sources=catalog.loc[near].reset_index(drop=True),
+            ))
+    return specs
