@@ -123,7 +123,7 @@ def _cli(*args, check=True):
     return proc
 
 
-@pytest.mark.parametrize("verb", ["demo", "simulate", "index", "query", "batch", "drizzle", "lightcurve"])
+@pytest.mark.parametrize("verb", ["demo", "simulate", "index", "query", "batch", "drizzle", "lightcurve", "spectrum"])
 def test_every_verb_has_help(verb):
     assert "usage: spxdask " + verb in _cli(verb, "--help").stdout
 
