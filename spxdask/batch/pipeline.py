@@ -66,7 +66,7 @@ class BatchPipeline:
         is the one place that starts or connects to a cluster.
     """
 
-    def __init__(self, config: BatchConfig, client=None):
+    def __init__(self, config: BatchConfig, *, client=None):
         self.config = config
         self.client = client
         self.summary = RunSummary()
