@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from ._io import write_parquet_atomic
 
 INDEX_NAME = "_targetid_index.parquet"
+#: The JSON file in which a store records what it was built from.
+PROVENANCE = "_provenance.json"
 
 
 def parts(store: Path) -> list[Path]:
@@ -60,12 +62,6 @@ def swap_in(tmp: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def fingerprint(store: Path) -> list[list]:
-    """What identifies a built store: (name, size, mtime in ns) of its files. A rebuilt store
-    has new files, so anything made from it can tell that it is stale."""
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in [*parts(store), Path(store) / INDEX_NAME]]
 
 
 def _coerce(store: Path, targetids: Iterable) -> list:

@@ -24,12 +24,10 @@ import pyarrow.parquet as pq
 
 from .._io import atomic_path
 from ..cluster import compute, running_client, setting
-from ..store import parts, read_targets, swap_in, temporary_beside, write_index
+from ..store import PROVENANCE, parts, read_targets, swap_in, temporary_beside, write_index
 from .extract import recorded_fingerprint
 
 SORT_KEYS = ["targetid", "mjd", "wavelength"]
-#: The per-image files a store was built from, with their fingerprints (JSON, in the store).
-PROVENANCE = "_provenance.json"
 #: The reference's per-source light-curve CSV columns, plus ``targetid``.
 CSV_COLUMNS = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
                "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius"]

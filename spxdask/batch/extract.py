@@ -85,17 +85,17 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _recorded(path: Path, key: bytes) -> str | None:
+def _recorded(path: Path) -> dict[bytes, bytes]:
+    """A per-image file's schema metadata (empty for a missing or unreadable file)."""
     try:
-        meta = pq.read_schema(path).metadata or {}
+        return pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
-        return None
-    return meta.get(key, b"").decode() or None
+        return {}
 
 
 def recorded_fingerprint(path: Path) -> str | None:
     """The fingerprint a per-image file was written with (None for a missing or older file)."""
-    return _recorded(path, FINGERPRINT_KEY)
+    return _recorded(path).get(FINGERPRINT_KEY, b"").decode() or None
 
 
 def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: str = "", run: str = "") -> None:
@@ -163,8 +163,9 @@ def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, con
         made_from = fingerprint(image, sources, config)
         row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
                    n_sources=len(sources), fingerprint=made_from)
-        if skip_existing and recorded_fingerprint(out) == made_from:
-            status = "ok" if _recorded(out, RUN_KEY) == run else "skipped"
+        recorded = _recorded(out) if skip_existing else {}
+        if recorded.get(FINGERPRINT_KEY) == made_from.encode():
+            status = "ok" if recorded.get(RUN_KEY) == run.encode() else "skipped"
             row.update(status=status, n_rows=pq.read_metadata(out).num_rows)
         else:
             l2 = l2 or L2File(image.url, storage_options=storage_options)

@@ -12,8 +12,8 @@ and summaries (:func:`~spxdask.spectra.kernel.spectra_of`) and writes them. Outp
     one row per source of the light-curve store (:data:`~spxdask.spectra.kernel.SOURCE_COLUMNS`).
 
 Both are built under temporary names and renamed into place. Both record what they were made
-from (the light-curve store's files and the config): a rerun on the same store and config
-reuses them, a rebuilt store or a changed config recomputes them.
+from (the per-image files the light-curve store was built from, and the config): a rerun on
+the same inputs and config reuses them, new inputs or a changed config recompute them.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ import pyarrow.parquet as pq
 from .. import __version__
 from .._io import atomic_path
 from ..cluster import compute
-from ..store import fingerprint, parts, read_targets, swap_in, temporary_beside, write_index
+from ..store import PROVENANCE, parts, read_targets, swap_in, temporary_beside, write_index
 from .binning import SPECTRUM_COLUMNS, UNITS
 from .config import SpectraConfig
 from .kernel import INPUT_COLUMNS, SOURCE_COLUMNS, spectra_of
 
-PROVENANCE = "_provenance.json"
 ROW_GROUP_ROWS = 32_768
 SORT_KEYS = ["targetid", "wavelength"]
 
@@ -66,10 +65,12 @@ def _partition(source: str, spectra_out: str, sources_out: str, config: SpectraC
 
 
 def provenance(lightcurve_dir: Path, config: SpectraConfig) -> str:
-    """What a spectra build is made from, as JSON: the light-curve store's files (name, size,
-    mtime), the config and the package version."""
-    return json.dumps({"lightcurves": fingerprint(lightcurve_dir), "config": config.to_dict(),
-                       "spxdask": __version__}, sort_keys=True)
+    """What a spectra build is made from, as JSON: what the light-curve store records it was
+    built from (its per-image files and their fingerprints), the config and the package
+    version."""
+    recorded = lightcurve_dir / PROVENANCE
+    store = json.loads(recorded.read_text()) if recorded.exists() else None
+    return json.dumps({"lightcurves": store, "config": config.to_dict(), "spxdask": __version__}, sort_keys=True)
 
 
 def is_current(output_dir: str | Path, config: SpectraConfig) -> bool:
