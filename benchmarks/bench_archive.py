@@ -80,7 +80,7 @@ def run() -> list[Result]:
                         asyncio.run(_plain_loop(urls, tmp / name))
                         t_plain.append(time.perf_counter() - t0)
                     else:
-                        result = fetch(found.to_bag(partition_size=50), tmp / name, FetchConfig(concurrency=4), None)
+                        result = fetch(found.to_bag(partition_size=50), tmp / name, FetchConfig(concurrency=4))
                         t_fetch.append(time.perf_counter() - t0)
                         assert (result.status == "ok").all()
             t_plain, t_fetch = min(t_plain), min(t_fetch)

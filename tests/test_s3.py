@@ -48,7 +48,7 @@ def test_l2_file_over_s3_reads_sections(s3, sky_qr2):
 def test_fetch_from_s3(s3, sky_qr2, tmp_path):
     remote = LocalArchive(s3.url, index_path=tmp_path / "index.parquet", storage_options=s3.storage_options)
     found = remote.query(RegionQuery(circle=(150.1, 2.2, 1.0)))
-    result = fetch(found.to_bag(), tmp_path / "images", FetchConfig(retries=1), s3.storage_options)
+    result = fetch(found.to_bag(), tmp_path / "images", FetchConfig(retries=1), storage_options=s3.storage_options)
     assert (result.status == "ok").all() and len(result) == len(sky_qr2.files)
     by_name = {p.name: p for p in sky_qr2.files}
     for path in result.path:

@@ -197,8 +197,8 @@ def fetch_partition(observations: list[Observation], image_dir: str, cfg: FetchC
     return list(fsspec.asyn.sync(fsspec.asyn.get_loop(), run))
 
 
-def fetch(bag, image_dir: str | Path, cfg: FetchConfig = FetchConfig(),
-          storage_options: dict | None = None, *, client=None) -> pd.DataFrame:
+def fetch(bag, image_dir: str | Path, cfg: FetchConfig = FetchConfig(), *,
+          storage_options: dict | None = None, client=None) -> pd.DataFrame:
     """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition, on ``client``,
     by default the running Client or local threads: downloads wait on the network, not the
     GIL); returns one row per file: status ``ok`` / ``skipped`` (already complete) / ``failed``

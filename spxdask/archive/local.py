@@ -78,8 +78,8 @@ class LocalArchive:
         Where the headers are read (default: the running Client, else local threads).
     """
 
-    def __init__(self, root: str | Path, index_path: str | Path | None = None, storage_options: dict | None = None,
-                 *, client=None):
+    def __init__(self, root: str | Path, *, index_path: str | Path | None = None, storage_options: dict | None = None,
+                 client=None):
         self.root = str(root).rstrip("/")
         self.client = client
         self.storage_options = storage_options or {}

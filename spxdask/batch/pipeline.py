@@ -97,7 +97,8 @@ class BatchPipeline:
                 destination(o, self.config.image_dir).unlink(missing_ok=True)
         cfg = FetchConfig(concurrency=self.config.max_download_workers)
         with cluster.run_context(self.config.output_dir, "download", self.client, "performance-report-download.html"):
-            result = fetch(found.to_bag(), self.config.image_dir, cfg, self.config.storage_options, client=self.client)
+            result = fetch(found.to_bag(), self.config.image_dir, cfg, storage_options=self.config.storage_options,
+                           client=self.client)
         failed = result[result.status == "failed"]
         if len(failed):
             version = dict(zip(found.frame["url"], found.frame["version"]))
