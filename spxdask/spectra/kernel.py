@@ -51,7 +51,7 @@ def spectra_of(rows: pd.DataFrame, config: SpectraConfig | None = None) -> tuple
     """
     config = config or SpectraConfig()
     flux_col, error_col = config.resolve_flux(rows.columns)
-    targetids, source = np.unique(rows["targetid"].to_numpy(), return_inverse=True)
+    targetids, first, source = np.unique(rows["targetid"].to_numpy(), return_index=True, return_inverse=True)
     n = targetids.size
     ok = usable(rows, config)
     good = np.flatnonzero(ok)
@@ -61,9 +61,8 @@ def spectra_of(rows: pd.DataFrame, config: SpectraConfig | None = None) -> tuple
     error = rows[error_col].to_numpy(float)[good]
     channel = assign_channels(rows["detector"].to_numpy()[good], wavelength)
     spectra = channel_spectra(s, targetids, channel, wavelength, flux, error)
-    chi2, dof, _ = smooth_fit(s, n, wavelength, flux, error, knot_spacing=config.knot_spacing)
+    chi2, dof = smooth_fit(s, n, wavelength, flux, error, knot_spacing=config.knot_spacing)
     p = p_value(chi2, dof)
-    first = np.unique(source, return_index=True)[1]
     snr = pd.Series(flux / error).groupby(s).median().reindex(range(n))
     with np.errstate(invalid="ignore", divide="ignore"):
         chi2_dof = np.where(dof > 0, chi2 / np.maximum(dof, 1), np.nan)

@@ -36,7 +36,7 @@ def knots(knot_spacing: float) -> np.ndarray:
 
 
 def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux: np.ndarray, error: np.ndarray,
-               *, knot_spacing: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               *, knot_spacing: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """χ² of each source's measurements about its weighted least-squares smooth spectrum.
 
     Parameters
@@ -52,9 +52,8 @@ def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux:
 
     Returns
     -------
-    chi2, dof, model
-        Per source χ² and degrees of freedom (measurements − rank of the fit), and per
-        measurement the fitted model flux.
+    chi2, dof
+        Per source χ² and degrees of freedom (measurements − rank of the fit).
     """
     source = np.asarray(source, np.int64)
     t = knots(knot_spacing)
@@ -67,7 +66,6 @@ def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux:
     f = np.asarray(flux, float)
     chi2 = np.zeros(n_sources)
     rank = np.zeros(n_sources, np.int64)
-    model = np.empty(f.size)
     order = np.argsort(source, kind="stable")
     bounds = np.searchsorted(source[order], np.arange(0, n_sources + chunk, chunk))
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -92,11 +90,11 @@ def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux:
         inv = np.where(keep, 1.0 / np.where(keep, evals, 1.0), 0.0)
         proj = np.einsum("sji,sj->si", evecs, rhs * scale) * inv
         coef = np.einsum("sij,sj->si", evecs, proj) * scale
-        model[rows] = np.einsum("ra,ra->r", v, coef[s[:, None], c])
-        chi2[first:first + m] = np.bincount(s, wr * (f[rows] - model[rows]) ** 2, m)
+        model = np.einsum("ra,ra->r", v, coef[s[:, None], c])
+        chi2[first:first + m] = np.bincount(s, wr * (f[rows] - model) ** 2, m)
         rank[first:first + m] = keep.sum(axis=1)
     counts = np.bincount(source, minlength=n_sources)
-    return chi2, counts - rank, model
+    return chi2, counts - rank
 
 
 def p_value(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:

@@ -45,6 +45,18 @@ def _cubic_taps(v, n, index, weight):
 
 
 @numba.njit(cache=True)
+def _bicubic(plane, rows, wr, cols, wc):
+    """Sum over the 4 x 4 taps ``plane[rows[p], cols[q]] * wr[p] * wc[q]``."""
+    acc = 0.0
+    for p in range(4):
+        part = 0.0
+        for q in range(4):
+            part += wc[q] * plane[rows[p], cols[q]]
+        acc += wr[p] * part
+    return acc
+
+
+@numba.njit(cache=True)
 def _sample_bicubic(data, zones, sy, sx):
     """Planes ``data[zones[i]]`` sampled at rows ``sy[i]`` x columns ``sx[i]`` (sample units)
     by bicubic convolution; 0 beyond the sampled area. Returns (n, len(sy[i]), len(sx[i]))."""
@@ -67,13 +79,7 @@ def _sample_bicubic(data, zones, sy, sx):
             for b in range(kb):
                 if sx[s, b] < 0 or sx[s, b] > nx:
                     continue
-                acc = 0.0
-                for p in range(4):
-                    part = 0.0
-                    for q in range(4):
-                        part += wc[b, q] * data[z, rows[a, p], cols[b, q]]
-                    acc += wr[a, p] * part
-                out[s, a, b] = acc
+                out[s, a, b] = _bicubic(data[z], rows[a], wr[a], cols[b], wc[b])
     return out
 
 
@@ -115,13 +121,7 @@ def _integrate_pixels(words, swap, n_zone, crop, zones, v0, u0, n_pix, step):
             _cubic_taps(min(max(u0[s] + a * step, 0.0), cx), cx, cols[a], wc[a])
         for a in range(n_pix + 1):
             for b in range(n_pix + 1):
-                acc = 0.0
-                for p in range(4):
-                    part = 0.0
-                    for q in range(4):
-                        part += wc[b, q] * table[z, rows[a, p], cols[b, q]]
-                    acc += wr[a, p] * part
-                corners[a, b] = acc
+                corners[a, b] = _bicubic(table[z], rows[a], wr[a], cols[b], wc[b])
         for a in range(n_pix):
             for b in range(n_pix):
                 out[s, a, b] = (corners[a + 1, b + 1] - corners[a, b + 1] - corners[a + 1, b]
