@@ -161,6 +161,24 @@ def test_demo_runs_the_whole_job(tmp_path):
     assert len(pngs) == 3 and all(p.stat().st_size > 5000 for p in pngs)
 
 
+def test_nothing_to_measure_is_an_ordinary_answer(sky_qr2, tmp_path):
+    nowhere = BatchConfig(center_ra=10.0, center_dec=-40.0, radius=0.5, catalog_path=sky_qr2.catalog,
+                          archive=str(sky_qr2.archive), output_dir=tmp_path / "nowhere")
+    summary = BatchPipeline(nowhere).run_all()
+    assert summary.images == 0 and summary.note == "no image covers the region"
+    assert "no image covers the region" in summary.table()
+    far = tmp_path / "far.csv"
+    pd.DataFrame({"targetid": [1, 2], "ra": [10.0, 10.1], "dec": [-40.0, -40.1]}).to_csv(far, index=False)
+    elsewhere = BatchConfig(**CENTER, catalog_path=far, archive=str(sky_qr2.archive), output_dir=tmp_path / "far",
+                            read_in_place=True)
+    summary = BatchPipeline(elsewhere).run_all()
+    assert summary.images > 0 and summary.measured == summary.images and summary.rows == 0
+    assert summary.note == "no catalog source falls in the images found"
+    run = _cli("batch", "--catalog", sky_qr2.catalog, "--ra", 10, "--dec", -40, "--radius", 0.5,
+               "--archive", sky_qr2.archive, "--out", tmp_path / "cli")
+    assert run.returncode == 0 and "no image covers the region" in run.stdout
+
+
 def test_cli_errors_exit_non_zero(tmp_path):
     bad = _cli("batch", "--catalog", tmp_path / "none.csv", "--ra", 10, "--dec", 5, "--radius", 0.5,
                "--archive", tmp_path, "--out", tmp_path / "o", "--stage", "extract", check=False)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .. import cluster
 from ..archive.fetch import FetchConfig, destination, fetch
@@ -32,7 +33,8 @@ def load_query_summary(output_dir: str | Path) -> dict:
 @dataclass
 class RunSummary:
     """What a run did: images found / fetched / measured / failed, catalog sources, light-curve
-    rows, channel-spectrum rows, sources flagged variable, wall time."""
+    rows, channel-spectrum rows, sources flagged variable, wall time, and a ``note`` when there
+    was nothing to measure."""
 
     images: int = 0
     fetched: int = 0
@@ -43,9 +45,11 @@ class RunSummary:
     spectrum_rows: int = 0
     variable: int = 0
     seconds: dict = field(default_factory=dict)
+    note: str = ""
 
     def table(self) -> str:
-        lines = [f"{'images found':<18}{self.images:>10}", f"{'files fetched':<18}{self.fetched:>10}",
+        lines = [self.note] if self.note else []
+        lines += [f"{'images found':<18}{self.images:>10}", f"{'files fetched':<18}{self.fetched:>10}",
                  f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
                  f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}",
                  f"{'spectrum rows':<18}{self.spectrum_rows:>10}", f"{'variable':<18}{self.variable:>10}"]
@@ -167,6 +171,10 @@ class BatchPipeline:
         self.summary.seconds["spectra"] = time.perf_counter() - t0
         return done["rows"]
 
+    def _measured_rows(self) -> int:
+        """Rows in the per-image files (from their Parquet footers)."""
+        return sum(pq.read_metadata(f).num_rows for f in self.config.per_image_dir.glob("*.parquet"))
+
     def run_all(self, skip_existing: bool = True) -> RunSummary:
         """All five stages; a rerun resumes (finished downloads and images are skipped)."""
         t0 = time.perf_counter()
@@ -176,8 +184,12 @@ class BatchPipeline:
             self.summary.images = len(self._observations())
         self.run_download(skip_existing)
         self.run_extract(skip_existing)
-        self.run_aggregate(clean=True, reuse=skip_existing)
-        self.run_spectra()
+        if self._measured_rows():
+            self.run_aggregate(clean=True, reuse=skip_existing)
+            self.run_spectra()
+        else:  # an ordinary answer, not an error: say why there are no light curves
+            self.summary.note = ("no image covers the region" if self.summary.images == 0
+                                 else "no catalog source falls in the images found")
         self.summary.seconds["total"] = time.perf_counter() - t0
         return self.summary
 
