@@ -66,11 +66,12 @@ def _per_image_frame(per_image: Path) -> dd.DataFrame:
     batches: list[list[str]] = [[]]
     size = 0
     for f in files:
-        if batches[-1] and size + f.stat().st_size > INPUT_BYTES:
+        nbytes = f.stat().st_size
+        if batches[-1] and size + nbytes > INPUT_BYTES:
             batches.append([])
             size = 0
         batches[-1].append(str(f))
-        size += f.stat().st_size
+        size += nbytes
     meta = pq.read_schema(files[0]).empty_table().to_pandas()
     return dd.from_map(_read_files, batches, meta=meta, label="read-per-image", enforce_metadata=False)
 

@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import dask
@@ -85,17 +85,21 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _recorded(path: Path) -> dict[bytes, bytes]:
-    """A per-image file's schema metadata (empty for a missing or unreadable file)."""
+def _footer(path: Path) -> pq.FileMetaData | None:
+    """A per-image file's Parquet footer (None for a missing or unreadable file): its row count
+    and, as key-value metadata, what made it."""
     try:
-        return pq.read_schema(path).metadata or {}
+        return pq.read_metadata(path)
     except (OSError, pa.ArrowInvalid):
-        return {}
+        return None
 
 
 def recorded_fingerprint(path: Path) -> str | None:
     """The fingerprint a per-image file was written with (None for a missing or older file)."""
-    return _recorded(path).get(FINGERPRINT_KEY, b"").decode() or None
+    footer = _footer(path)
+    if footer is None:
+        return None
+    return (footer.metadata or {}).get(FINGERPRINT_KEY, b"").decode() or None
 
 
 def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: str = "", run: str = "") -> None:
@@ -163,10 +167,11 @@ def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, con
         made_from = fingerprint(image, sources, config)
         row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
                    n_sources=len(sources), fingerprint=made_from)
-        recorded = _recorded(out) if skip_existing else {}
-        if recorded.get(FINGERPRINT_KEY) == made_from.encode():
+        footer = _footer(out) if skip_existing else None
+        recorded = (footer.metadata or {}) if footer else {}
+        if footer and recorded.get(FINGERPRINT_KEY) == made_from.encode():
             status = "ok" if recorded.get(RUN_KEY) == run.encode() else "skipped"
-            row.update(status=status, n_rows=pq.read_metadata(out).num_rows)
+            row.update(status=status, n_rows=footer.num_rows)
         else:
             l2 = l2 or L2File(image.url, storage_options=storage_options)
             table = measure_image(l2, sources, config)
@@ -269,8 +274,3 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
     images = sorted(str(p) for p in Path(image_dir).rglob("*.fits") if not p.name.startswith("."))
     return extract_images(images, sources, config, output_dir, skip_existing=skip_existing,
                           manifest_path=manifest_path, client=client)
-
-
-def located(observations: Sequence[Observation], where: Sequence[str]) -> list[Observation]:
-    """The records with ``url`` replaced by where each file is read (e.g. a downloaded copy)."""
-    return [replace(o, url=str(w)) for o, w in zip(observations, where)]

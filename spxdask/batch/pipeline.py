@@ -5,7 +5,7 @@ spectra stage. Every stage reads its inputs from disk, so each runs alone in a n
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +21,7 @@ from ..spectra import build_spectra
 from ..store import INDEX_NAME
 from .aggregate import aggregate_lightcurves, current_targets
 from .config import BatchConfig, load_catalog
-from .extract import extract_images, located, write_manifest
+from .extract import extract_images, write_manifest
 from .query import query_region_observations
 
 
@@ -121,8 +121,7 @@ class BatchPipeline:
         if self.config.read_in_place:
             return found
         where = [destination(o, self.config.image_dir) for o in found]
-        present = [(o, w) for o, w in zip(found, where) if w.exists()]
-        return located([o for o, _ in present], [str(w) for _, w in present])
+        return [replace(o, url=str(w)) for o, w in zip(found, where) if w.exists()]
 
     def run_extract(self, skip_existing: bool = True) -> int:
         """Stage 3: photometry of every catalog source in every image; returns the number of
