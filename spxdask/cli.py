@@ -49,7 +49,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import SimConfig, simulate_sky
 
     cfg = SimConfig(n_images=args.images, size=args.size, n_sources=args.sources, seed=args.seed,
-                    layout=args.layout, center=tuple(args.center), radius=args.radius, detectors=tuple(args.detectors))
+                    layout=args.layout, center=tuple(args.center), radius=args.radius, detectors=tuple(args.detectors),
+                    min_separation_arcsec=args.min_separation, count_slope=args.count_slope,
+                    uncatalogued_below_ujy=args.uncatalogued_below, psf_gradient=args.psf_gradient)
     t0 = time.perf_counter()
     sky = simulate_sky(args.out, cfg)
     print(f"wrote {len(sky.files)} L2 files under {sky.archive} in {time.perf_counter() - t0:.1f} s")
@@ -101,7 +103,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                          coverage_mode=args.coverage, bands=[f"D{b}" for b in args.bands] if args.bands else None,
                          mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images,
                          output_dir=args.out, archive=args.archive, tap_url=args.tap,
-                         read_in_place=args.read_in_place, export_csv=args.csv)
+                         read_in_place=args.read_in_place, export_csv=args.csv,
+                         neighbour_catalog_path=args.neighbours)
     stage = args.stage
     with _client(args) as client:
         pipe = BatchPipeline(config, client=client)
@@ -148,7 +151,7 @@ def _cmd_lightcurve(args: argparse.Namespace) -> int:
     if args.spectrum:
         print(f"spectrum plot: {plot_spectrum(rows, args.spectrum, spectrum=_stored_spectrum(args.out, args.targetid))}")
     if not (args.plot or args.spectrum):
-        cols = ["obs_id", "band", "mjd", "wavelength", "flux", "flux_error", "flux_total", "flag", "quality"]
+        cols = ["obs_id", "band", "mjd", "wavelength", "flux_psf", "flux_psf_error", "flux_total", "flag", "quality"]
         print(rows[cols].to_string(index=False))
     return 0
 
@@ -205,6 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="region centre in degrees (default 150.1 2.2)")
     p.add_argument("--radius", type=float, default=None, help="region radius in degrees (default: one image width)")
     p.add_argument("--detectors", type=_bands, default=channels.DETECTORS, help="e.g. 1,2,3 (default all six)")
+    crowd = p.add_argument_group("crowded skies")
+    crowd.add_argument("--min-separation", type=float, default=20.0,
+                       help="redraw sources closer than this (arcsec; 0 for crowded skies; default 20)")
+    crowd.add_argument("--count-slope", type=float, default=1.0,
+                       help="dN/dS ∝ S^-slope over the flux range (default 1: uniform in log S)")
+    crowd.add_argument("--uncatalogued-below", type=float, default=0.0,
+                       help="sources fainter than this (µJy) are drawn but not catalogued (default 0)")
+    crowd.add_argument("--psf-gradient", type=float, default=0.0,
+                       help="fractional PSF width change per detector half-width along x (default 0)")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("index", help="index a local / fsspec archive of L2 files (headers only)",
@@ -236,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "spectra", "all"), default="all")
     p.add_argument("--read-in-place", action="store_true", help="measure the files where they are (no download)")
     p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
+    p.add_argument("--neighbours", type=Path, metavar="PATH",
+                   help="deeper catalog (CSV or Parquet with ra, dec) fitted with the targets in the PSF fit")
     _cluster_args(p)
     p.set_defaults(func=_cmd_batch)
 

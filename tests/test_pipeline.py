@@ -137,8 +137,10 @@ def test_cli_end_to_end(tmp_path):
                "--bands", "D2,D5", "--out", tmp_path / "q.parquet").stdout
     assert "2 observations" in out and (tmp_path / "q.parquet").exists()
     run = _cli("batch", "--catalog", sky / "catalog.csv", "--ra", 150.1, "--dec", 2.2, "--radius", 0.5,
-               "--archive", sky / "archive", "--out", tmp_path / "run", "--scheduler", "local")
+               "--archive", sky / "archive", "--out", tmp_path / "run", "--scheduler", "local",
+               "--neighbours", sky / "truth" / "sources.parquet")
     assert "images measured" in run.stdout
+    assert np.isfinite(pd.read_parquet(tmp_path / "run" / "lightcurves").flux_psf).mean() > 0.99
     tid = pd.read_parquet(tmp_path / "run" / "lightcurves").targetid.iloc[0]
     table = _cli("lightcurve", tid, "--out", tmp_path / "run").stdout
     assert "flux_total" in table and len(table.splitlines()) == len(read_lightcurve(tmp_path / "run", tid)) + 1
@@ -183,5 +185,10 @@ def test_cli_errors_exit_non_zero(tmp_path):
     bad = _cli("batch", "--catalog", tmp_path / "none.csv", "--ra", 10, "--dec", 5, "--radius", 0.5,
                "--archive", tmp_path, "--out", tmp_path / "o", "--stage", "extract", check=False)
     assert bad.returncode != 0 and "error" in bad.stderr
+    (tmp_path / "c.csv").write_text("targetid,ra,dec\n1,10,5\n")
+    bad = _cli("batch", "--catalog", tmp_path / "c.csv", "--ra", 10, "--dec", 5, "--radius", 0.5,
+               "--archive", tmp_path, "--out", tmp_path / "o", "--stage", "extract", "--neighbours",
+               tmp_path / "deep.parquet", check=False)
+    assert bad.returncode != 0 and "deep.parquet: neighbour catalog not found" in bad.stderr
     assert _cli("lightcurve", "123", "--out", tmp_path, check=False).returncode != 0
     assert _cli("query", "--ra", 10, "--dec", 5, "--radius", 0.5, "--out", tmp_path / "q", check=False).returncode == 2

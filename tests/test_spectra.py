@@ -100,10 +100,12 @@ def _serial_spectrum(rows: pd.DataFrame, config: SpectraConfig) -> list[tuple]:
     """The binning written as a plain loop over measurements and channels."""
     table = channel_table()
     bins: dict[tuple, list] = {}
+    column = "flux_psf" if config.flux_column == "auto" else config.flux_column  # the run measured PSF fluxes
+    rows = rows.assign(f=rows[column], e=rows[f"{column}_error"])
     for r in rows.itertuples():
         if any(q in config.exclude_quality for q in str(r.quality).split(",")):
             continue
-        if not (np.isfinite(r.flux_total) and np.isfinite(r.flux_total_error) and r.flux_total_error > 0):
+        if not (np.isfinite(r.f) and np.isfinite(r.e) and r.e > 0):
             continue
         best, best_d = None, np.inf
         for c in table.itertuples():
@@ -114,8 +116,8 @@ def _serial_spectrum(rows: pd.DataFrame, config: SpectraConfig) -> list[tuple]:
             bins.setdefault((r.targetid, best.detector, best.subchan), []).append(r)
     out = []
     for (tid, det, ch), ms in bins.items():
-        f = np.array([m.flux_total for m in ms])
-        w = 1 / np.array([m.flux_total_error for m in ms]) ** 2
+        f = np.array([m.f for m in ms])
+        w = 1 / np.array([m.e for m in ms]) ** 2
         lam = np.array([m.wavelength for m in ms])
         mean = np.sum(w * f) / np.sum(w)
         out.append((tid, det, ch, np.sum(w * lam) / np.sum(w), mean, 1 / np.sqrt(np.sum(w)), len(ms),
@@ -176,10 +178,13 @@ def test_cli_spectrum_and_plot(run, tmp_path):
 def _rows(targetid, detector, wavelength, flux, error, quality="", obs="2026W01_1A_0100_1"):
     n = len(wavelength)
     df = pd.DataFrame({c: np.zeros(n) for c in COLUMNS})
+    # aperture fluxes only, as with PhotometryConfig(psf_fit=False)
     return df.assign(targetid=np.int64(targetid), ra=150.0, dec=2.0, obs_id=[f"{obs}{k}" for k in range(n)],
                      band=f"D{detector}", filename="f.fits", quality=quality, flag=np.int32(0),
                      detector=np.int8(detector), n_bad=np.int16(0), mjd=61000.0 + np.arange(n),
-                     wavelength=wavelength, flux_total=flux, flux_total_error=error)
+                     wavelength=wavelength, flux_total=flux, flux_total_error=error, flux_psf=np.nan,
+                     flux_psf_error=np.nan, mag_psf_ab=np.nan, mag_psf_ab_error=np.nan, psf_chi2=np.nan,
+                     psf_corr_max=np.nan, psf_n_neighbours=np.int32(0), psf_quality=None)
 
 
 def test_sparse_and_flagged_sources_are_reported(tmp_path):
@@ -222,7 +227,11 @@ def test_config_errors_name_the_field(bad, field):
         SpectraConfig(**bad)
 
 
-def test_a_flux_column_the_run_lacks_is_a_clear_error(run):
-    _, config, _ = run
-    with pytest.raises(ValueError, match="flux_psf"):
-        build_spectra(config.output_dir, SpectraConfig(flux_column="flux_psf"))
+def test_a_flux_column_the_run_lacks_is_a_clear_error(tmp_path):
+    per_image = tmp_path / "per_image"
+    _write(_rows(39627000000000001, 2, [1.30, 1.31], [100.0, 99.0], [5.0, 5.0])[list(COLUMNS)],
+           per_image / "img0_D2.parquet", pa.int64())
+    aggregate_lightcurves(per_image, tmp_path / "lightcurves")
+    with pytest.raises(ValueError, match="flux_column.*flux_psf.*psf_fit"):
+        build_spectra(tmp_path, SpectraConfig(flux_column="flux_psf"))
+    assert build_spectra(tmp_path)["rows"] == 1  # "auto" takes flux_total

@@ -28,9 +28,11 @@ from ..store import PROVENANCE, parts, read_targets, swap_in, temporary_beside, 
 from .extract import recorded_fingerprint
 
 SORT_KEYS = ["targetid", "mjd", "wavelength"]
-#: The reference's per-source light-curve CSV columns, plus ``targetid``.
+#: The reference's per-source light-curve CSV columns, plus ``targetid`` first and the PSF-fit
+#: flux last.
 CSV_COLUMNS = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
-               "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius"]
+               "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius", "flux_psf",
+               "flux_psf_error"]
 ROW_GROUP_ROWS = 32_768
 #: Bytes of per-image Parquet read by one input partition of the shuffle.
 INPUT_BYTES = 64 * 2**20

@@ -25,7 +25,10 @@ class BatchConfig(Config):
     or ``tap_url``: IRSA's TAP service, the default), ``read_in_place`` (measure the files where
     they are instead of downloading), ``collections``, ``export_csv`` and ``storage_options``
     (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket) and
-    ``spectra`` (how the spectra stage bins measurements and tests variability).
+    ``spectra`` (how the spectra stage bins measurements and tests variability) and
+    ``neighbour_catalog_path``: a deeper catalog (CSV or Parquet with ra, dec, and any id
+    column) whose sources enter the joint PSF fit of every image they fall in, so that the
+    targets' PSF fluxes are deblended from them; only the targets get rows.
     """
 
     center_ra: float
@@ -49,10 +52,13 @@ class BatchConfig(Config):
     export_csv: bool = False
     storage_options: dict | None = None
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
+    neighbour_catalog_path: Path | None = None
 
     def __post_init__(self) -> None:
         check_config(self)
         self.catalog_path = Path(self.catalog_path)
+        if self.neighbour_catalog_path is not None:
+            self.neighbour_catalog_path = Path(self.neighbour_catalog_path)
         self.output_dir = Path(self.output_dir)
         require_position(self, "center_ra", "center_dec")
         require(self, 0 < self.radius <= 90, "radius", "must be within (0, 90] deg")
@@ -107,8 +113,10 @@ class CatalogError(ValueError):
     """A catalog file is unusable; the message names the file and the offending rows."""
 
 
-def _rows(mask: pd.Series, limit: int = 10) -> str:
-    idx = (np.flatnonzero(mask.to_numpy()) + 2).tolist()  # file line numbers (header = line 1)
+def _rows(mask: pd.Series, limit: int = 10, first: int = 2) -> str:
+    """Where ``mask`` holds: CSV file line numbers (header = line 1), or row numbers from
+    ``first``."""
+    idx = (np.flatnonzero(mask.to_numpy()) + first).tolist()
     more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
     return ", ".join(map(str, idx[:limit])) + more
 
@@ -164,3 +172,39 @@ def load_catalog(catalog_path: str | Path) -> pd.DataFrame:
     integer = tid.str.fullmatch(r"[+-]?\d{1,18}").all()
     targetid = tid.astype("int64") if integer and as_int.notna().all() else tid.astype("string")
     return pd.DataFrame({"targetid": targetid, "ra": coords["ra"], "dec": coords["dec"]})
+
+
+def load_neighbours(path: str | Path) -> pd.DataFrame:
+    """Read a neighbour catalog (CSV for a ``.csv`` file, else Parquet) with columns
+    ra, dec in degrees (other columns, such as an id, are dropped).
+
+    Raises
+    ------
+    CatalogError
+        For a missing or unreadable file, missing columns, or non-numeric / NaN /
+        out-of-range coordinates (naming the file and the first offending rows).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CatalogError(f"{path}: neighbour catalog not found")
+    try:
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pandas / pyarrow raise many kinds for a bad file
+        raise CatalogError(f"{path}: neighbour catalog unreadable ({type(exc).__name__}: {exc})") from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in ("ra", "dec") if c not in frame.columns]
+    if missing:
+        raise CatalogError(f"{path}: missing column(s) {missing}; need ra, dec (found {list(frame.columns)})")
+    problems = []
+    coords = {}
+    where = "line(s)" if path.suffix == ".csv" else "row(s)"
+    for col, lo, hi in (("ra", 0.0, 360.0), ("dec", -90.0, 90.0)):
+        val = pd.to_numeric(frame[col], errors="coerce")
+        bad = val.isna() | (val < lo) | (val > hi)
+        if bad.any():
+            problems.append(f"{col} not a number within [{lo:g}, {hi:g}] on {where} "
+                            f"{_rows(bad, first=2 if path.suffix == '.csv' else 0)}")
+        coords[col] = val.to_numpy(float)
+    if problems:
+        raise CatalogError(f"{path}: " + "; ".join(problems))
+    return pd.DataFrame(coords)

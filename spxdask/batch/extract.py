@@ -44,9 +44,11 @@ from .select import CatalogIndex
 UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
          "mag_ab": "mag(AB)", "mag_ab_error": "mag", "wavelength": "um", "bandwidth": "um",
          "bg_level": "uJy/arcsec2", "bg_error": "uJy/arcsec2", "aperture_radius": "pix",
-         "flux_total": "uJy", "flux_total_error": "uJy"}
+         "flux_total": "uJy", "flux_total_error": "uJy", "flux_psf": "uJy", "flux_psf_error": "uJy",
+         "mag_psf_ab": "mag(AB)", "mag_psf_ab_error": "mag"}
 _TYPES = {"obs_id": pa.string(), "band": pa.string(), "filename": pa.string(), "quality": pa.string(),
-          "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16()}
+          "psf_quality": pa.string(), "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16(),
+          "psf_n_neighbours": pa.int32()}
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
                     "seconds", "fingerprint")
 FINGERPRINT_KEY = b"spxdask.fingerprint"
@@ -75,14 +77,21 @@ def output_name(obs_id: str, detector: int) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obs_id).lstrip('.')}_D{int(detector)}.parquet"
 
 
-def fingerprint(observation: Observation, sources: pd.DataFrame, config: PhotometryConfig) -> str:
+def fingerprint(observation: Observation, sources: pd.DataFrame, config: PhotometryConfig,
+                neighbours: pd.DataFrame | None = None) -> str:
     """What a per-image file is made from, hashed: the image record (where it was read from
-    aside), the catalog rows measured, the photometry config and the package version."""
+    aside), the catalog rows measured, the neighbour rows fitted with them, the photometry
+    config and the package version."""
     image = {k: v for k, v in asdict(observation).items() if k != "url"}
-    rows = hashlib.sha256(pd.util.hash_pandas_object(sources[["targetid", "ra", "dec"]], index=False).to_numpy().tobytes())
-    text = json.dumps({"image": image, "sources": rows.hexdigest(), "config": config.to_dict(),
-                       "spxdask": __version__}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    made_from = {"image": image, "sources": _rows_hash(sources[["targetid", "ra", "dec"]]),
+                 "config": config.to_dict(), "spxdask": __version__}
+    if neighbours is not None:
+        made_from["neighbours"] = _rows_hash(neighbours[["ra", "dec"]])
+    return hashlib.sha256(json.dumps(made_from, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _rows_hash(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
 
 
 def _footer(path: Path) -> pq.FileMetaData | None:
@@ -109,13 +118,31 @@ def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: st
     write_parquet_atomic(pa.Table.from_pandas(table, schema=schema, preserve_index=False), path)
 
 
-def _in_image(index: CatalogIndex, observation: Observation) -> pd.DataFrame:
-    return index.catalog.take(index.in_polygon(observation.corners, margin_deg=MARGIN_DEG))
+def _in_image(index: CatalogIndex, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
+    return index.catalog.take(index.in_polygon(observation.corners, margin_deg=margin_deg))
+
+
+def _neighbours_in_image(index: CatalogIndex | None, observation: Observation,
+                         config: PhotometryConfig) -> pd.DataFrame | None:
+    """The neighbour rows whose PSF can reach the image's pixels (None without a neighbour
+    catalog or a PSF fit)."""
+    if index is None or not config.psf_fit:
+        return None
+    return _in_image(index, observation, MARGIN_DEG + (config.psf_fit_radius + 1) * PIXEL_SCALE_ARCSEC / 3600)
+
+
+def _neighbour_index(neighbours: pd.DataFrame | None) -> CatalogIndex | None:
+    if neighbours is None:
+        return None
+    missing = {"ra", "dec"} - set(neighbours.columns)
+    if missing:
+        raise ValueError(f"neighbours lack column(s) {sorted(missing)}")
+    return CatalogIndex(neighbours[["ra", "dec"]])
 
 
 def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequence[Source],
                          config: PhotometryConfig, output_dir: str | Path,
-                         skip_existing: bool = True) -> Path | None:
+                         skip_existing: bool = True, *, neighbours: pd.DataFrame | None = None) -> Path | None:
     """Measure all ``sources`` that fall in one image and write ``<obs_id>_D<n>.parquet``.
 
     Parameters
@@ -129,7 +156,10 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
         Folder of the per-image Parquet files.
     skip_existing : bool
         Return None without work when the output exists and was made from the same image,
-        sources and config.
+        sources, neighbours and config.
+    neighbours : DataFrame (ra, dec), optional
+        More sources fitted with the targets in the joint PSF fit (a deeper catalog); they
+        get no rows.
 
     Returns
     -------
@@ -141,16 +171,18 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
         observation = observation_of(l2, str(image_path))
         out = Path(output_dir) / output_name(observation.obs_id, observation.detector)
         mine = _in_image(CatalogIndex(catalog), observation)
-        made_from = fingerprint(observation, mine, config)
+        near = _neighbours_in_image(_neighbour_index(neighbours), observation, config)
+        made_from = fingerprint(observation, mine, config, near)
         if skip_existing and recorded_fingerprint(out) == made_from:
             return None
-        table = measure_image(l2, mine, config)
+        table = measure_image(l2, mine, config, neighbours=near)
     _write(table, out, targetid_type(catalog), made_from)
     return out
 
 
-def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, config: PhotometryConfig,
-             tid_type: pa.DataType, skip_existing: bool, run: str, storage_options: dict | None = None) -> dict:
+def _extract(image: Observation | str, index: CatalogIndex, neighbour_index: CatalogIndex | None, *, out_dir: str,
+             config: PhotometryConfig, tid_type: pa.DataType, skip_existing: bool, run: str,
+             storage_options: dict | None = None) -> dict:
     """Measure one image (a record, or a file whose record its headers give); the manifest row.
     A file already made from the same inputs is reused ("skipped"), unless this ``run`` wrote
     it: then the task is running again after its worker was lost, and the image counts as
@@ -164,7 +196,8 @@ def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, con
             image = observation_of(l2, image)
         out = Path(out_dir) / output_name(image.obs_id, image.detector)
         sources = _in_image(index, image)
-        made_from = fingerprint(image, sources, config)
+        near = _neighbours_in_image(neighbour_index, image, config)
+        made_from = fingerprint(image, sources, config, near)
         row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
                    n_sources=len(sources), fingerprint=made_from)
         footer = _footer(out) if skip_existing else None
@@ -174,7 +207,7 @@ def _extract(image: Observation | str, index: CatalogIndex, *, out_dir: str, con
             row.update(status=status, n_rows=footer.num_rows)
         else:
             l2 = l2 or L2File(image.url, storage_options=storage_options)
-            table = measure_image(l2, sources, config)
+            table = measure_image(l2, sources, config, neighbours=near)
             _write(table, out, tid_type, made_from, run)
             row.update(status="ok", n_rows=len(table))
     except Exception as exc:  # recorded in the manifest; the run goes on
@@ -198,7 +231,7 @@ def write_manifest(rows: list[dict], path: Path) -> None:
 def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | Sequence[Source],
                    config: PhotometryConfig, output_dir: str | Path, *, skip_existing: bool = True,
                    manifest_path: str | Path | None = None, storage_options: dict | None = None,
-                   client=None) -> int:
+                   neighbours: pd.DataFrame | None = None, client=None) -> int:
     """Measure images with Dask: one ``photometry-<obs_id>_D<n>`` task per image.
 
     Parameters
@@ -216,6 +249,9 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
         fingerprint, timing).
     storage_options : dict, optional
         fsspec options for remote files.
+    neighbours : DataFrame (ra, dec), optional
+        A deeper catalog whose sources enter the joint PSF fit of each image (selected per
+        image, like the targets); they get no rows.
     client : distributed.Client, optional
         Where the tasks run (default: the running Client, else local threads).
 
@@ -232,9 +268,13 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     # the catalog and its index travel once, as one shared input of every task; the shared
     # options sit in a partial, which dask does not traverse for every task
     shared = dask.delayed(index, name=f"catalog-{tokenize(index.catalog)}")
+    neighbour_index = _neighbour_index(neighbours)
+    shared_neighbours = (None if neighbour_index is None
+                         else dask.delayed(neighbour_index, name=f"neighbours-{tokenize(neighbour_index.catalog)}"))
     measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targetid_type(catalog),
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
-    tasks = [dask.delayed(measure, pure=False)(image, shared, dask_key_name=f"photometry-{_label(image, k)}")
+    tasks = [dask.delayed(measure, pure=False)(image, shared, shared_neighbours,
+                                               dask_key_name=f"photometry-{_label(image, k)}")
              for k, image in enumerate(images)]
     rows = list(compute(*tasks, client=client)) if tasks else []
     # a reused file keeps the manifest record of the run that made it
@@ -254,13 +294,15 @@ def _label(image: Observation | str, k: int) -> str:
 
 def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
                    output_dir: str | Path, n_workers: int = 12, skip_existing: bool = True, *,
-                   manifest_path: str | Path | None = None, client=None) -> int:
+                   manifest_path: str | Path | None = None, neighbours: pd.DataFrame | None = None,
+                   client=None) -> int:
     """Measure every L2 image under ``image_dir`` (recursively) with Dask (reference name).
 
     Each ``photometry-…`` task reads its file's record from the headers, selects the catalog
     sources in its footprint (the catalog and its index are shared by all tasks) and measures
-    them. ``n_workers`` is the reference's pool size, accepted and ignored (the cluster
-    decides; :mod:`spxdask.compat`).
+    them, fitting them jointly with the ``neighbours`` (ra, dec) in the footprint.
+    ``n_workers`` is the reference's pool size, accepted and ignored (the cluster decides;
+    :mod:`spxdask.compat`).
 
     Returns
     -------
@@ -273,4 +315,4 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
     ignored("run_extraction", n_workers=n_workers)
     images = sorted(str(p) for p in Path(image_dir).rglob("*.fits") if not p.name.startswith("."))
     return extract_images(images, sources, config, output_dir, skip_existing=skip_existing,
-                          manifest_path=manifest_path, client=client)
+                          manifest_path=manifest_path, neighbours=neighbours, client=client)

@@ -20,7 +20,7 @@ from ..photometry import PhotometryConfig
 from ..spectra import build_spectra
 from ..store import INDEX_NAME
 from .aggregate import aggregate_lightcurves, current_targets
-from .config import BatchConfig, load_catalog
+from .config import BatchConfig, load_catalog, load_neighbours
 from .extract import extract_images, write_manifest
 from .query import query_region_observations
 
@@ -128,10 +128,13 @@ class BatchPipeline:
         images newly measured."""
         t0 = time.perf_counter()
         catalog = load_catalog(self.config.catalog_path)
+        path = self.config.neighbour_catalog_path
+        neighbours = load_neighbours(path) if path is not None else None
         with cluster.run_context(self.config.output_dir, "extract", self.client, "performance-report-extract.html"):
             n = extract_images(self._images(), catalog, self.config.photometry, self.config.per_image_dir,
                                skip_existing=skip_existing, manifest_path=self.config.manifest_path,
-                               storage_options=self.config.storage_options, client=self.client)
+                               storage_options=self.config.storage_options, neighbours=neighbours,
+                               client=self.client)
         manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
         self.summary.measured = n
         self.summary.sources = len(catalog)

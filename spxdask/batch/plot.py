@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..spectra import SpectraConfig, spectra_of
+from ..spectra.kernel import resolve
 
 
 def _axes():
@@ -24,7 +25,7 @@ def _title(rows: pd.DataFrame) -> str:
 
 
 def _flux_column(rows: pd.DataFrame, column: str | None) -> str:
-    return column or SpectraConfig().resolve_flux(rows.columns)[0]
+    return column or resolve(rows, SpectraConfig())[0]
 
 
 def plot_lightcurve(rows: pd.DataFrame, path: str | Path, column: str | None = None) -> Path:

@@ -1,7 +1,8 @@
-"""Forced aperture photometry of all catalog sources in one SPHEREx L2 image, at once.
+"""Forced photometry of all catalog sources in one SPHEREx L2 image, at once: aperture and
+joint PSF fit.
 
-numpy / astropy and the compiled loops of :mod:`.pixels`: no Dask, no Python loop over
-sources. Steps:
+numpy / astropy and the compiled loops of :mod:`.pixels` and :mod:`.psf_fit`: no Dask, no
+Python loop over sources. Steps:
 
 1. sky → pixel through the file's SIP WCS for the image's own sources;
 2. zodi: the ZODI model scaled by a weighted least-squares fit over background pixels;
@@ -9,7 +10,9 @@ sources. Steps:
    sigma-clipped, :mod:`.background`) and the aperture sums with exact circle/pixel overlap
    weights (:mod:`.overlap`, equal to photutils' ``method="exact"``);
 4. aperture correction from the file's own PSF at each source's sub-pixel position, with the
-   same weights and masked pixels, so ``flux_total`` also recovers light lost to masked pixels.
+   same weights and masked pixels, so ``flux_total`` also recovers light lost to masked pixels;
+5. the joint PSF fit of the sources and their neighbours (:mod:`.psf_fit`), with the same
+   PSF stamps.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 from astropy.wcs.utils import proj_plane_pixel_scales
+from scipy.spatial import cKDTree
 
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
@@ -26,14 +30,20 @@ from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .background import fit_zodi_scale
 from .config import PhotometryConfig
 from .pixels import measure_pixels
+from .psf_fit import DEGENERATE_CORRELATION, fit_psf
 
 #: Output columns of :func:`measure_image`, in order (the reference's, then spxdask's).
 COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab",
            "mag_ab_error", "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius",
            "filename", "detector", "n_bad", "aperture_correction", "flux_total", "flux_total_error",
-           "zodi_scale", "quality")
+           "zodi_scale", "quality", "flux_psf", "flux_psf_error", "mag_psf_ab", "mag_psf_ab_error", "psf_chi2",
+           "psf_n_neighbours", "psf_corr_max", "psf_quality")
 #: The reasons ``quality`` can list (comma-separated), see :func:`measure_image`.
 QUALITY_REASONS = ("edge", "bad_pixels", "background_source_pixels", "no_background")
+#: The reasons ``psf_quality`` can list.
+PSF_QUALITY_REASONS = ("edge", "bad_pixels", "psf_degenerate", "no_pixels")
+#: A neighbour within this distance (arcsec) of a target is the target itself.
+SAME_SOURCE_ARCSEC = 0.5
 
 
 def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:
@@ -53,28 +63,42 @@ def pixel_scale(l2: L2File, config: PhotometryConfig) -> float:
     return scale if np.isfinite(scale) and scale > 0 else config.pixel_scale_fallback
 
 
-def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | None = None) -> pd.DataFrame:
-    """Aperture photometry of ``sources`` (columns targetid, ra, dec) in one image.
+def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | None = None, *,
+                  neighbours: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Forced photometry of ``sources`` (columns targetid, ra, dec) in one image.
 
-    Returns one row per source whose position falls inside the image, in input order, with
-    :data:`COLUMNS`. Fluxes in µJy, background in µJy/arcsec², wavelengths in micron, mjd the
-    mid-exposure MJD (MJD-BEG/END mean). ``quality`` lists what went wrong for the source
-    (comma-separated): ``edge`` (aperture crosses the image edge), ``bad_pixels`` (masked
-    pixels inside the aperture: ``flux`` misses them, ``flux_total`` corrects for them),
-    ``background_source_pixels`` (SOURCE pixels admitted to the background),
-    ``no_background`` (too few background pixels: fluxes are NaN).
+    Parameters
+    ----------
+    l2 : L2File
+    sources : DataFrame
+        The targets: one row each in the result when inside the image.
+    config : PhotometryConfig, optional
+    neighbours : DataFrame, optional
+        More sources (columns ra, dec; e.g. a deeper survey catalog) that enter the joint PSF
+        fit but get no row. One within 0.5" of a target is that target, fitted once.
+
+    Returns
+    -------
+    DataFrame
+        One row per target whose position falls inside the image, in input order, with
+        :data:`COLUMNS`. Fluxes in µJy, background in µJy/arcsec², wavelengths in micron, mjd
+        the mid-exposure MJD (MJD-BEG/END mean). ``quality`` lists what went wrong for the
+        aperture (comma-separated): ``edge`` (aperture crosses the image edge), ``bad_pixels``
+        (masked pixels inside the aperture: ``flux`` misses them, ``flux_total`` corrects for
+        them), ``background_source_pixels`` (SOURCE pixels admitted to the background),
+        ``no_background`` (too few background pixels: fluxes are NaN). ``psf_quality`` the
+        same for the PSF fit (over the fit radius): ``edge``, ``bad_pixels`` (left out of the
+        fit), ``psf_degenerate`` (a neighbour the data cannot split from it: |correlation| >
+        0.9; the error says how little is known), ``no_pixels`` (no usable pixel: NaN).
     """
     config = config or PhotometryConfig()
     meta = l2.meta
     ny, nx = l2.shape
     ra = sources["ra"].to_numpy(float)
     dec = sources["dec"].to_numpy(float)
-    if len(sources):
-        x, y = l2.wcs.all_world2pix(ra, dec, 0)
-    else:
-        x = y = np.empty(0)
+    x, y = _pixels(l2, ra, dec)
     keep = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    x, y = np.asarray(x[keep], float), np.asarray(y[keep], float)
+    x, y = x[keep], y[keep]
     if not keep.any():
         return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "float64")) for c in COLUMNS}).assign(
             targetid=sources["targetid"].iloc[:0].reset_index(drop=True))
@@ -97,7 +121,11 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     pix = measure_pixels(image, zodi, variance, flags, zodi_scale, x, y, r, m, config)
     bg, bg_err = pix.bg, pix.bg_error
     raw, raw_err = pix.flux, np.sqrt(pix.variance)
-    fraction = np.einsum("nab,nab->n", pix.weights, l2.psf.stamps(*l2.parent_pixel(x, y), m))
+    m_psf = int(math.ceil(config.psf_fit_radius)) if config.psf_fit else 0
+    # one set of PSF stamps serves the aperture correction (its central pixels) and the fit
+    stamps = l2.psf.stamps(*l2.parent_pixel(x, y), max(m, m_psf))
+    centre = slice(stamps.shape[1] // 2 - m, stamps.shape[1] // 2 + m + 1)
+    fraction = np.einsum("nab,nab->n", pix.weights, stamps[:, centre, centre])
     with np.errstate(divide="ignore"):
         correction = np.where(fraction > 0, 1.0 / fraction, np.nan)
 
@@ -111,7 +139,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     no_bg = ~np.isfinite(bg)
     quality = _reasons(edge=edge, bad_pixels=pix.n_bad > 0, background_source_pixels=pix.bg_used_source,
                        no_background=no_bg)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "targetid": sources["targetid"].to_numpy()[keep],
         "ra": ra[keep], "dec": dec[keep],
         "obs_id": meta.obs_id, "band": meta.band, "mjd": meta.mjd,
@@ -123,11 +151,64 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         "n_bad": pix.n_bad, "aperture_correction": correction,
         "flux_total": flux * correction, "flux_total_error": flux_err * correction,
         "zodi_scale": zodi_scale, "quality": quality,
-    }, columns=list(COLUMNS))
+    })
+    if config.psf_fit:
+        # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
+        psf_to_ujy = to_ujy if config.pixel_area == "local" else UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y)
+        fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, neighbours, config)
+        table = table.assign(**{k: v * psf_to_ujy if k.startswith("flux") else v for k, v in fit.items()})
+        table["mag_psf_ab"], table["mag_psf_ab_error"] = ab_magnitude(table["flux_psf"].to_numpy(),
+                                                                      table["flux_psf_error"].to_numpy())
+    else:  # not fitted: NaN fluxes, no quality
+        table = table.assign(psf_n_neighbours=np.int32(0), psf_quality=None)
+    return table.reindex(columns=list(COLUMNS))
+
+
+def _pixels(l2: L2File, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """0-based pixel positions of sky positions through the file's SIP WCS."""
+    if not ra.size:
+        return np.empty(0), np.empty(0)
+    x, y = l2.wcs.all_world2pix(ra, dec, 0)
+    return np.asarray(x, float), np.asarray(y, float)
+
+
+def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+                 zodi_scale: float, x: np.ndarray, y: np.ndarray, stamps: np.ndarray, bg: np.ndarray,
+                 neighbours: pd.DataFrame | None, config: PhotometryConfig) -> dict[str, np.ndarray]:
+    """The joint PSF fit of the targets at (x, y) (their ``stamps`` and local background ``bg``)
+    and of the neighbours in the image that are not targets; the targets' columns, fluxes in
+    image units x pixels."""
+    n = x.size
+    m = int(math.ceil(config.psf_fit_radius))
+    centre = slice(stamps.shape[1] // 2 - m, stamps.shape[1] // 2 + m + 1)
+    stamps = stamps[:, centre, centre]
+    local_bg = bg
+    if neighbours is not None and len(neighbours):
+        nx_, ny_ = _pixels(l2, neighbours["ra"].to_numpy(float), neighbours["dec"].to_numpy(float))
+        ny, nx = l2.shape
+        near = (nx_ > -m - 0.5) & (nx_ < nx + m - 0.5) & (ny_ > -m - 0.5) & (ny_ < ny + m - 0.5)
+        nx_, ny_ = nx_[near], ny_[near]
+        same = SAME_SOURCE_ARCSEC / pixel_scale(l2, config)
+        dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([nx_, ny_]), distance_upper_bound=same)
+        nx_, ny_ = nx_[~np.isfinite(dist)], ny_[~np.isfinite(dist)]
+        if nx_.size:
+            x, y = np.concatenate([x, nx_]), np.concatenate([y, ny_])
+            stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_, ny_), m)])
+            # a neighbour's local background: that of the nearest target (only "local" uses it)
+            local_bg = bg[cKDTree(np.column_stack([x[:n], y[:n]])).query(np.column_stack([nx_, ny_]))[1]]
+            local_bg = np.concatenate([bg, local_bg])
+    fit = fit_psf(image, zodi, variance, flags, zodi_scale, x, y, stamps, radius=config.psf_fit_radius,
+                  bad_mask=config.bad_mask, background=config.psf_background, tile=config.psf_background_tile,
+                  local_background=local_bg)
+    quality = _reasons(edge=fit.edge[:n], bad_pixels=fit.n_bad[:n] > 0,
+                       psf_degenerate=fit.corr_max[:n] > DEGENERATE_CORRELATION, no_pixels=~np.isfinite(fit.flux[:n]))
+    return {"flux_psf": fit.flux[:n], "flux_psf_error": np.sqrt(fit.variance[:n]), "psf_chi2": fit.chi2[:n],
+            "psf_n_neighbours": fit.n_neighbours[:n], "psf_corr_max": fit.corr_max[:n], "psf_quality": quality}
 
 
 _EMPTY_DTYPES = {"obs_id": "object", "band": "object", "filename": "object", "quality": "object",
-                 "flag": "int32", "detector": "int8", "n_bad": "int16"}
+                 "psf_quality": "object", "flag": "int32", "detector": "int8", "n_bad": "int16",
+                 "psf_n_neighbours": "int32"}
 
 
 def _reasons(**conditions: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from ..spherex.flags import REFERENCE_BAD_BITS, mask_from_bits
 APERTURE_METHODS = ("fixed", "fwhm")
 BACKGROUND_METHODS = ("annulus", "window")
 PIXEL_AREAS = ("wcs", "local")
+PSF_BACKGROUNDS = ("fit", "local")
 
 
 @dataclass
@@ -21,7 +22,7 @@ class PhotometryConfig(Config):
 
     Field names and defaults are those of spxquery 0.4.1's ``PhotometryConfig``; spxdask
     honours all of them (the reference batch path ignored several). Added fields:
-    ``pixel_area`` and ``use_source_pixels``.
+    ``pixel_area`` and the ``psf_*`` fields of the joint PSF fit.
 
     Parameters
     ----------
@@ -55,7 +56,20 @@ class PhotometryConfig(Config):
         Local annulus, or a ``window_size`` box (int or (h, w)) as the reference batch path.
     pixel_area : {"wcs", "local"}
         µJy per (MJy/sr x pixel): ``"wcs"`` uses the square of the linear WCS pixel scale (the
-        reference); ``"local"`` the solid angle of the source's pixel through the SIP WCS.
+        reference); ``"local"`` the solid angle of the source's pixel through the SIP WCS. The
+        PSF-fit flux always uses the latter.
+    psf_fit : bool
+        Also measure every source by a joint PSF fit of all sources in the image (the
+        ``flux_psf`` columns); ``False`` for aperture photometry only.
+    psf_fit_radius : float
+        Pixels within this radius (px) of any source enter the PSF fit; each source's PSF
+        model extends over the (2m+1)² box around it, m = ceil(radius).
+    psf_background : {"fit", "local"}
+        ``"fit"``: one background level per ``psf_background_tile`` square of pixels, fitted
+        jointly with the fluxes; ``"local"``: each source's local background of the aperture
+        measurement (biased by its neighbours' light in crowded fields).
+    psf_background_tile : int
+        Side (px) of the background tiles of ``psf_background="fit"``.
     """
 
     aperture_method: str = "fwhm"
@@ -78,6 +92,10 @@ class PhotometryConfig(Config):
     background_method: str = "annulus"
     window_size: int | tuple[int, int] = 50
     pixel_area: str = "wcs"
+    psf_fit: bool = True
+    psf_fit_radius: float = 3.0
+    psf_background: str = "fit"
+    psf_background_tile: int = 64
 
     drop_unknown: ClassVar[bool] = True  # the reference's from_dict drops unknown keys
 
@@ -87,10 +105,14 @@ class PhotometryConfig(Config):
         need(self.aperture_method in APERTURE_METHODS, "aperture_method", f"must be one of {APERTURE_METHODS}")
         need(self.background_method in BACKGROUND_METHODS, "background_method", f"must be one of {BACKGROUND_METHODS}")
         need(self.pixel_area in PIXEL_AREAS, "pixel_area", f"must be one of {PIXEL_AREAS}")
+        need(isinstance(self.psf_fit, bool), "psf_fit", "must be True or False")
+        need(self.psf_background in PSF_BACKGROUNDS, "psf_background", f"must be one of {PSF_BACKGROUNDS}")
+        need(0.5 <= float(self.psf_fit_radius) <= 10, "psf_fit_radius", "must be within 0.5 .. 10 pixels")
         for name in ("aperture_diameter", "fwhm_multiplier", "min_annulus_area", "max_outer_radius",
                      "bg_sigma_clip_sigma", "pixel_scale_fallback", "annulus_expansion_step"):
             need(float(getattr(self, name)) > 0, name, "must be > 0")
-        for name in ("max_processing_workers", "min_usable_pixels", "bg_sigma_clip_maxiters", "max_annulus_attempts"):
+        for name in ("max_processing_workers", "min_usable_pixels", "bg_sigma_clip_maxiters", "max_annulus_attempts",
+                     "psf_background_tile"):
             need(int(getattr(self, name)) == getattr(self, name) and getattr(self, name) > 0, name, "must be a positive integer")
         need(self.annulus_inner_offset >= 0, "annulus_inner_offset", "must be >= 0")
         need(self.zodi_scale_max >= self.zodi_scale_min, "zodi_scale_max", "must be >= zodi_scale_min")

@@ -25,6 +25,14 @@ class SimConfig(Config):
     Images smaller than the detector are cut-outs of it (IBE style): at its centre
     (``cutouts="centre"``) or anywhere on it (``"random"``, so the images of one sky position
     sample every wavelength of the detector).
+
+    Crowding: source fluxes ``f0`` follow dN/dS ∝ S^-``count_slope`` over ``flux_range_ujy``
+    (1: uniform in log S); sources closer than ``min_separation_arcsec`` are redrawn (0 for
+    crowded skies, where neighbours inside one PSF are the rule). Sources fainter than
+    ``uncatalogued_below_ujy`` are drawn in the images but left out of ``catalog.csv``.
+    ``psf_gradient`` makes the PSF width change from zone to zone along the detector's x
+    axis (sigma x (1 + psf_gradient u), u = -1 .. 1 from the left to the right edge), so a
+    source measured with the wrong zone's PSF shows it.
     """
 
     n_images: int = 24
@@ -42,6 +50,10 @@ class SimConfig(Config):
     noiseless: bool = False
     artefacts: bool = True
     cutouts: str = "centre"
+    count_slope: float = 1.0
+    min_separation_arcsec: float = 20.0
+    uncatalogued_below_ujy: float = 0.0
+    psf_gradient: float = 0.0
 
     def __post_init__(self) -> None:
         need = functools.partial(require, self)
@@ -52,6 +64,10 @@ class SimConfig(Config):
         need(bool(self.detectors) and all(d in channels.DETECTORS for d in self.detectors), "detectors",
              "must be within 1..6")
         need(self.cutouts in ("centre", "random"), "cutouts", "must be 'centre' or 'random'")
+        need(0 < self.flux_range_ujy[0] < self.flux_range_ujy[1], "flux_range_ujy", "must be (low, high) with 0 < low < high")
+        need(self.count_slope >= 0, "count_slope", "must be >= 0")
+        need(self.min_separation_arcsec >= 0, "min_separation_arcsec", "must be >= 0")
+        need(-0.5 < self.psf_gradient < 0.5, "psf_gradient", "must be within (-0.5, 0.5)")
         need(len(self.center) == 2 and valid_position(*self.center), "center",
              "must be (ra 0..360, dec -90..90) deg")
 

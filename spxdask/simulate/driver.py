@@ -31,7 +31,7 @@ class SimulatedSky:
 def simulate_sky(out: str | Path, cfg: SimConfig = SimConfig(), *, client=None,
                  scheduler: str | None = None) -> SimulatedSky:
     """Write a simulated survey: ``out/archive/<IRSA layout>``, ``out/catalog.csv`` (targetid,
-    ra, dec) and ``out/truth/{sources,detections}.parquet``.
+    ra, dec of the catalogued sources) and ``out/truth/{sources,detections}.parquet`` (all).
 
     Images are rendered in parallel with Dask: on ``client`` when given, else with the local
     ``scheduler`` ("sync", "threads", "processes") when given, else on the running Client, else
@@ -47,7 +47,7 @@ def simulate_sky(out: str | Path, cfg: SimConfig = SimConfig(), *, client=None,
     truth_dir = root / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(root / "catalog.csv") as tmp:
-        catalog[["targetid", "ra", "dec"]].to_csv(tmp, index=False, float_format="%.10f")
+        catalog.loc[catalog["catalogued"], ["targetid", "ra", "dec"]].to_csv(tmp, index=False, float_format="%.10f")
     write_parquet_atomic(catalog, truth_dir / "sources.parquet")
     write_parquet_atomic(pd.concat(frames, ignore_index=True), truth_dir / "detections.parquet")
     return SimulatedSky(root, archive, root / "catalog.csv", truth_dir / "sources.parquet",

@@ -46,11 +46,13 @@ def zone_grid(detector: int, layout: str) -> tuple[np.ndarray, np.ndarray, float
     gx, gy = np.meshgrid(cx, cy)
     return gx.ravel(), gy.ravel(), wx, wy
 
-def psf_sigma(detector: int, xp: np.ndarray, yp: np.ndarray) -> np.ndarray:
-    """Core Gaussian sigma (native pixels) at parent pixel (xp, yp): broader at the corners."""
+def psf_sigma(detector: int, xp: np.ndarray, yp: np.ndarray, gradient: float = 0.0) -> np.ndarray:
+    """Core Gaussian sigma (native pixels) at parent pixel (xp, yp): broader at the corners,
+    and changing by the fraction ``gradient`` per detector half-width along x."""
     base = PSF_FWHM_ARCSEC[detector] / PIXEL_SCALE_ARCSEC / 2.3548
-    r2 = ((np.asarray(xp) - DETECTOR_CENTRE) ** 2 + (np.asarray(yp) - DETECTOR_CENTRE) ** 2) / DETECTOR_CENTRE**2
-    return base * (1 + 0.06 * r2)
+    u = (np.asarray(xp) - DETECTOR_CENTRE) / DETECTOR_CENTRE
+    r2 = u**2 + ((np.asarray(yp) - DETECTOR_CENTRE) / DETECTOR_CENTRE) ** 2
+    return base * (1 + 0.06 * r2) * (1 + gradient * u)
 
 def _box_integral(lo: np.ndarray, hi: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """Integral over [lo, hi] of a unit 1-D Gaussian of width ``sigma`` centred on 0, summed

@@ -46,26 +46,28 @@ def make_catalog(cfg: SimConfig) -> pd.DataFrame:
     """
     rng = np.random.default_rng([cfg.seed, 1])
     ra0, dec0 = cfg.center
-    min_sep = 20.0 / 3600
+    n = cfg.n_sources
+    min_sep = cfg.min_separation_arcsec / 3600
     xi, eta = np.empty(0), np.empty(0)
-    while xi.size < cfg.n_sources:  # uniform in the disc, rejecting close pairs
-        r = cfg.region_radius * np.sqrt(rng.uniform(0, 1, cfg.n_sources))
-        phi = rng.uniform(0, 2 * np.pi, cfg.n_sources)
+    while xi.size < n:  # uniform in the disc, rejecting close pairs
+        r = cfg.region_radius * np.sqrt(rng.uniform(0, 1, n))
+        phi = rng.uniform(0, 2 * np.pi, n)
+        if min_sep == 0:
+            xi, eta = r * np.cos(phi), r * np.sin(phi)
+            break
         for a, b in zip(r * np.cos(phi), r * np.sin(phi)):
-            if xi.size == cfg.n_sources:
+            if xi.size == n:
                 break
             if xi.size == 0 or np.min(np.hypot(xi - a, eta - b)) > min_sep:
                 xi, eta = np.append(xi, a), np.append(eta, b)
     ra, dec = tangent_to_sky(ra0, dec0, xi, eta)
-    n = cfg.n_sources
-    lo, hi = cfg.flux_range_ujy
     variable = rng.uniform(0, 1, n) < cfg.variable_fraction
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         # consecutive ids differ in the last digits only: float64 cannot tell them apart
         "targetid": (TARGETID_BASE + np.cumsum(rng.integers(1, 4, n))).astype(np.int64),
         "ra": ra,
         "dec": dec,
-        "f0_ujy": np.exp(rng.uniform(np.log(lo), np.log(hi), n)),
+        "f0_ujy": _source_counts(rng, n, *cfg.flux_range_ujy, cfg.count_slope),
         "alpha": rng.uniform(-2.0, 1.0, n),
         "beta": rng.uniform(-0.5, 0.5, n),
         "variable": variable,
@@ -73,6 +75,15 @@ def make_catalog(cfg: SimConfig) -> pd.DataFrame:
         "period_days": np.where(variable, rng.uniform(0.5, 200.0, n), np.inf),
         "phase": rng.uniform(0, 2 * np.pi, n),
     })
+    return frame.assign(catalogued=frame["f0_ujy"] >= cfg.uncatalogued_below_ujy)
+
+
+def _source_counts(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
+    """n fluxes drawn from dN/dS ∝ S^-slope on [lo, hi] (inverse of the cumulative law)."""
+    if slope == 1:
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    u, k = rng.uniform(0, 1, n), 1 - slope
+    return (lo**k + u * (hi**k - lo**k)) ** (1 / k)
 
 def true_flux(sed: pd.DataFrame, wavelength_um: np.ndarray, mjd: np.ndarray) -> np.ndarray:
     """True flux density (microjansky) of each SED row at its wavelength and time."""

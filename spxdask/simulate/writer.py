@@ -91,11 +91,11 @@ def image_wcs_header(spec: ImageSpec, size: int) -> fits.Header:
         h.set(f"PS{i}_2W", "X" if i == 1 else "Y", f"Column with control points for detector in {'X' if i == 1 else 'Y'}")
     return h
 
-def psf_extension(detector: int, layout: str) -> fits.BinTableHDU | fits.ImageHDU:
+def psf_extension(detector: int, layout: str, gradient: float = 0.0) -> fits.BinTableHDU | fits.ImageHDU:
     """The file's PSF: QR2 cube (121, 101, 101) of sub-pixel integrals (10x), or the QR3 EPSF
     table (33x33 samples at 5x of the pixel-integrated PSF), one per zone."""
     gx, gy, wx, wy = zone_grid(detector, layout)
-    sig = psf_sigma(detector, gx, gy)[:, None, None]
+    sig = psf_sigma(detector, gx, gy, gradient)[:, None, None]
     if layout == "qr2":
         os_, n = 10, 101
         edges = (np.arange(n) - (n - 1) / 2 - 0.5) / os_
@@ -172,7 +172,7 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
     area = pixel_area_arcsec2(wcs, x, y)
     gx, gy, _, _ = zone_grid(spec.detector, cfg.layout)
     zone = np.argmin((x[:, None] + ox - gx) ** 2 + (y[:, None] + oy - gy) ** 2, axis=1)
-    sigma = psf_sigma(spec.detector, gx, gy)[zone]
+    sigma = psf_sigma(spec.detector, gx, gy, cfg.psf_gradient)[zone]
     model = np.zeros((n, n))
     render_stamps(model, x, y, flux / (area * UJY_ARCSEC2_PER_MJY_SR), sigma)
 
@@ -193,7 +193,7 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
             _flags_hdu(flag, common, cfg.layout),
             _image_hdu(VARIANCE, variance, "MJy2 / sr2", common),
             _image_hdu(ZODI, zodi, "MJy / sr", common),
-            psf_extension(spec.detector, cfg.layout),
+            psf_extension(spec.detector, cfg.layout, cfg.psf_gradient),
             _wave_hdu(xs_c, ys_c, values)]
     truth = pd.DataFrame({
         "targetid": src["targetid"].to_numpy(), "obs_id": spec.obs_id, "detector": spec.detector,

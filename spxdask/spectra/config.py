@@ -19,9 +19,9 @@ class SpectraConfig(Config):
     ----------
     flux_column : {"auto", "flux_psf", "flux_total", "flux"}
         The flux measured per image that enters the spectra (its error column is
-        ``<flux_column>_error``). ``"auto"``: the PSF-fit flux when the run has it, else the
-        aperture-corrected total ``flux_total``. ``"flux"`` is the raw aperture flux, which
-        misses the light outside the aperture.
+        ``<flux_column>_error``). ``"auto"``: the PSF-fit flux when the run measured it
+        (``PhotometryConfig.psf_fit``), else the aperture-corrected total ``flux_total``.
+        ``"flux"`` is the raw aperture flux, which misses the light outside the aperture.
     exclude_quality : list of str
         Measurements whose ``quality`` lists any of these reasons are left out of the spectra
         and of the variability test (they are still counted in ``n_obs``). Default: ``edge``
@@ -51,11 +51,12 @@ class SpectraConfig(Config):
         need(0.01 <= self.knot_spacing <= 2.0, "knot_spacing", "must be within [0.01, 2] (in ln wavelength)")
         need(0.0 < self.false_positive_rate < 1.0, "false_positive_rate", "must be within (0, 1)")
 
-    def resolve_flux(self, columns) -> tuple[str, str]:
-        """The (flux, error) column pair to use among ``columns``."""
+    def resolve_flux(self, columns, psf_measured: bool = True) -> tuple[str, str]:
+        """The (flux, error) column pair to use among ``columns``; ``psf_measured``: whether
+        the PSF columns hold measurements (they are NaN when the PSF fit was off)."""
         name = self.flux_column
         if name == "auto":
-            name = "flux_psf" if "flux_psf" in columns else "flux_total"
+            name = "flux_psf" if "flux_psf" in columns and psf_measured else "flux_total"
         if name not in columns or f"{name}_error" not in columns:
             raise ValueError(f"SpectraConfig.flux_column: the measurements have no {name!r} / {name}_error columns")
         return name, f"{name}_error"

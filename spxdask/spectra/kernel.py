@@ -16,10 +16,16 @@ SOURCE_COLUMNS = ("targetid", "ra", "dec", "n_obs", "n_used", "n_channels", "med
 INPUT_COLUMNS = ("targetid", "ra", "dec", "detector", "wavelength", "quality")
 
 
+def resolve(rows: pd.DataFrame, config: SpectraConfig) -> tuple[str, str]:
+    """The (flux, error) columns of ``rows`` that ``config`` takes (``"auto"``: the PSF flux
+    when any row has one)."""
+    return config.resolve_flux(rows.columns, "flux_psf" in rows and bool(rows["flux_psf"].notna().any()))
+
+
 def usable(rows: pd.DataFrame, config: SpectraConfig) -> np.ndarray:
     """Measurements that enter the spectra: finite flux, finite positive error and
     wavelength, and no ``quality`` reason among ``config.exclude_quality``."""
-    flux, error = config.resolve_flux(rows.columns)
+    flux, error = resolve(rows, config)
     f, e = rows[flux].to_numpy(float), rows[error].to_numpy(float)
     lam = rows["wavelength"].to_numpy(float)
     ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(lam) & (lam > 0)
@@ -50,7 +56,7 @@ def spectra_of(rows: pd.DataFrame, config: SpectraConfig | None = None) -> tuple
         measurements is usable: then ``n_used`` = 0 and the test columns are NaN / False).
     """
     config = config or SpectraConfig()
-    flux_col, error_col = config.resolve_flux(rows.columns)
+    flux_col, error_col = resolve(rows, config)
     targetids, first, source = np.unique(rows["targetid"].to_numpy(), return_index=True, return_inverse=True)
     n = targetids.size
     ok = usable(rows, config)

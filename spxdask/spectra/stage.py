@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import dask
@@ -108,7 +109,7 @@ def build_spectra(output_dir: str | Path, config: SpectraConfig | None = None, *
     files = parts(store)
     if not files:
         raise FileNotFoundError(f"no light-curve store in {store}: run the aggregate stage first")
-    config.resolve_flux(pq.read_schema(files[0]).names)  # a flux choice the store lacks fails here
+    chosen = _chosen_flux(config, files)  # a flux choice the store lacks fails here
     final = output_dir / "spectra"
     sources_path = output_dir / "sources.parquet"
     if is_current(output_dir, config):
@@ -119,7 +120,7 @@ def build_spectra(output_dir: str | Path, config: SpectraConfig | None = None, *
     tmp = temporary_beside(final)
     (tmp / "sources").mkdir(parents=True)
     try:
-        tasks = [dask.delayed(_partition, pure=False)(str(f), str(tmp / f.name), str(tmp / "sources" / f.name), config,
+        tasks = [dask.delayed(_partition, pure=False)(str(f), str(tmp / f.name), str(tmp / "sources" / f.name), chosen,
                                                       made_from, dask_key_name=f"spectra-{f.stem.split('.')[1]}")
                  for f in files]
         counts = compute(*tasks, client=client)
@@ -133,6 +134,34 @@ def build_spectra(output_dir: str | Path, config: SpectraConfig | None = None, *
         shutil.rmtree(tmp, ignore_errors=True)
     return {"rows": sum(c["rows"] for c in counts), "sources": sum(c["sources"] for c in counts),
             "variable": sum(c["variable"] for c in counts), "reused": False}
+
+
+def _chosen_flux(config: SpectraConfig, files: Sequence[Path]) -> SpectraConfig:
+    """``config`` with its flux column resolved for the whole store (``"auto"``: the PSF flux
+    when any measurement has one, read from the footers' null counts), so that every
+    partition takes the same one."""
+    names = pq.read_schema(files[0]).names
+    measured = "flux_psf" in names and any(_has_values(f, "flux_psf") for f in files)
+    if config.flux_column == "flux_psf" and not measured:
+        raise ValueError("SpectraConfig.flux_column: the run has no 'flux_psf' values (measured with "
+                         "PhotometryConfig.psf_fit=False); take 'auto' or 'flux_total'")
+    return replace(config, flux_column=config.resolve_flux(names, measured)[0])
+
+
+def _has_values(path: Path, column: str) -> bool:
+    """Whether a Parquet file's ``column`` holds a non-null value (footer statistics, or the
+    column itself when a row group has none)."""
+    meta = pq.read_metadata(path)
+    index = meta.schema.names.index(column)
+    for rg in range(meta.num_row_groups):
+        chunk = meta.row_group(rg).column(index)
+        stats = chunk.statistics
+        if stats is None or not stats.has_null_count:
+            values = pq.read_table(path, columns=[column]).column(0)
+            return values.null_count < len(values)
+        if stats.null_count < meta.row_group(rg).num_rows:
+            return True
+    return False
 
 
 def _concatenate(files: Sequence[Path], out: Path) -> None:
