@@ -44,6 +44,8 @@ QUALITY_REASONS = ("edge", "bad_pixels", "background_source_pixels", "no_backgro
 PSF_QUALITY_REASONS = ("edge", "bad_pixels", "psf_degenerate", "no_pixels")
 #: A neighbour within this distance (arcsec) of a target is the target itself.
 SAME_SOURCE_ARCSEC = 0.5
+#: Sources are measured in bands of this many image rows.
+ROW_BAND = 16
 
 
 def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:
@@ -98,7 +100,11 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     dec = sources["dec"].to_numpy(float)
     x, y = _pixels(l2, ra, dec)
     keep = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    x, y = x[keep], y[keep]
+    # sources in bands of rows: neighbours in the list read neighbouring pixels (twice as fast
+    # as catalog order for the compiled passes); the rows go back to input order at the end
+    order = np.lexsort((x[keep], np.round(y[keep]) // ROW_BAND))
+    rows = np.flatnonzero(keep)[order]
+    x, y = x[rows], y[rows]
     if not keep.any():
         return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "float64")) for c in COLUMNS}).assign(
             targetid=sources["targetid"].iloc[:0].reset_index(drop=True))
@@ -139,9 +145,9 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     no_bg = ~np.isfinite(bg)
     quality = _reasons(edge=edge, bad_pixels=pix.n_bad > 0, background_source_pixels=pix.bg_used_source,
                        no_background=no_bg)
-    table = pd.DataFrame({
-        "targetid": sources["targetid"].to_numpy()[keep],
-        "ra": ra[keep], "dec": dec[keep],
+    columns = {
+        "targetid": sources["targetid"].to_numpy()[rows],
+        "ra": ra[rows], "dec": dec[rows],
         "obs_id": meta.obs_id, "band": meta.band, "mjd": meta.mjd,
         "x": x, "y": y,
         "flux": flux, "flux_error": flux_err, "mag_ab": mag, "mag_ab_error": mag_err,
@@ -151,17 +157,20 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         "n_bad": pix.n_bad, "aperture_correction": correction,
         "flux_total": flux * correction, "flux_total_error": flux_err * correction,
         "zodi_scale": zodi_scale, "quality": quality,
-    })
+    }
     if config.psf_fit:
         # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
         psf_to_ujy = to_ujy if config.pixel_area == "local" else UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y)
         fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, neighbours, config)
-        table = table.assign(**{k: v * psf_to_ujy if k.startswith("flux") else v for k, v in fit.items()})
-        table["mag_psf_ab"], table["mag_psf_ab_error"] = ab_magnitude(table["flux_psf"].to_numpy(),
-                                                                      table["flux_psf_error"].to_numpy())
+        fit["flux_psf"], fit["flux_psf_error"] = fit["flux_psf"] * psf_to_ujy, fit["flux_psf_error"] * psf_to_ujy
+        fit["mag_psf_ab"], fit["mag_psf_ab_error"] = ab_magnitude(fit["flux_psf"], fit["flux_psf_error"])
+        columns.update(fit)
     else:  # not fitted: NaN fluxes, no quality
-        table = table.assign(psf_n_neighbours=np.int32(0), psf_quality=None)
-    return table.reindex(columns=list(COLUMNS))
+        columns.update(psf_n_neighbours=np.int32(0), psf_quality=None)
+    # back to input order
+    inverse = np.argsort(order)
+    columns = {k: v[inverse] if isinstance(v, np.ndarray) and v.ndim == 1 else v for k, v in columns.items()}
+    return pd.DataFrame(columns).reindex(columns=list(COLUMNS))
 
 
 def _pixels(l2: L2File, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +199,9 @@ def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.n
         nx_, ny_ = nx_[near], ny_[near]
         same = SAME_SOURCE_ARCSEC / pixel_scale(l2, config)
         dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([nx_, ny_]), distance_upper_bound=same)
-        nx_, ny_ = nx_[~np.isfinite(dist)], ny_[~np.isfinite(dist)]
+        new = np.flatnonzero(~np.isfinite(dist))
+        new = new[np.lexsort((nx_[new], np.round(ny_[new]) // ROW_BAND))]
+        nx_, ny_ = nx_[new], ny_[new]
         if nx_.size:
             x, y = np.concatenate([x, nx_]), np.concatenate([y, ny_])
             stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_, ny_), m)])

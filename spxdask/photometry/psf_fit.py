@@ -69,17 +69,27 @@ def _fit_mask(ny, nx, x, y, ix, iy, r2, m):
 
 
 @numba.njit(cache=True)
-def _boxes(image, zodi, variance, flags, swaps, s, mask, x, y, ix, iy, r2, m, bad_mask):
-    """Per source, its (2m+1)² box: values (image - s zodi), weights (1/variance on usable fit
-    pixels, else 0), and within its own fit radius the usable and unusable pixel counts and
-    whether the circle leaves the image."""
+def _boxes(image, zodi, variance, flags, swaps, s, mask, stamps, x, y, ix, iy, r2, bad_mask, tile, ntx, n_tiles):
+    """One pass over the sources' (2m+1)² boxes, reading the image HDUs in place. Per source:
+    the values (image - s zodi) and weights (1/variance on usable fit pixels, else 0) of its
+    box, Σ w P², Σ w P v, the (at most 4) background tiles its box touches with Σ w P over the
+    box pixels in each (-1: unused slot), and within its own fit radius the usable and
+    unusable pixel counts and whether the circle leaves the image. Per tile: Σ w and Σ w v
+    over its usable fit pixels, each pixel counted once (``mask`` marks the counted ones)."""
     ny, nx = image.shape
-    n, size = x.size, 2 * m + 1
+    n, size = x.size, stamps.shape[1]
+    m = size // 2
     value = np.zeros((n, size, size))
     weight = np.zeros((n, size, size))
+    diag = np.zeros(n)
+    rhs = np.zeros(n)
+    tiles = np.full((n, 4), -1, np.int64)
+    tile_sums = np.zeros((n, 4))
     n_used = np.zeros(n, np.int64)
     n_bad = np.zeros(n, np.int16)
     edge = np.zeros(n, np.bool_)
+    sw = np.zeros(n_tiles)
+    swv = np.zeros(n_tiles)
     for k in range(n):
         for a in range(size):
             row = iy[k] + a - m
@@ -93,14 +103,27 @@ def _boxes(image, zodi, variance, flags, swaps, s, mask, x, y, ix, iy, r2, m, ba
                     continue
                 v = f32(image, row, col, swaps[0]) - s * f32(zodi, row, col, swaps[1])
                 var = f32(variance, row, col, swaps[2])
-                usable = (i32(flags, row, col, swaps[3]) & bad_mask) == 0 and np.isfinite(v) and var > 0
-                if usable:
-                    value[k, a, b] = v
-                    weight[k, a, b] = 1.0 / var
-                    n_used[k] += mine
-                else:
+                if not ((i32(flags, row, col, swaps[3]) & bad_mask) == 0 and np.isfinite(v) and var > 0):
                     n_bad[k] += mine
-    return value, weight, n_used, n_bad, edge
+                    continue
+                w = 1.0 / var
+                p = stamps[k, a, b]
+                value[k, a, b] = v
+                weight[k, a, b] = w
+                n_used[k] += mine
+                diag[k] += w * p * p
+                rhs[k] += w * p * v
+                t = (row // tile) * ntx + col // tile
+                for slot in range(4):
+                    if tiles[k, slot] == t or tiles[k, slot] < 0:
+                        tiles[k, slot] = t
+                        tile_sums[k, slot] += w * p
+                        break
+                if mask[row, col] == 1:
+                    mask[row, col] = 2
+                    sw[t] += w
+                    swv[t] += w * v
+    return value, weight, diag, rhs, tiles, tile_sums, n_used, n_bad, edge, sw, swv
 
 
 @numba.njit(cache=True)
@@ -115,20 +138,28 @@ def _pairs(ix, iy, sources, reach):
     cell = ((iy[sources] - y0) // side) * ncx + (ix[sources] - x0) // side
     order = np.argsort(cell)
     start = np.searchsorted(cell[order], np.arange(ncx * ncy + 1))
-    first = []
-    second = []
-    for p in range(sources.size):
-        k = sources[p]
-        cx, cy = (ix[k] - x0) // side, (iy[k] - y0) // side
-        for gy in range(max(cy - 1, 0), min(cy + 2, ncy)):
-            for gx in range(max(cx - 1, 0), min(cx + 2, ncx)):
-                g = gy * ncx + gx
-                for q in order[start[g]:start[g + 1]]:
-                    q_src = sources[q]
-                    if q_src > k and abs(ix[q_src] - ix[k]) <= reach and abs(iy[q_src] - iy[k]) <= reach:
-                        first.append(k)
-                        second.append(q_src)
-    return np.array(first, np.int64), np.array(second, np.int64)
+    count = np.zeros(sources.size, np.int64)
+    for fill in range(2):
+        if fill:
+            start_of = np.concatenate((np.zeros(1, np.int64), np.cumsum(count)))
+            first = np.empty(start_of[-1], np.int64)
+            second = np.empty(start_of[-1], np.int64)
+        for p in range(sources.size):
+            k = sources[p]
+            cx, cy = (ix[k] - x0) // side, (iy[k] - y0) // side
+            found = 0
+            for gy in range(max(cy - 1, 0), min(cy + 2, ncy)):
+                for gx in range(max(cx - 1, 0), min(cx + 2, ncx)):
+                    g = gy * ncx + gx
+                    for q in order[start[g]:start[g + 1]]:
+                        q_src = sources[q]
+                        if q_src > k and abs(ix[q_src] - ix[k]) <= reach and abs(iy[q_src] - iy[k]) <= reach:
+                            if fill:
+                                first[start_of[p] + found] = k
+                                second[start_of[p] + found] = q_src
+                            found += 1
+            count[p] = found
+    return first, second
 
 
 @numba.njit(cache=True)
@@ -145,48 +176,6 @@ def _pair_entries(stamps, weight, ix, iy, first, second):
                 acc += weight[k, a, b] * stamps[k, a, b] * stamps[q, a - dy, b - dx]
         out[p] = acc
     return out
-
-
-@numba.njit(cache=True)
-def _tile_entries(stamps, weight, ix, iy, m, tile, ntx):
-    """Per source, the (at most 4) background tiles its box touches and Σ w P_k over the box
-    pixels in each; -1 for unused slots."""
-    n, size = stamps.shape[0], stamps.shape[1]
-    tiles = np.full((n, 4), -1, np.int64)
-    sums = np.zeros((n, 4))
-    for k in range(n):
-        for a in range(size):
-            row = iy[k] + a - m
-            for b in range(size):
-                w = weight[k, a, b]
-                if w == 0:
-                    continue
-                t = (row // tile) * ntx + (ix[k] + b - m) // tile
-                for slot in range(4):
-                    if tiles[k, slot] == t or tiles[k, slot] < 0:
-                        tiles[k, slot] = t
-                        sums[k, slot] += w * stamps[k, a, b]
-                        break
-    return tiles, sums
-
-
-@numba.njit(cache=True)
-def _tile_sums(image, zodi, variance, flags, swaps, s, mask, bad_mask, tile, ntx, n_tiles):
-    """Per tile, Σ w and Σ w (image - s zodi) over its usable fit pixels (each pixel once)."""
-    ny, nx = image.shape
-    sw = np.zeros(n_tiles)
-    swd = np.zeros(n_tiles)
-    for row in range(ny):
-        for col in range(nx):
-            if mask[row, col] == 0:
-                continue
-            v = f32(image, row, col, swaps[0]) - s * f32(zodi, row, col, swaps[1])
-            var = f32(variance, row, col, swaps[2])
-            if (i32(flags, row, col, swaps[3]) & bad_mask) == 0 and np.isfinite(v) and var > 0:
-                t = (row // tile) * ntx + col // tile
-                sw[t] += 1.0 / var
-                swd[t] += v / var
-    return sw, swd
 
 
 @numba.njit(cache=True)
@@ -244,14 +233,12 @@ def _local_inverse(indptr, indices, data, n_src, diag):
 
 
 @numba.njit(cache=True)
-def _chi2(stamps, value, weight, flux, first, second, level_of_tile, tile, ntx, ix, iy, m, x, y, r2):
+def _chi2(stamps, value, weight, flux, first, second, level_of_tile, tile, ntx, ix, iy, x, y, r2):
     """Reduced chi^2 of each source over its own usable fit pixels: the model in its box is its
     own PSF, its coupled neighbours' (``first``, ``second``) and the tile levels."""
     n, size = stamps.shape[0], stamps.shape[1]
+    m = size // 2
     model = np.zeros((n, size, size))
-    for k in range(n):
-        if np.isfinite(flux[k]):
-            model[k] = flux[k] * stamps[k]
     for p in range(first.size):
         k, q = first[p], second[p]
         dy, dx = iy[q] - iy[k], ix[q] - ix[k]
@@ -261,18 +248,21 @@ def _chi2(stamps, value, weight, flux, first, second, level_of_tile, tile, ntx, 
                 model[q, a - dy, b - dx] += flux[k] * stamps[k, a, b]
     out = np.full(n, np.nan)
     for k in range(n):
+        if not np.isfinite(flux[k]):
+            continue
         chi, used = 0.0, 0
         for a in range(size):
             row = iy[k] + a - m
+            row_tile = (row // tile) * ntx
             for b in range(size):
                 col = ix[k] + b - m
                 w = weight[k, a, b]
                 if w == 0 or (col - x[k]) ** 2 + (row - y[k]) ** 2 > r2:
                     continue
-                level = level_of_tile[(row // tile) * ntx + col // tile]
-                chi += w * (value[k, a, b] - model[k, a, b] - level) ** 2
+                level = level_of_tile[row_tile + col // tile]
+                chi += w * (value[k, a, b] - flux[k] * stamps[k, a, b] - model[k, a, b] - level) ** 2
                 used += 1
-        if used > 1 and np.isfinite(flux[k]):
+        if used > 1:
             out[k] = chi / (used - 1)
     return out
 
@@ -328,10 +318,15 @@ def fit_psf(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np
     words, swaps = as_words([image, zodi, variance, flags], "fffi")
     s = np.float32(zodi_scale)
     mask = _fit_mask(ny, nx, x, y, ix, iy, r2, m)
-    value, weight, n_used, n_bad, edge = _boxes(*words, swaps, s, mask, x, y, ix, iy, r2, m,  # type: ignore[call-arg]
-                                                int(bad_mask))
+    ntx = -(-nx // tile)
+    level_of_tile = np.zeros(ntx * -(-ny // tile))
+    (value, weight, diag, rhs, tiles, tile_sums, n_used, n_bad, edge,
+     sw, swv) = _boxes(*words, swaps, s, mask, stamps, x, y, ix, iy, r2,  # type: ignore[call-arg]
+                       int(bad_mask), tile, ntx, level_of_tile.size)
     if background == "local":
-        value -= np.nan_to_num(np.asarray(local_background, float))[:, None, None]
+        local = np.nan_to_num(np.asarray(local_background, float))
+        value -= local[:, None, None]
+        rhs -= local * tile_sums.sum(axis=1)
 
     # unknowns: the sources with usable pixels, then the fitted tiles
     active = np.flatnonzero(n_used > 0)
@@ -341,26 +336,20 @@ def fit_psf(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np
     cross = _pair_entries(stamps, weight, ix, iy, first, second)
     coupled = cross != 0
     first, second, cross = first[coupled], second[coupled], cross[coupled]
-    diag = np.einsum("kab,kab,kab->k", weight, stamps, stamps)[active]
-    rhs = np.einsum("kab,kab,kab->k", weight, stamps, value)[active]
     rows = [slot[first], slot[second], np.arange(active.size)]
     cols = [slot[second], slot[first], np.arange(active.size)]
-    vals = [cross, cross, diag]
-    ntx = -(-nx // tile)
-    level_of_tile = np.zeros(ntx * -(-ny // tile))
+    vals = [cross, cross, diag[active]]
+    rhs = rhs[active]
     if background == "fit":
-        tiles, sums = _tile_entries(stamps, weight, ix, iy, m, tile, ntx)
-        sw, swd = _tile_sums(*words, swaps, s, mask, int(bad_mask), tile, ntx,  # type: ignore[call-arg]
-                             level_of_tile.size)
         fitted = np.flatnonzero(sw > 0)
         slot_of_tile = np.full(level_of_tile.size, -1)
         slot_of_tile[fitted] = active.size + np.arange(fitted.size)
         src, which = np.nonzero(tiles[active] >= 0)
-        t_slot, t_sum = slot_of_tile[tiles[active][src, which]], sums[active][src, which]
+        t_slot, t_sum = slot_of_tile[tiles[active][src, which]], tile_sums[active][src, which]
         rows += [src, t_slot, slot_of_tile[fitted]]
         cols += [t_slot, src, slot_of_tile[fitted]]
         vals += [t_sum, t_sum, sw[fitted]]
-        rhs = np.concatenate([rhs, swd[fitted]])
+        rhs = np.concatenate([rhs, swv[fitted]])
     size_sys = rhs.size
     normal = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                            shape=(size_sys, size_sys))
@@ -376,6 +365,6 @@ def fit_psf(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np
     flux[active], var[active], corr[active] = solution[:active.size], var_active, corr_active
     if background == "fit":
         level_of_tile[fitted] = solution[active.size:]
-    chi2 = _chi2(stamps, value, weight, flux, first, second, level_of_tile, tile, ntx, ix, iy, m, x, y, r2)
+    chi2 = _chi2(stamps, value, weight, flux, first, second, level_of_tile, tile, ntx, ix, iy, x, y, r2)
     neighbours = np.bincount(np.concatenate([first, second]), minlength=n).astype(np.int32)
     return PSFFit(flux, var, chi2, neighbours, corr, n_bad, edge)
