@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._io import atomic_path
 from .spherex import channels
 
 
@@ -127,7 +128,8 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
                              detector=args.detector, xy_shrink=args.xy_shrink, xy_oversample=args.xy_oversample,
                              z_oversample=args.z_oversample, max_images=args.max_images, output_dir=args.out,
                              overwrite=args.overwrite, archive=args.archive, tap_url=args.tap,
-                             data_mirror=args.mirror, exclude_flags=args.exclude_flags or [])
+                             data_mirror=args.mirror,
+                             **({} if args.exclude_flags is None else {"exclude_flags": args.exclude_flags}))
     with _client(args):
         cubes = drizzle(config)
     if not cubes:
@@ -135,7 +137,26 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
         return 1
     for det, path in cubes.items():
         print(f"D{det}: {path}")
+        if args.spectrum:
+            _cube_spectrum(path, args.spectrum[0], args.spectrum[1], args.plot)
     return 0
+
+
+def _cube_spectrum(path: Path, ra: float, dec: float, plot: Path | None) -> None:
+    """Print the spectrum at (ra, dec) of a cube, write it beside the cube as CSV, and plot it."""
+    from .drizzle3d import extract_spectrum
+
+    spectrum = extract_spectrum(path, ra, dec)
+    csv = path.with_name(f"{path.stem}_spectrum_{ra:.5f}_{dec:+.5f}.csv")
+    with atomic_path(csv) as tmp:
+        spectrum.to_csv(tmp, index=False)
+    print(spectrum.to_string(index=False))
+    print(f"spectrum: {csv}")
+    if plot is not None:
+        from .drizzle3d.plot import plot_cube_spectrum
+
+        target = plot if len(plot.suffixes) else plot.with_suffix(".png")
+        print(f"spectrum plot: {plot_cube_spectrum(spectrum, target.with_stem(f'{target.stem}_{path.stem}'))}")
 
 
 def _cmd_lightcurve(args: argparse.Namespace) -> int:
@@ -264,7 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xy-shrink", type=float, default=0.8, help="pixfrac (default 0.8)")
     p.add_argument("--xy-oversample", type=float, default=1.0, help="output pixels per native pixel (default 1)")
     p.add_argument("--z-oversample", type=float, default=1.0, help="1: the 17 native channels; else constant R")
-    p.add_argument("--exclude-flags", type=lambda t: [int(b) for b in t.split(",") if b], help="flag bits to drop, e.g. 0,6,10")
+    p.add_argument("--exclude-flags", type=lambda t: [] if t.lower() == "none" else [int(b) for b in t.split(",") if b],
+                   help="FLAGS bits whose pixels are left out, e.g. 0,6,10 (default: photometry's bad bits; "
+                        "'none': every pixel, as the reference)")
+    p.add_argument("--spectrum", type=float, nargs=2, metavar=("RA", "DEC"),
+                   help="also extract the spectrum at RA DEC (deg) from each cube (printed, and CSV beside the cube)")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="with --spectrum: plot it (one file per cube)")
     p.add_argument("--max-images", type=int, default=500)
     p.add_argument("--mirror", type=Path, help="local mirror of the IRSA tree (data_mirror)")
     p.add_argument("--overwrite", action="store_true")

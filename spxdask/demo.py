@@ -13,7 +13,6 @@ from .cluster import get_client
 from .drizzle3d import Drizzle3DConfig, drizzle
 from .drizzle3d.plot import plot_cube_slice
 from .simulate import SimConfig, simulate_sky
-from .spherex.flags import REFERENCE_BAD_BITS
 
 CENTER = (150.1, 2.2)
 
@@ -43,8 +42,7 @@ def run_demo(out: str | Path = "spxdask_demo", n_images: int = 36, n_sources: in
                    "spectrum_png": plot_spectrum(rows, out / f"spectrum_{best}.png",
                                                  spectrum=read_spectrum(config.output_dir, best))}
         cube = drizzle(Drizzle3DConfig(center_ra=CENTER[0], center_dec=CENTER[1], width=12, height=12, detector=2,
-                                       archive=str(sky.archive), output_dir=out / "drizzle", overwrite=True,
-                                       exclude_flags=list(REFERENCE_BAD_BITS)))
+                                       archive=str(sky.archive), output_dir=out / "drizzle", overwrite=True))
         written["cube_fits"] = cube[2]
         written["cube_slice_png"] = plot_cube_slice(cube[2], out / "cube_slice_D2.png")
         for name, path in written.items():

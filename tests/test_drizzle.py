@@ -29,6 +29,7 @@ from spxdask.drizzle3d import (
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import image_partial, tree_partials
 from spxdask.drizzle3d.spatial import PixelTransform, input_window, map_window
+from spxdask.photometry import PhotometryConfig
 from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, write_image
 from spxdask.spherex import L2File, channels
 from spxdask.spherex.units import pixel_area_arcsec2
@@ -281,14 +282,15 @@ def test_drizzle_end_to_end_fits_layout(many, tmp_path):
         p = h[0].header
         for key in ("TELESCOP", "INSTRUME", "FILETYPE", "DETECTOR", "N_INPUTS", "N_REJECT", "XYSHRINK", "ZSHRINK",
                     "XYOVRSM", "ZOVRSM", "PIXSCALE", "EPIXSCLE", "BUNIT", "DRIZVER", "DRIZDATE", "BAND_NM",
-                    "LAM_MIN", "LAM_MAX", "NZ", "NX", "NY"):
+                    "LAM_MIN", "LAM_MAX", "NZ", "NX", "NY", "EXCLMASK", "EXCLBITS"):
             assert key in p
+        assert p["EXCLMASK"] == PhotometryConfig().bad_mask  # bad pixels are out by default
         assert p["FILETYPE"] == "DRIZZLED_CUBE" and p["BAND_NM"] == "D2" and p["NZ"] == 17
         s = h["SCI"].header
         assert (s["CTYPE1"], s["CTYPE2"], s["CTYPE3"], s["CUNIT3"]) == ("RA---TAN", "DEC--TAN", "WAVE", "m")
         assert WCS(s).naxis == 3
         assert h["WAVELENGTH"].columns.names == ["INDEX", "LAMBDA", "LAMBDA_MIN", "LAMBDA_MAX", "DLAMBDA", "NU", "DNU",
-                                                 "R_EFF", "N_INPUT_SC"]
+                                                 "R_EFF", "N_INPUT_SC", "CORR_01", "CORR_10", "CORR_11", "CORR_1M1"]
         n_sc = h["WAVELENGTH"].data["N_INPUT_SC"]
         assert n_sc.max() <= p["N_INPUTS"] and (n_sc > 0).sum() >= 5
     loaded = load_cube(result[2])

@@ -1,13 +1,15 @@
 """Per-image partial cubes and their combination (pure numpy; no Dask).
 
 A partial cube holds, over the (z, y, x) box its image touches, the associative sums of the
-drizzle: Σ w·f, Σ w, Σ w²σ² (w = spatial × spectral overlap × inverse variance), the number of
+drizzle: Σ w·f, Σ w, Σ w²σ² (w = spatial × spectral overlap × inverse variance), Σ w w' σ²
+of neighbouring voxels sharing an input pixel (the noise the drizzle correlates), the number of
 contributing images, and the AND / OR of the contributing pixels' flags. Partials add up in
 any order; dividing happens once, at the end (:class:`DrizzleCube`).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +24,9 @@ from .spatial import PixelTransform, input_window, map_window, pixel_geometry
 from .spectral import ZGrid, spectral_overlaps
 
 ALL_BITS = np.uint32(0xFFFFFFFF)
+#: In-plane voxel offsets (dy, dx) whose shared noise the partial cubes record (a drizzle
+#: footprint, about one output pixel across, reaches no further).
+OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class PartialCube:
     and_mask: np.ndarray
     or_mask: np.ndarray
     plane_inputs: np.ndarray  # images contributing to each z plane (full z axis)
+    cov: np.ndarray  # (len(OFFSETS), nz, ny, nx) float32: Σ w_o w_o+d σ² per offset d
     n_inputs: int = 1
     n_rejected: int = 0
     rejected: list = field(default_factory=list)  # (image, reason)
@@ -62,7 +68,7 @@ class PartialCube:
         shape = tuple(s.stop - s.start for s in box)
         return cls(box[0].start, box[1].start, box[2].start, np.zeros(shape), np.zeros(shape), np.zeros(shape),
                    np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),
-                   np.zeros(n_z, np.int32), **meta)
+                   np.zeros(n_z, np.int32), np.zeros((len(OFFSETS), *shape), np.float32), **meta)
 
 
 def rejected(n_z: int, image: str, reason: str) -> PartialCube:
@@ -75,7 +81,7 @@ def combine(a: PartialCube, b: PartialCube) -> PartialCube:
     if a.flux.size == 0 or b.flux.size == 0:
         keep, other = (b, a) if a.flux.size == 0 else (a, b)
         out = PartialCube(keep.z0, keep.y0, keep.x0, keep.flux, keep.weight, keep.var, keep.count, keep.and_mask,
-                          keep.or_mask, keep.plane_inputs + other.plane_inputs)
+                          keep.or_mask, keep.plane_inputs + other.plane_inputs, keep.cov)
     else:
         za, ya, xa = (slice(min(sa.start, sb.start), max(sa.stop, sb.stop)) for sa, sb in zip(a.box, b.box))
         box = (za, ya, xa)
@@ -89,6 +95,7 @@ def combine(a: PartialCube, b: PartialCube) -> PartialCube:
             out.count[sl] += p.count
             out.and_mask[sl] &= p.and_mask
             out.or_mask[sl] |= p.or_mask
+            out.cov[(slice(None), *sl)] += p.cov
     out.n_inputs = a.n_inputs + b.n_inputs
     out.n_rejected = a.n_rejected + b.n_rejected
     out.rejected = a.rejected + b.rejected
@@ -111,8 +118,9 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     lam, dlam = l2.wavelength_map(window)
     with np.errstate(invalid="ignore", divide="ignore"):
         good = (np.isfinite(data) & np.isfinite(var) & (var > 0) & np.isfinite(lam) & (lam > 0)
-                & np.isfinite(dlam) & (dlam > 0) & ((flags & np.uint32(config.exclude_mask)) == 0)).ravel()
-        weight = np.minimum(1.0 / var, config.ivar_max).ravel()
+                & np.isfinite(dlam) & (dlam > 0) & ((flags & np.uint32(config.exclude_mask)) == 0))
+        weight = np.minimum(1.0 / _weighting_variance(var, good, config.weighting), config.ivar_max).ravel()
+    good = good.ravel()
     transform = PixelTransform(l2.wcs, grid.wcs, window)
     z_all, f_all = spectral_overlaps(lam.ravel(), dlam.ravel(), config.effective_z_shrink(), grid.zgrid.edges)
     if config.kernel == "square":
@@ -124,6 +132,19 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     out.count = (out.weight > 0).astype(np.int32)
     out.plane_inputs[out.box[0]] = (out.weight.reshape(out.weight.shape[0], -1) > 0).any(axis=1)
     return out
+
+
+def _weighting_variance(var: np.ndarray, good: np.ndarray, weighting: str) -> np.ndarray:
+    """The variance the drizzle weights are the inverse of: each pixel's own (``"ivar"``, the
+    reference), or the median of its row's good pixels (``"background"``: the sky and read
+    noise without a source's own photon noise, which would weight a source's bright pixels
+    down and bias its flux low; rows follow the wavelength, hence the zodiacal light)."""
+    if weighting == "ivar":
+        return var
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a good pixel: never used
+        level = np.nanmedian(np.where(good, var, np.nan), axis=1)
+    return np.broadcast_to(level[:, None], var.shape)
 
 
 def _square(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, weight, data, var, flags,
@@ -144,7 +165,8 @@ def _square(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, 
                             n_inputs=1)
     n = accumulate_square(kx, ky, cx, cy, float(config.xy_shrink), hit, weight, data.ravel(), var.ravel(),
                           flags.ravel(), z_all, f_all, float(config.min_overlap), ny, nx, out.z0, out.y0, out.x0,
-                          out.flux, out.weight, out.var, out.and_mask, out.or_mask)
+                          out.flux, out.weight, out.var, out.and_mask, out.or_mask, np.array(OFFSETS, np.int64),
+                          out.cov)
     return out if n else None
 
 
@@ -171,7 +193,30 @@ def _pairs(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, w
     out.weight = np.bincount(flat, w, size).reshape(shape)
     out.var = np.bincount(flat, w * w * var.ravel()[src], size).reshape(shape)
     _flag_masks(out, flat, flags.ravel()[src])
+    _shared_noise(out, src, z - box[0].start, yy - box[1].start, xx - box[2].start, w, var.ravel()[src])
     return out
+
+
+def _shared_noise(out: PartialCube, src: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray, w: np.ndarray,
+                  var: np.ndarray) -> None:
+    """Σ w w' σ² of the voxel pairs (o, o + d) of one plane fed by the same input pixel, for
+    the contributions (input pixel ``src``, voxel (z, y, x), weight ``w``) of a window."""
+    order = np.lexsort((x, y, z, src))
+    src, z, y, x, w, var = src[order], z[order], y[order], x[order], w[order], var[order]
+    shape = out.flux.shape
+    for shift in range(1, 16):  # a pixel feeds at most a few voxels of a plane
+        same = (src[shift:] == src[:-shift]) & (z[shift:] == z[:-shift])
+        if not same.any():
+            break
+        i = np.flatnonzero(same)
+        j = i + shift
+        dy, dx = y[j] - y[i], x[j] - x[i]
+        for k, (oy, ox) in enumerate(OFFSETS):
+            for sign in (1, -1):
+                hit = (dy == sign * oy) & (dx == sign * ox)
+                at = i[hit] if sign > 0 else j[hit]  # the voxel the offset starts from
+                flat = np.ravel_multi_index((z[at], y[at], x[at]), shape)
+                np.add.at(out.cov[k].reshape(-1), flat, (w[i[hit]] * w[j[hit]] * var[i[hit]]).astype(np.float32))
 
 
 def _flag_masks(out: PartialCube, flat: np.ndarray, pix_flags: np.ndarray) -> None:

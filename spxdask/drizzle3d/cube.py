@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.wcs import WCS
 
-from .accumulate import ALL_BITS, OutputGrid, PartialCube
+from .accumulate import ALL_BITS, OFFSETS, OutputGrid, PartialCube
 from .config import Drizzle3DConfig
 from .spectral import ZGrid
+
+
+def correlation_columns() -> list[str]:
+    """Names of the WAVELENGTH table columns holding the correlation model, one per offset."""
+    return [f"CORR_{dy}{'M' if dx < 0 else ''}{abs(dx)}" for dy, dx in OFFSETS]
 
 
 @dataclass
@@ -17,7 +22,8 @@ class DrizzleCube:
     """Accumulation buffers, shape (n_z, n_y, n_x) (FITS order, spectral axis first).
 
     ``count_map`` counts distinct contributing images per voxel (int32: no wrap);
-    ``plane_inputs`` the images contributing to each plane.
+    ``plane_inputs`` the images contributing to each plane; ``cov_accum`` (len(OFFSETS), n_z,
+    n_y, n_x) the noise shared by each voxel and its neighbour at each offset, Σ w w' σ².
     """
 
     wcs: WCS
@@ -35,6 +41,7 @@ class DrizzleCube:
     n_rejected: int = 0
     plane_inputs: np.ndarray | None = None
     rejected: list = field(default_factory=list)
+    cov_accum: np.ndarray = field(default_factory=lambda: np.zeros((len(OFFSETS), 0, 0, 0), np.float32))
 
     @classmethod
     def create(cls, wcs: WCS, pixscale: float, zgrid: ZGrid, config: Drizzle3DConfig, detector: int) -> DrizzleCube:
@@ -42,7 +49,8 @@ class DrizzleCube:
         shape = (zgrid.n_z, config.output_ny(), config.output_nx())
         return cls(wcs, pixscale, zgrid, np.zeros(shape), np.zeros(shape), np.zeros(shape),
                    np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),
-                   config, detector, plane_inputs=np.zeros(zgrid.n_z, np.int32))
+                   config, detector, plane_inputs=np.zeros(zgrid.n_z, np.int32),
+                   cov_accum=np.zeros((len(OFFSETS), *shape), np.float32))
 
     @classmethod
     def from_partial(cls, partial: PartialCube, grid: OutputGrid, config: Drizzle3DConfig) -> DrizzleCube:
@@ -56,6 +64,7 @@ class DrizzleCube:
             cube.count_map[box] = partial.count
             cube.and_mask[box] = partial.and_mask
             cube.or_mask[box] = partial.or_mask
+            cube.cov_accum[(slice(None), *box)] = partial.cov
         cube.plane_inputs = partial.plane_inputs.copy()
         cube.n_inputs, cube.n_rejected, cube.rejected = partial.n_inputs, partial.n_rejected, list(partial.rejected)
         return cube
@@ -76,3 +85,32 @@ class DrizzleCube:
     def final_and_mask(self) -> np.ndarray:
         """AND of the contributing flags; 0 where nothing contributed."""
         return np.where(self.count_map > 0, self.and_mask, 0).astype(np.uint32)
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """The noise-correlation model, (n_z, len(OFFSETS)): per plane and offset d, the
+        correlation of neighbouring voxels, Σ_o C_d(o) / (W_o W_o+d) over Σ_o sqrt(V_o V_o+d)
+        (the average that enters the variance of a sum over an aperture)."""
+        n_z, ny, nx = self.weight_total.shape
+        out = np.zeros((n_z, len(OFFSETS)))
+        for z in range(n_z):  # plane by plane: temporaries of one plane only
+            w, v = self.weight_total[z], self.var_accum[z]
+            for k, (dy, dx) in enumerate(OFFSETS):
+                a = (slice(0, ny - dy), slice(max(0, -dx), nx - max(0, dx)))
+                b = (slice(dy, ny), slice(max(0, dx), nx - max(0, -dx)))
+                both = (w[a] > 0) & (w[b] > 0)
+                if not both.any():
+                    continue
+                ww = w[a][both] * w[b][both]
+                scale = (np.sqrt(v[a][both] * v[b][both]) / ww).sum()
+                out[z, k] = (self.cov_accum[k, z][a][both] / ww).sum() / scale if scale > 0 else 0.0
+        return out
+
+    def as_loaded(self) -> dict:
+        """The cube as :func:`~spxdask.drizzle3d.load_cube` returns it from its file."""
+        from .io import cube_hdus
+
+        hdus = cube_hdus(self)
+        return {"header": hdus[0].header, "sci": hdus[1].data, "variance": hdus[2].data,
+                "and_mask": hdus[3].data, "or_mask": hdus[4].data, "count": hdus[5].data,
+                "wavelength": hdus[6].data, "sci_header": hdus[1].header}

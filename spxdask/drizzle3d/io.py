@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from .. import __version__
 from .._io import atomic_path
-from .cube import DrizzleCube
+from .cube import DrizzleCube, correlation_columns
 
 
 def _cube_wcs(cube: DrizzleCube) -> fits.Header:
@@ -41,6 +41,16 @@ def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> P
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (set overwrite=True to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fits.HDUList(cube_hdus(cube)).writeto(tmp)
+    return path
+
+
+def cube_hdus(cube: DrizzleCube) -> list:
+    """The 7 HDUs of a cube file. The WAVELENGTH table carries, per plane, the correlation of
+    neighbouring voxels' noise (``CORR_<dy><dx>`` columns, :data:`~.accumulate.OFFSETS`); the
+    primary header the FLAGS bits kept out (``EXCLMASK``, ``EXCLBITS``)."""
     cfg = cube.config
     z = cube.zgrid
     n_z, ny, nx = cube.flux_weighted.shape
@@ -57,7 +67,9 @@ def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> P
             ("BUNIT", "MJy/sr", ""), ("DRIZVER", __version__, "spxdask version"),
             ("DRIZDATE", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "UTC"),
             ("BAND_NM", f"D{cube.detector}", ""), ("LAM_MIN", float(z.edges[0]), "[um]"),
-            ("LAM_MAX", float(z.edges[-1]), "[um]"), ("NZ", n_z, ""), ("NX", nx, ""), ("NY", ny, "")):
+            ("LAM_MAX", float(z.edges[-1]), "[um]"), ("NZ", n_z, ""), ("NX", nx, ""), ("NY", ny, ""),
+            ("EXCLMASK", cfg.exclude_mask, "FLAGS bits whose pixels were left out"),
+            ("EXCLBITS", ",".join(map(str, sorted(cfg.exclude_flags))) or "none", "their bit numbers")):
         p[key] = (value, comment)
     wcs = _cube_wcs(cube)
     sci = fits.ImageHDU(cube.sci, header=wcs.copy(), name="SCI")
@@ -78,11 +90,9 @@ def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> P
         fits.Column("DNU", "D", unit="Hz", array=z.delta_nu()),
         fits.Column("R_EFF", "E", array=z.resolving_power()),
         fits.Column("N_INPUT_SC", "J", array=cube.plane_inputs if cube.plane_inputs is not None else np.zeros(n_z)),
+        *(fits.Column(name, "E", array=rho) for name, rho in zip(correlation_columns(), cube.correlation.T)),
     ], name="WAVELENGTH")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fits.HDUList([primary, sci, var, and_hdu, or_hdu, count, table]).writeto(tmp)
-    return path
+    return [primary, sci, var, and_hdu, or_hdu, count, table]
 
 
 def load_cube(path: str | Path) -> dict:

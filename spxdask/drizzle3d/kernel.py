@@ -51,21 +51,38 @@ def _cell_overlap(qx, qy, ox: float, oy: float) -> float:
     return abs(total)
 
 
+@numba.njit(cache=True, inline="always")
+def _offset_index(offsets, dy, dx):
+    """Index of (dy, dx) or (-dy, -dx) in ``offsets``, -1 if neither; and whether it was the
+    negated one."""
+    for k in range(offsets.shape[0]):
+        if offsets[k, 0] == dy and offsets[k, 1] == dx:
+            return k, False
+        if offsets[k, 0] == -dy and offsets[k, 1] == -dx:
+            return k, True
+    return -1, False
+
+
 @numba.njit(cache=True, fastmath=True)
 def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_idx, f_z, min_overlap,
-                      grid_ny, grid_nx, z0, y0, x0, flux, wsum, vsum, and_mask, or_mask):
+                      grid_ny, grid_nx, z0, y0, x0, flux, wsum, vsum, and_mask, or_mask, offsets, cov):
     """Drizzle every good input pixel of a window into the partial-cube arrays (shape
     (nz, ny, nx), origin (z0, y0, x0) in the full cube).
 
     ``kx, ky``: output pixel coordinates of the window's pixel corners, (hy + 1, hx + 1);
     ``cx, cy``: of its pixel centres, (hy, hx); ``good``, ``weight``, ``data``, ``var``,
     ``flags``: per window pixel (flat); ``z_idx``, ``f_z``: (n_pix, k) spectral bins and
-    fractions. Returns the number of voxel contributions.
+    fractions. ``cov`` (len(offsets), nz, ny, nx) accumulates Σ w_o w_o' σ² of the pairs of
+    voxels (o, o + offset) of one plane that share an input pixel. Returns the number of voxel
+    contributions.
     """
     hy, hx = cx.shape
     k = z_idx.shape[1]
     qx = np.empty(4)
     qy = np.empty(4)
+    cell_y = np.empty(64, np.int64)
+    cell_x = np.empty(64, np.int64)
+    cell_f = np.empty(64)
     n = 0
     for iy in range(hy):
         for ix in range(hx):
@@ -95,24 +112,41 @@ def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_
             ox1 = int(np.ceil(max(max(qx[0], qx[1]), max(qx[2], qx[3]))))
             oy0 = int(np.floor(min(min(qy[0], qy[1]), min(qy[2], qy[3]))))
             oy1 = int(np.ceil(max(max(qy[0], qy[1]), max(qy[2], qy[3]))))
+            n_cells = 0
             for oy in range(max(oy0, 0), min(oy1, grid_ny)):
                 for ox in range(max(ox0, 0), min(ox1, grid_nx)):
                     a = _cell_overlap(qx, qy, ox, oy)
-                    if a <= 1e-12:
+                    if a <= 1e-12 or n_cells == 64:
                         continue
-                    fxy = a / area * shrink * shrink
-                    for kk in range(k):
-                        wf = fxy * f_z[p, kk]
-                        if wf <= 0.0 or wf < min_overlap:
+                    cell_y[n_cells], cell_x[n_cells] = oy, ox
+                    cell_f[n_cells] = a / area * shrink * shrink
+                    n_cells += 1
+            for kk in range(k):
+                z = z_idx[p, kk] - z0
+                for c in range(n_cells):
+                    wf = cell_f[c] * f_z[p, kk]
+                    if wf <= 0.0 or wf < min_overlap:
+                        continue
+                    yy = cell_y[c] - y0
+                    xx = cell_x[c] - x0
+                    w = weight[p] * wf
+                    flux[z, yy, xx] += w * data[p]
+                    wsum[z, yy, xx] += w
+                    vsum[z, yy, xx] += w * w * var[p]
+                    and_mask[z, yy, xx] &= flags[p]
+                    or_mask[z, yy, xx] |= flags[p]
+                    n += 1
+                    # the pairs of this pixel's voxels in the plane, each once
+                    for c2 in range(c + 1, n_cells):
+                        wf2 = cell_f[c2] * f_z[p, kk]
+                        if wf2 <= 0.0 or wf2 < min_overlap:
                             continue
-                        z = z_idx[p, kk] - z0
-                        yy = oy - y0
-                        xx = ox - x0
-                        w = weight[p] * wf
-                        flux[z, yy, xx] += w * data[p]
-                        wsum[z, yy, xx] += w
-                        vsum[z, yy, xx] += w * w * var[p]
-                        and_mask[z, yy, xx] &= flags[p]
-                        or_mask[z, yy, xx] |= flags[p]
-                        n += 1
+                        j, flipped = _offset_index(offsets, cell_y[c2] - cell_y[c], cell_x[c2] - cell_x[c])
+                        if j < 0:
+                            continue
+                        w2 = weight[p] * wf2
+                        if flipped:
+                            cov[j, z, cell_y[c2] - y0, cell_x[c2] - x0] += w * w2 * var[p]
+                        else:
+                            cov[j, z, yy, xx] += w * w2 * var[p]
     return n

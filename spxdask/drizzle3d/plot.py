@@ -1,10 +1,11 @@
-"""A PNG of one plane of a cube."""
+"""PNGs of a cube: one plane, and a spectrum taken from it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .io import load_cube
 
@@ -26,4 +27,22 @@ def plot_cube_slice(cube_path: str | Path, png: str | Path, plane: int | None = 
     lam = cube["wavelength"]["LAMBDA"][plane]
     ax.set(title=f"{Path(cube_path).name}: plane {plane}, {lam:.3f} µm", xlabel="x [pix]", ylabel="y [pix]")
     fig.savefig(png, dpi=100)
+    return Path(png)
+
+
+def plot_cube_spectrum(spectrum: pd.DataFrame, png: str | Path) -> Path:
+    """A spectrum taken from a cube (:func:`~spxdask.drizzle3d.extract_spectrum`): flux and
+    error per plane, planes with masked or uncovered aperture voxels in grey."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for flagged, colour, label in ((False, "C0", "planes"), (True, "0.6", "aperture partly uncovered")):
+        rows = spectrum[(spectrum["flag"] > 0) == flagged]
+        if len(rows):
+            ax.errorbar(rows["wavelength"], rows["flux"], yerr=rows["flux_error"], fmt="o", markersize=3,
+                        color=colour, elinewidth=0.8, label=label)
+    ax.legend(fontsize="small")
+    ax.set(xlabel="wavelength [µm]", ylabel="flux [µJy]")
+    fig.savefig(png, dpi=110)
     return Path(png)

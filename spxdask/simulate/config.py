@@ -32,7 +32,9 @@ class SimConfig(Config):
     ``uncatalogued_below_ujy`` are drawn in the images but left out of ``catalog.csv``.
     ``psf_gradient`` makes the PSF width change from zone to zone along the detector's x
     axis (sigma x (1 + psf_gradient u), u = -1 .. 1 from the left to the right edge), so a
-    source measured with the wrong zone's PSF shows it.
+    source measured with the wrong zone's PSF shows it. ``flat_spectra``: every source has
+    the same flux at every wavelength (f0). ``hot_fraction``: share of pixels made hot (+5 to
+    +50 MJy/sr) and flagged HOT.
     """
 
     n_images: int = 24
@@ -54,6 +56,8 @@ class SimConfig(Config):
     min_separation_arcsec: float = 20.0
     uncatalogued_below_ujy: float = 0.0
     psf_gradient: float = 0.0
+    flat_spectra: bool = False
+    hot_fraction: float = 2e-4
 
     def __post_init__(self) -> None:
         need = functools.partial(require, self)
@@ -68,6 +72,7 @@ class SimConfig(Config):
         need(self.count_slope >= 0, "count_slope", "must be >= 0")
         need(self.min_separation_arcsec >= 0, "min_separation_arcsec", "must be >= 0")
         need(-0.5 < self.psf_gradient < 0.5, "psf_gradient", "must be within (-0.5, 0.5)")
+        need(0 <= self.hot_fraction <= 0.1, "hot_fraction", "must be within [0, 0.1]")
         need(len(self.center) == 2 and valid_position(*self.center), "center",
              "must be (ra 0..360, dec -90..90) deg")
 

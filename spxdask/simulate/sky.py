@@ -75,6 +75,8 @@ def make_catalog(cfg: SimConfig) -> pd.DataFrame:
         "period_days": np.where(variable, rng.uniform(0.5, 200.0, n), np.inf),
         "phase": rng.uniform(0, 2 * np.pi, n),
     })
+    if cfg.flat_spectra:
+        frame = frame.assign(alpha=0.0, beta=0.0)
     return frame.assign(catalogued=frame["f0_ujy"] >= cfg.uncatalogued_below_ujy)
 
 

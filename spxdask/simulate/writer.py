@@ -183,7 +183,7 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
     if not cfg.noiseless:
         image = image + rng.standard_normal((n, n)) * np.sqrt(variance)
         if cfg.artefacts:
-            _add_artefacts(rng, image, variance, flag, spec.detector)
+            _add_artefacts(rng, image, variance, flag, spec.detector, cfg.hot_fraction)
     primary = fits.PrimaryHDU()
     primary.header["VERSION"] = QR_VERSIONS[cfg.layout][1]
     median_area = float(np.median(pixel_area_arcsec2(wcs, xx[::16, ::16].ravel(), yy[::16, ::16].ravel())))
@@ -203,7 +203,7 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
     })[inside]
     return fits.HDUList(hdus), truth.reset_index(drop=True)
 
-def _add_artefacts(rng, image, variance, flag, detector) -> None:
+def _add_artefacts(rng, image, variance, flag, detector, hot_fraction) -> None:
     n = image.shape[0]
     npix = n * n
 
@@ -211,7 +211,7 @@ def _add_artefacts(rng, image, variance, flag, detector) -> None:
         k = max(1, int(rng.poisson(rate * npix)))
         return rng.integers(0, n, k), rng.integers(0, n, k)
 
-    yy, xx = pick(2e-4)
+    yy, xx = pick(hot_fraction)
     image[yy, xx] += rng.uniform(5, 50, yy.size)
     flag[yy, xx] |= Flag.HOT
     yy, xx = pick(1e-4)
