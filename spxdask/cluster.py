@@ -127,6 +127,13 @@ def gather(futures: list, client) -> list:
     return client.gather(futures)
 
 
+def progress_line(label: str, done: int, total: int) -> None:
+    """A one-line progress count (``label: done/total``), redrawn in place, for loops that
+    drive futures themselves; shown where :func:`compute` shows its bars."""
+    if _show_progress():
+        print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", flush=True)
+
+
 def _in_notebook() -> bool:
     """Whether this code runs in a Jupyter kernel."""
     ipython = sys.modules.get("IPython")

@@ -51,18 +51,6 @@ def _cell_overlap(qx, qy, ox: float, oy: float) -> float:
     return abs(total)
 
 
-@numba.njit(cache=True, inline="always")
-def _offset_index(offsets, dy, dx):
-    """Index of (dy, dx) or (-dy, -dx) in ``offsets``, -1 if neither; and whether it was the
-    negated one."""
-    for k in range(offsets.shape[0]):
-        if offsets[k, 0] == dy and offsets[k, 1] == dx:
-            return k, False
-        if offsets[k, 0] == -dy and offsets[k, 1] == -dx:
-            return k, True
-    return -1, False
-
-
 @numba.njit(cache=True, fastmath=True)
 def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_idx, f_z, min_overlap,
                       grid_ny, grid_nx, z0, y0, x0, flux, wsum, vsum, and_mask, or_mask, offsets, cov):
@@ -83,6 +71,11 @@ def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_
     cell_y = np.empty(64, np.int64)
     cell_x = np.empty(64, np.int64)
     cell_f = np.empty(64)
+    # slot[dy + 1, dx + 1]: the index of offset (dy, dx) (>= 0), of -(dy, dx) (<= -2), or -1
+    slot = np.full((3, 3), -1, np.int64)
+    for j in range(offsets.shape[0]):
+        slot[offsets[j, 0] + 1, offsets[j, 1] + 1] = j
+        slot[1 - offsets[j, 0], 1 - offsets[j, 1]] = -2 - j
     n = 0
     for iy in range(hy):
         for ix in range(hx):
@@ -141,12 +134,15 @@ def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_
                         wf2 = cell_f[c2] * f_z[p, kk]
                         if wf2 <= 0.0 or wf2 < min_overlap:
                             continue
-                        j, flipped = _offset_index(offsets, cell_y[c2] - cell_y[c], cell_x[c2] - cell_x[c])
-                        if j < 0:
+                        dy, dx = cell_y[c2] - cell_y[c], cell_x[c2] - cell_x[c]
+                        if dy < -1 or dy > 1 or dx < -1 or dx > 1:
                             continue
-                        w2 = weight[p] * wf2
-                        if flipped:
-                            cov[j, z, cell_y[c2] - y0, cell_x[c2] - x0] += w * w2 * var[p]
-                        else:
-                            cov[j, z, yy, xx] += w * w2 * var[p]
+                        j = slot[dy + 1, dx + 1]
+                        if j == -1:
+                            continue
+                        shared = w * weight[p] * wf2 * var[p]
+                        if j >= 0:
+                            cov[j, z, yy, xx] += shared
+                        else:  # the offset starts from the second voxel
+                            cov[-2 - j, z, cell_y[c2] - y0, cell_x[c2] - x0] += shared
     return n

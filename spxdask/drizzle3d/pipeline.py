@@ -20,7 +20,7 @@ from .config import Drizzle3DConfig
 from .cube import DrizzleCube
 from .grid import build_output_wcs
 from .io import save_cube
-from .reduce import tree_partials
+from .reduce import reduce_partials, tree_partials
 from .spectral import z_grid_for
 
 
@@ -57,9 +57,19 @@ def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, o
     (default: the running Client, else local threads)."""
     _check_outputs(config, [detector])
     grid = output_grid(config, detector, output_wcs)
-    (partial,) = cluster.compute(tree_partials([str(p) for p in fits_paths], grid, config, storage_options),
-                                 client=client)
+    (partial,) = _sums({detector: ([str(p) for p in fits_paths], grid)}, config, client, storage_options).values()
     return _finish(partial, grid, config)
+
+
+def _sums(jobs: dict, config: Drizzle3DConfig, client, storage_options: dict | None = None) -> dict:
+    """{detector: summed partial cube} of ``jobs`` = {detector: (paths, grid)}: summed where
+    the partials lie on a distributed client, by a tree of delayed sums on local threads
+    otherwise."""
+    client = client or cluster.running_client()
+    if client is not None:
+        return reduce_partials(jobs, config, client, storage_options)
+    trees = [tree_partials(paths, grid, config, storage_options) for paths, grid in jobs.values()]
+    return dict(zip(jobs, cluster.compute(*trees)))
 
 
 def _files(config: Drizzle3DConfig, client) -> dict[int, list[str]]:
@@ -104,9 +114,9 @@ def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
     files = _files(config, client)
     grids = {det: output_grid(config, det) for det in sorted(files)}
     with cluster.run_context(config.output_dir, "drizzle", client, report="performance-report-drizzle.html"):
-        partials = cluster.compute(*(tree_partials(files[d], grids[d], config) for d in grids), client=client)
+        partials = _sums({d: (files[d], grids[d]) for d in grids}, config, client)
     results = {}
-    for det, partial in zip(grids, partials):
+    for det, partial in partials.items():
         path = _finish(partial, grids[det], config)
         if path is not None:
             results[det] = path

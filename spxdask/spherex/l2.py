@@ -271,7 +271,12 @@ class L2File:
     def _read(self, name: str, section: Section | None, dtype: str) -> np.ndarray:
         hdu = self._hdus[name]
         try:
-            data = hdu.section[section] if section is not None else hdu.data
+            if section is None:
+                data = hdu.data
+            elif is_remote(self.source) or isinstance(hdu, fits.CompImageHDU):
+                data = hdu.section[section]  # only the rows (tiles) of the section are fetched
+            else:
+                data = hdu.data[section]  # memory-mapped: one slice, not a read per row
             return np.asarray(data, dtype=dtype)
         except Exception as exc:
             raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
