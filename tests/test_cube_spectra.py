@@ -139,6 +139,13 @@ def test_extract_spectrum_at_edges_gaps_and_masked_planes(faint):
     for bad in ({"radius": 0}, {"radius": 30, "annulus": (25, 40)}, {"method": "psf-fit"}):
         with pytest.raises(ValueError, match="extract_spectrum"):
             extract_spectrum(cube, ra, dec, **bad)
+    # many positions in one call: the same spectra, one after the other
+    ras, decs = wcs.all_pix2world([nx / 2, nx / 3, 2 * nx / 3], [ny / 2, ny / 3, ny / 2], 0)
+    many = extract_spectrum(cube, ras, decs)
+    assert list(many.columns) == ["source", "wavelength", "flux", "flux_error", "n_images", "flag"]
+    for k in range(3):
+        one = extract_spectrum(cube, ras[k], decs[k])
+        pd.testing.assert_frame_equal(many[many.source == k].drop(columns="source").reset_index(drop=True), one)
     # a cube without a correlation model (written by the reference) still works, with a warning
     table = pd.DataFrame({n: np.asarray(cube["wavelength"][n]) for n in ("INDEX", "LAMBDA", "N_INPUT_SC")})
     old = {**cube, "wavelength": table.to_records(index=False)}

@@ -91,6 +91,21 @@ def test_crowded_sky_psf_fluxes_are_right_where_apertures_fail(crowded, crowded_
     assert close.psf_corr_max.median() > bright[bright.nn > 4].psf_corr_max.median()
 
 
+def test_uncatalogued_faint_sources_leave_the_fit_right(tmp_path):
+    """Sources fainter than 30 µJy (S/N < ~2.5, one in seven) drawn but not catalogued: their
+    light goes into the fitted background levels, the catalogued fluxes stay right."""
+    cfg = dataclasses.replace(CROWDED, uncatalogued_below_ujy=30.0, n_images=1)
+    sky = simulate_sky(tmp_path, cfg, scheduler="sync")
+    catalog, truth = pd.read_csv(sky.catalog), pd.read_parquet(sky.truth_sources)
+    assert len(catalog) == truth.catalogued.sum() < 0.9 * len(truth)
+    assert not set(catalog.targetid) & set(truth.targetid[~truth.catalogued])
+    res = _measure(sky, catalog)
+    bright = res[res.flux_true / res.flux_psf_error > 20]
+    assert len(bright) > 2000
+    median, sigma = _stats(bright, "flux_psf")
+    assert abs(median - 1) < 0.005 and 0.9 <= sigma <= 1.15
+
+
 def test_fitted_background_measures_better_than_the_local_one(crowded, crowded_measured):
     """Each source's local (annulus) background holds its neighbours' light; fitting one level
     per tile with the fluxes does not. Shown on the crowded sky: the default ("fit") has the

@@ -30,7 +30,7 @@ SPECTRUM_COLUMNS = ("wavelength", "flux", "flux_error", "n_images", "flag")
 METHODS = ("aperture",)
 
 
-def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra: float, dec: float, *, radius: float = 20.0,
+def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: float = 20.0,
                      annulus: tuple[float, float] = (30.0, 45.0), method: str = "aperture") -> pd.DataFrame:
     """The spectrum of the source at (ra, dec) in a cube: one row per plane.
 
@@ -38,8 +38,10 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra: float, dec: floa
     ----------
     cube : path, dict or DrizzleCube
         A cube file, a cube loaded by :func:`~spxdask.drizzle3d.load_cube`, or a cube object.
-    ra, dec : float
-        Source position (deg).
+    ra, dec : float or 1-D arrays
+        Source position(s) (deg). For arrays, the spectra of all the sources, one after the
+        other, with a leading ``source`` column (the position's index); the cube is read and
+        its WCS built once.
     radius : float
         Aperture radius (arcsec). The default, 20" (3.3 native pixels), holds all but ~0.1 %
         of a drizzled SPHEREx point source.
@@ -60,7 +62,7 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra: float, dec: floa
     Raises
     ------
     ValueError
-        For a position outside the cube, or bad radii / method.
+        For a position outside the cube (naming it), or bad radii / method.
     """
     if method not in METHODS:
         raise ValueError(f"extract_spectrum: method must be one of {METHODS}, got {method!r}")
@@ -68,8 +70,19 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra: float, dec: floa
     if not 0 < radius <= r_in < r_out:
         raise ValueError(f"extract_spectrum: need 0 < radius <= annulus[0] < annulus[1], got {radius}, {annulus}")
     data = _loaded(cube)
-    header = data["sci_header"]
-    wcs = WCS(header).celestial
+    wcs = WCS(data["sci_header"]).celestial
+    rho = _correlation(data, data["sci"].shape[0])
+    if np.ndim(ra) == 0:
+        return _spectrum(data, wcs, rho, float(ra), float(dec), radius, annulus)
+    spectra = [_spectrum(data, wcs, rho, float(r), float(d), radius, annulus).assign(source=k)
+               for k, (r, d) in enumerate(zip(np.asarray(ra, float), np.asarray(dec, float)))]
+    return pd.concat(spectra, ignore_index=True).reindex(columns=["source", *SPECTRUM_COLUMNS])
+
+
+def _spectrum(data: dict, wcs: WCS, rho: np.ndarray, ra: float, dec: float, radius: float,
+              annulus: tuple[float, float]) -> pd.DataFrame:
+    """One source's spectrum (see :func:`extract_spectrum`)."""
+    r_in, r_out = annulus
     scale = float(data["header"]["EPIXSCLE"])  # arcsec per output pixel
     x, y = (float(v) for v in wcs.all_world2pix([[ra, dec]], 0)[0])
     sci, var, count = data["sci"], data["variance"], data["count"]
@@ -108,7 +121,6 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra: float, dec: floa
     omega = scale**2 * UJY_ARCSEC2_PER_MJY_SR
     values = np.where(covered, s, 0.0)
     flux = omega * np.einsum("zyx,zyx->z", coeff, values)
-    rho = _correlation(data, n_z)
     error = omega * np.sqrt(correlated_variance(coeff, np.where(covered, v, 0.0), rho))
     empty = (a.sum(axis=(1, 2)) == 0) | (n_ring == 0)
     flux[empty] = np.nan
