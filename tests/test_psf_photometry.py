@@ -21,6 +21,7 @@ from spxdask.simulate import SimConfig, psf_pixels, simulate_sky
 from spxdask.spectra import SpectraConfig
 from spxdask.spectra.kernel import resolve
 from spxdask.spherex import L2File
+from spxdask.spherex.headers import psf_header_transposed
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 
 PIX_DEG = 6.15 / 3600
@@ -194,6 +195,34 @@ def test_zone_varying_psf_uses_the_zone_holding_the_source(tmp_path, layout):
     wrong = _measure(sky, catalog)
     wrong = wrong[wrong.psf_quality == ""]
     assert np.median(np.abs(wrong.flux_psf / wrong.flux_true - 1)) > 0.01
+
+
+def test_psf_erratum_files_are_read_with_their_zones_corrected(tmp_path):
+    """QR2 files of pipeline VERSION 6.4-6.5.5 without +psffix1 carry transposed zone centres
+    (IRSA's PSF erratum): the reader corrects them; the same files taken as they are (tagged
+    +psffix1, as if their header were right) are measured with the wrong zones' PSFs."""
+    cfg = SimConfig(n_images=6, size=256, n_sources=300, seed=14, radius=0.4, cutouts="random", psf_gradient=0.3,
+                    noiseless=True, psf_erratum=True)
+    sky = simulate_sky(tmp_path, cfg, scheduler="sync")
+    catalog = pd.read_csv(sky.catalog)
+    with L2File(sky.files[0]) as l2:
+        assert l2.meta.version == "6.5.4"
+    res = _measure(sky, catalog)
+    res = res[res.psf_quality == ""]
+    assert abs(np.median(res.flux_psf / res.flux_true) - 1) < 0.003
+    for path in sky.files:
+        with fits.open(path, mode="update") as hdul:
+            hdul[0].header["VERSION"] = "6.5.4+psffix1"
+    wrong = _measure(sky, catalog)
+    wrong = wrong[wrong.psf_quality == ""]
+    assert np.median(np.abs(wrong.flux_psf / wrong.flux_true - 1)) > 0.01
+
+
+@pytest.mark.parametrize("version, transposed", [("6.4", True), ("6.5.5", True), ("6.4+psffix1", False),
+                                                 ("6.5.6", False), ("6.5.7", False), ("6.3.9", False),
+                                                 ("7.0.1", False), ("", False), ("dev", False)])
+def test_which_versions_carry_the_psf_erratum(version, transposed):
+    assert psf_header_transposed(version) is transposed
 
 
 def test_neighbour_catalog_deblends_targets(crowded, tmp_path):

@@ -12,6 +12,8 @@ from ..spherex.format import PIXEL_SCALE_ARCSEC
 SCALE_DEG = PIXEL_SCALE_ARCSEC / 3600.0
 #: (processing tag, pipeline VERSION) the simulator writes for each release layout.
 QR_VERSIONS = {"qr2": ("l2b-v21", "6.5.7"), "qr3": ("l2b-v27", "7.0.1")}
+#: The pipeline VERSION of simulated files with the PSF erratum (``SimConfig.psf_erratum``).
+ERRATUM_VERSION = "6.5.4"
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class SimConfig(Config):
     axis (sigma x (1 + psf_gradient u), u = -1 .. 1 from the left to the right edge), so a
     source measured with the wrong zone's PSF shows it. ``flat_spectra``: every source has
     the same flux at every wavelength (f0). ``hot_fraction``: share of pixels made hot (+5 to
-    +50 MJy/sr) and flagged HOT.
+    +50 MJy/sr) and flagged HOT. ``psf_erratum`` (QR2): files of pipeline VERSION 6.5.4 whose
+    PSF header carries the zone centres transposed, as IRSA's PSF erratum describes.
     """
 
     n_images: int = 24
@@ -58,6 +61,7 @@ class SimConfig(Config):
     psf_gradient: float = 0.0
     flat_spectra: bool = False
     hot_fraction: float = 2e-4
+    psf_erratum: bool = False
 
     def __post_init__(self) -> None:
         need = functools.partial(require, self)
@@ -73,6 +77,7 @@ class SimConfig(Config):
         need(self.min_separation_arcsec >= 0, "min_separation_arcsec", "must be >= 0")
         need(-0.5 < self.psf_gradient < 0.5, "psf_gradient", "must be within (-0.5, 0.5)")
         need(0 <= self.hot_fraction <= 0.1, "hot_fraction", "must be within [0, 0.1]")
+        need(not self.psf_erratum or self.layout == "qr2", "psf_erratum", "applies to QR2 files only")
         need(len(self.center) == 2 and valid_position(*self.center), "center",
              "must be (ra 0..360, dec -90..90) deg")
 

@@ -21,7 +21,7 @@ from ..spherex.flags import Flag
 from ..spherex.format import DETECTOR_CENTRE, ELAPSED_S, EPSF, EXPOSURE_S, FLAGS, IMAGE, PSF, VARIANCE, WCS_WAVE, ZODI
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, pixel_area_arcsec2
 from ..spherex.wave import wave_lookup, wave_map
-from .config import QR_VERSIONS, SCALE_DEG, SimConfig
+from .config import ERRATUM_VERSION, QR_VERSIONS, SCALE_DEG, SimConfig
 from .models import PSF_FWHM_ARCSEC, psf_pixels, psf_sigma, render_stamps, wave_table, zodi_model, zone_grid
 from .sky import ImageSpec, true_flux
 
@@ -91,9 +91,11 @@ def image_wcs_header(spec: ImageSpec, size: int) -> fits.Header:
         h.set(f"PS{i}_2W", "X" if i == 1 else "Y", f"Column with control points for detector in {'X' if i == 1 else 'Y'}")
     return h
 
-def psf_extension(detector: int, layout: str, gradient: float = 0.0) -> fits.BinTableHDU | fits.ImageHDU:
+def psf_extension(detector: int, layout: str, gradient: float = 0.0,
+                  erratum: bool = False) -> fits.BinTableHDU | fits.ImageHDU:
     """The file's PSF: QR2 cube (121, 101, 101) of sub-pixel integrals (10x), or the QR3 EPSF
-    table (33x33 samples at 5x of the pixel-integrated PSF), one per zone."""
+    table (33x33 samples at 5x of the pixel-integrated PSF), one per zone. ``erratum``: the QR2
+    zone-centre cards written transposed (plane = x * ncols + y + 1), as in IRSA's PSF erratum."""
     gx, gy, wx, wy = zone_grid(detector, layout)
     sig = psf_sigma(detector, gx, gy, gradient)[:, None, None]
     if layout == "qr2":
@@ -114,8 +116,9 @@ def psf_extension(detector: int, layout: str, gradient: float = 0.0) -> fits.Bin
         h["OVERSAMP"] = os_
         for k in range(gx.size):
             ix, iy = k % 11, k // 11
-            h.set(f"XCTR_{k + 1}", gx[k] + 1, f"Center of x zone ({ix}, {iy})")
-            h.set(f"YCTR_{k + 1}", gy[k] + 1, f"Center of y zone ({ix}, {iy})")
+            c = iy + 11 * ix if erratum else k  # the card of zone (ix, iy) under the erratum
+            h.set(f"XCTR_{k + 1}", gx[c] + 1, f"Center of x zone ({ix}, {iy})")
+            h.set(f"YCTR_{k + 1}", gy[c] + 1, f"Center of y zone ({ix}, {iy})")
             h.set(f"XWID_{k + 1}", wx, f"Width of x zone ({ix}, {iy})")
             h.set(f"YWID_{k + 1}", wy, f"Width of y zone ({ix}, {iy})")
         return hdu
@@ -185,7 +188,7 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
         if cfg.artefacts:
             _add_artefacts(rng, image, variance, flag, spec.detector, cfg.hot_fraction)
     primary = fits.PrimaryHDU()
-    primary.header["VERSION"] = QR_VERSIONS[cfg.layout][1]
+    primary.header["VERSION"] = ERRATUM_VERSION if cfg.psf_erratum else QR_VERSIONS[cfg.layout][1]
     median_area = float(np.median(pixel_area_arcsec2(wcs, xx[::16, ::16].ravel(), yy[::16, ::16].ravel())))
     common = _common_header(spec, wcs_h, area=median_area)
     hdus = [primary,
@@ -193,7 +196,7 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
             _flags_hdu(flag, common, cfg.layout),
             _image_hdu(VARIANCE, variance, "MJy2 / sr2", common),
             _image_hdu(ZODI, zodi, "MJy / sr", common),
-            psf_extension(spec.detector, cfg.layout, cfg.psf_gradient),
+            psf_extension(spec.detector, cfg.layout, cfg.psf_gradient, cfg.psf_erratum),
             _wave_hdu(xs_c, ys_c, values)]
     truth = pd.DataFrame({
         "targetid": src["targetid"].to_numpy(), "obs_id": spec.obs_id, "detector": spec.detector,

@@ -18,6 +18,20 @@ _CELESTIAL_KEYWORD = re.compile(
 _SIP_KEYWORD = re.compile(r"^(A|B|AP|BP)_(ORDER|DMAX|(\d+)_(\d+))$")
 
 
+def psf_header_transposed(version: str) -> bool:
+    """Whether a file of pipeline ``VERSION`` carries IRSA's PSF erratum: versions 6.4 to 6.5.5
+    without the ``+psffix1`` tag wrote the QR2 PSF zone centres transposed (their cards say
+    plane = x * ncols + y + 1; the planes are stored x-fast, plane = y * ncols + x + 1)."""
+    base, _, local = version.strip().partition("+")
+    if "psffix" in local:
+        return False
+    try:
+        parts = tuple(int(p) for p in base.split("."))
+    except ValueError:
+        return False
+    return (6, 4) <= parts <= (6, 5, 5)
+
+
 @functools.lru_cache(maxsize=64)
 def psf_zones(header: str) -> tuple[np.ndarray, np.ndarray, int]:
     """0-based zone centres (x, y) and oversampling of a QR2 PSF extension, from its header

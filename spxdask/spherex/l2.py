@@ -23,7 +23,7 @@ from scipy.interpolate import RegularGridInterpolator
 from .._io import is_remote
 from ..geometry import grid_corners
 from .format import EPSF, FLAGS, IMAGE, IMAGE_HDUS, PSF, REQUIRED_KEYWORDS, VARIANCE, WCS_WAVE, ZODI
-from .headers import celestial_wcs, numeric_value, psf_zones
+from .headers import celestial_wcs, numeric_value, psf_header_transposed, psf_zones
 from .psf import EffectivePSF, OversampledPSF
 from .units import pixel_area_arcsec2
 from .wave import wave_lookup, wave_map
@@ -405,7 +405,8 @@ class L2File:
     @cached_property
     def psf(self) -> OversampledPSF | EffectivePSF:
         """The file's PSF model (QR2 oversampled cube or QR3 ePSF table), zone centres in
-        0-based parent-detector pixels."""
+        0-based parent-detector pixels. QR2 files of pipeline versions 6.4 to 6.5.5 without
+        ``+psffix1`` have their transposed zone centres corrected (IRSA's PSF erratum)."""
         try:
             if self.layout == "qr3":
                 hdu = self._hdus[EPSF]
@@ -419,6 +420,8 @@ class L2File:
                 )
             hdu = self._hdus[PSF]
             xctr, yctr, oversamp = psf_zones(self._header_text(PSF))
+            if psf_header_transposed(self.meta.version):  # IRSA's PSF erratum, corrected
+                xctr, yctr = yctr, xctr
             # the cube as stored (memory-mapped for local files): stamps read the planes' centres
             return OversampledPSF(data=hdu.data, xctr=xctr, yctr=yctr, oversamp=oversamp)
         except L2FormatError:
