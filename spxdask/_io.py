@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
@@ -19,6 +20,12 @@ def is_remote(location: str | os.PathLike) -> bool:
     path or ``file://`` URL."""
     location = str(location)
     return "://" in location and not location.startswith("file://")
+
+
+def is_http_url(text: str) -> bool:
+    """Whether ``text`` is an http(s) URL with a host (a TAP service address)."""
+    parts = urlsplit(str(text))
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import pytest
 
 from spxdask.archive import TooManyImagesError
 from spxdask.batch import BatchConfig, BatchPipeline, CatalogError, load_catalog, load_query_summary, read_lightcurve, run_batch
+from spxdask.drizzle3d import Drizzle3DConfig
 
 CENTER = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
 
@@ -183,6 +184,27 @@ def test_nothing_to_measure_is_an_ordinary_answer(sky_qr2, tmp_path):
     run = _cli("batch", "--catalog", sky_qr2.catalog, "--ra", 10, "--dec", -40, "--radius", 0.5,
                "--archive", sky_qr2.archive, "--out", tmp_path / "cli")
     assert run.returncode == 0 and "no image covers the region" in run.stdout
+
+
+def test_inputs_are_checked_before_any_work(sky_qr2, tmp_path):
+    bad = tmp_path / "typo.csv"
+    bad.write_text("targetid,ra,dec\n1,150.1,2.2\n2,150.2,north\n")
+    config = BatchConfig(**CENTER, catalog_path=bad, archive=str(sky_qr2.archive), output_dir=tmp_path / "run")
+    with pytest.raises(CatalogError, match=r"typo\.csv: non-numeric dec on line\(s\) 3"):
+        BatchPipeline(config).run_all()
+    assert not (tmp_path / "run" / "query.parquet").exists()  # nothing queried, nothing fetched
+    nowhere = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(tmp_path / "no-such"),
+                          output_dir=tmp_path / "run2")
+    with pytest.raises(FileNotFoundError, match="archive .*no-such: no such folder"):
+        BatchPipeline(nowhere).run_all()
+    with pytest.raises(ValueError, match="BatchConfig.tap_url must be an http"):
+        BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, tap_url="irsa.ipac.caltech.edu/TAP")
+    with pytest.raises(ValueError, match="Drizzle3DConfig.tap_url must be an http"):
+        Drizzle3DConfig(150.1, 2.2, 10, 10, tap_url="ftp://irsa")
+    run = _cli("batch", "--catalog", sky_qr2.catalog, "--ra", 150.1, "--dec", 2.2, "--radius", 0.5,
+               "--archive", tmp_path / "no-such", "--out", tmp_path / "cli", check=False)
+    assert run.returncode == 2 and run.stderr.strip().endswith("no-such: no such folder")
+    assert "Traceback" not in run.stderr
 
 
 def test_cli_errors_exit_non_zero(tmp_path):

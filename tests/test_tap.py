@@ -63,6 +63,19 @@ def test_tap_answers_like_the_local_archive(served, q):
         assert row.collection == "spherex_qr2"
 
 
+def test_a_region_without_coverage_is_an_empty_answer(served, tmp_path):
+    """A region nothing covers: zero rows with the full schema, through the API and the CLI."""
+    far = RegionQuery(circle=(10.0, -40.0, 0.1))
+    found = served["tap"].query(far)
+    assert len(found) == 0 and list(found.frame.columns) == list(served["local"].query(far).frame.columns)
+    found.save(tmp_path)
+    from spxdask.cli import main
+
+    assert main(["query", "--tap", served["url"], "--ra", "10", "--dec", "-40", "--radius", "0.1",
+                 "--out", str(tmp_path / "q.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "q.parquet")) == 0
+
+
 def test_mjd_filter_and_gate(served):
     everything = served["tap"].query(RegionQuery(circle=(150.1, 2.2, 1.0)))
     first = everything.frame.mjd.min()

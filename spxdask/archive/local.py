@@ -85,6 +85,8 @@ class LocalArchive:
         self.storage_options = storage_options or {}
         self.fs, self._base = fsspec.core.url_to_fs(self.root, **self.storage_options)
         self.remote = is_remote(self.root)
+        if not self.remote and not self.fs.isdir(self._base):
+            raise FileNotFoundError(f"archive {self.root}: no such folder")
         if index_path is None:
             if self.remote:
                 raise ValueError(f"index_path is required for the remote archive {self.root}")

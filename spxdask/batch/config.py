@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._config import Config, require, require_position
+from .._io import is_http_url
 from ..compat import check_config
 from ..photometry import PhotometryConfig
 from ..spectra import SpectraConfig
@@ -74,6 +75,8 @@ class BatchConfig(Config):
             require(self, getattr(self, name) >= 1, name, "must be >= 1")
         if self.archive and self.tap_url:
             raise ValueError("BatchConfig: give archive or tap_url, not both")
+        require(self, self.tap_url is None or is_http_url(self.tap_url), "tap_url",
+                "must be an http(s) URL")
 
     @property
     def image_dir(self) -> Path:

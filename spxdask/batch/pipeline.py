@@ -177,9 +177,24 @@ class BatchPipeline:
         """Rows in the per-image files (from their Parquet footers)."""
         return sum(pq.read_metadata(f).num_rows for f in self.config.per_image_dir.glob("*.parquet"))
 
+    def check_inputs(self) -> None:
+        """Read the catalog (and the neighbour catalog), so that a typo fails in a second,
+        naming the file, before any query or download runs (a missing archive folder fails
+        as the query opens it, also before any work).
+
+        Raises
+        ------
+        CatalogError
+        """
+        load_catalog(self.config.catalog_path)
+        if self.config.neighbour_catalog_path is not None:
+            load_neighbours(self.config.neighbour_catalog_path)
+
     def run_all(self, skip_existing: bool = True) -> RunSummary:
-        """All five stages; a rerun resumes (finished downloads and images are skipped)."""
+        """All five stages, after :meth:`check_inputs`; a rerun resumes (finished downloads
+        and images are skipped)."""
         t0 = time.perf_counter()
+        self.check_inputs()
         if not (skip_existing and (self.config.output_dir / "query.parquet").exists()):
             self.run_query()
         else:

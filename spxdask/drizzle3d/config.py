@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._config import Config, require, require_position
+from .._io import is_http_url
 from ..compat import check_config
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.flags import REFERENCE_BAD_BITS, mask_from_bits
@@ -89,6 +90,7 @@ class Drizzle3DConfig(Config):
         need(self.min_overlap >= 0, "min_overlap", "must be >= 0")
         need(self.kernel in KERNELS, "kernel", f"must be one of {KERNELS}")
         need(self.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}")
+        need(self.tap_url is None or is_http_url(self.tap_url), "tap_url", "must be an http(s) URL")
         need(int(self.split_every) == self.split_every and self.split_every >= 2, "split_every", "must be an integer >= 2")
         need(self.output_nx() >= 1 and self.output_ny() >= 1, "width", "gives an empty output grid")
         if self.mjd_range is not None:
