@@ -4,6 +4,7 @@ send hostile or broken things. Everything on loopback, every loop bounded."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from distributed import Client, LocalCluster
 import spxdask
 from spxdask import PhotometryConfig
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
-from spxdask.batch import aggregate_lightcurves, run_extraction
+from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, run_extraction
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import tree_partials
@@ -180,6 +181,34 @@ def test_corrupt_inputs_are_reported_and_the_rest_goes_on(sky_qr2, tmp_path):
     assert nan_var.status == "ok"
     rows = pd.read_parquet(nan_var.output)
     assert (rows.n_bad > 0).any() and rows.quality.str.contains("bad_pixels").any()
+
+
+def test_unreadable_archive_files_are_named_in_the_run(sky_qr2, tmp_path):
+    """A truncated file, a non-FITS .fits and a file without VARIANCE in the archive: the batch
+    run names each in the manifest with its reason, counts them in the summary and the CLI
+    prints the count; the other images are measured."""
+    archive = tmp_path / "archive"
+    shutil.copytree(sky_qr2.archive, archive)
+    files = sorted(archive.rglob("*.fits"))
+    victims = dict(zip(["truncated", "not FITS", "missing HDU"], files))
+    for kind, path in victims.items():
+        _corrupt(path, kind)
+    config = BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.5, catalog_path=sky_qr2.catalog,
+                         archive=str(archive), output_dir=tmp_path / "run")
+    summary = BatchPipeline(config).run_all()
+    assert summary.unreadable == 3 and summary.images == len(files) - 3 and summary.failed == 0
+    assert f"{'unreadable':<18}{3:>10}" in summary.table()
+    manifest = pd.read_parquet(config.manifest_path).set_index("image")
+    for kind, path in victims.items():
+        row = manifest.loc[str(path)]
+        assert row.status == "unreadable" and EXPECTED[kind] in row.error, (kind, row.error)
+    assert (manifest.status == "ok").sum() == len(files) - 3
+    # a rerun still says so; the CLI prints it
+    assert BatchPipeline(config).run_all().unreadable == 3
+    out = subprocess.run([SPXDASK, "batch", "--catalog", str(sky_qr2.catalog), "--ra", "150.1", "--dec", "2.2",
+                          "--radius", "0.5", "--archive", str(archive), "--out", str(tmp_path / "cli")],
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(r"unreadable\s+3", out)
 
 
 @pytest.mark.service

@@ -143,6 +143,11 @@ class LocalArchive:
     def query(self, q: RegionQuery) -> ObservationSet:
         """Observations matching ``q``, with the INTERSECTS / CONTAINS semantics of IRSA's TAP."""
         table = self.load_index()
+        broken = table[table["error"].notna()] if "error" in table else table.iloc[:0]
+        if q.bands:  # what the file names say of the unreadable files' detectors
+            named = broken["url"].str.extract(_DETECTOR_IN_NAME, expand=False).astype(float)
+            broken = broken[named.isna() | named.isin(q.bands)]
+        unreadable = [(self.url_of(u), e) for u, e in zip(broken["url"], broken.get("error", []))]
         table = table[table["error"].isna()] if "error" in table else table
         if q.bands:
             table = table[table["detector"].isin(q.bands)]
@@ -163,7 +168,11 @@ class LocalArchive:
             table = table[hit]
         frame = table.assign(url=[self.url_of(u) for u in table["url"]])
         frame = frame.astype({"detector": "int8"})
-        return finish(frame[obs.SCHEMA.names], q, self.root)
+        return finish(frame[obs.SCHEMA.names], q, self.root, unreadable)
+
+
+#: The detector in an L2 file name (``level2_<obs_id>D<n>_spx_...``).
+_DETECTOR_IN_NAME = r"D([1-6])_spx_[^/]*\.fits$"
 
 
 def mirror_path(url: str, mirror_root: str | Path) -> str:

@@ -94,6 +94,8 @@ class ObservationSet:
     query: RegionQuery | None  # None when read back from disk
     source: str
     query_time: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: (url, reason) of the archive's files that could belong to the answer but cannot be read
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -136,6 +138,7 @@ class ObservationSet:
             "band_counts": self.band_counts,
             "time_span_days": float(f["mjd"].max() - f["mjd"].min()) if len(f) else 0.0,
             "total_size_gb": float(f["size"].fillna(0).sum() / 1e9),
+            "unreadable": [{"url": url, "error": error} for url, error in self.unreadable],
         }
 
     def save(self, output_dir: str | Path) -> tuple[Path, Path]:
@@ -147,13 +150,14 @@ class ObservationSet:
         return table, out / "query_summary.yaml"
 
 
-def finish(frame: pd.DataFrame, query: RegionQuery, source: str) -> ObservationSet:
+def finish(frame: pd.DataFrame, query: RegionQuery, source: str,
+           unreadable: list[tuple[str, str]] | None = None) -> ObservationSet:
     """Apply the newest-version rule, order by time, and the ``max_images`` gate."""
     frame = obs.newest_versions(frame).sort_values(["t_min", "detector"], ignore_index=True)
     if query.max_images and len(frame) > query.max_images:
         raise TooManyImagesError(f"query found {len(frame)} images, more than max_images={query.max_images}; "
                                  "narrow the region, bands or MJD range, or raise max_images")
-    return ObservationSet(frame.reset_index(drop=True), query, source)
+    return ObservationSet(frame.reset_index(drop=True), query, source, unreadable=list(unreadable or []))
 
 
 def load_summary(output_dir: str | Path) -> dict[str, Any]:

@@ -32,11 +32,12 @@ def load_query_summary(output_dir: str | Path) -> dict:
 
 @dataclass
 class RunSummary:
-    """What a run did: images found / fetched / measured / failed, catalog sources, light-curve
-    rows, channel-spectrum rows, sources flagged variable, wall time, and a ``note`` when there
-    was nothing to measure."""
+    """What a run did: images found / fetched / measured / failed, archive files that could not
+    be read (named in the manifest), catalog sources, light-curve rows, channel-spectrum rows,
+    sources flagged variable, wall time, and a ``note`` when there was nothing to measure."""
 
     images: int = 0
+    unreadable: int = 0
     fetched: int = 0
     measured: int = 0
     failed: int = 0
@@ -49,7 +50,8 @@ class RunSummary:
 
     def table(self) -> str:
         lines = [self.note] if self.note else []
-        lines += [f"{'images found':<18}{self.images:>10}", f"{'files fetched':<18}{self.fetched:>10}",
+        lines += [f"{'images found':<18}{self.images:>10}", f"{'unreadable':<18}{self.unreadable:>10}",
+                  f"{'files fetched':<18}{self.fetched:>10}",
                  f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
                  f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}",
                  f"{'spectrum rows':<18}{self.spectrum_rows:>10}", f"{'variable':<18}{self.variable:>10}"]
@@ -82,7 +84,11 @@ class BatchPipeline:
         t0 = time.perf_counter()
         found = query_region_observations(self.config, client=self.client)
         found.save(self.config.output_dir)
+        if found.unreadable:  # named in the manifest, never skipped in silence
+            write_manifest([{"image": url, "status": "unreadable", "error": error} for url, error in found.unreadable],
+                           self.config.manifest_path)
         self.summary.images = len(found)
+        self.summary.unreadable = len(found.unreadable)
         self.summary.seconds["query"] = time.perf_counter() - t0
         return found
 
@@ -199,6 +205,7 @@ class BatchPipeline:
             self.run_query()
         else:
             self.summary.images = len(self._observations())
+            self.summary.unreadable = len(load_summary(self.config.output_dir).get("unreadable") or [])
         self.run_download(skip_existing)
         self.run_extract(skip_existing)
         if self._measured_rows():
