@@ -104,7 +104,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                          coverage_mode=args.coverage, bands=[f"D{b}" for b in args.bands] if args.bands else None,
                          mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images,
                          output_dir=args.out, archive=args.archive, tap_url=args.tap,
-                         read_in_place=args.read_in_place, export_csv=args.csv,
+                         read_in_place=args.read_in_place, copy_images=args.copy_images, export_csv=args.csv,
                          neighbour_catalog_path=args.neighbours)
     stage = args.stage
     with _client(args) as client:
@@ -267,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", type=Path, required=True, help="CSV with targetid, ra, dec")
     region(p, "output folder")
     p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "spectra", "all"), default="all")
-    p.add_argument("--read-in-place", action="store_true", help="measure the files where they are (no download)")
+    p.add_argument("--read-in-place", action="store_true",
+                   help="measure remote files where they are (no download; local archives always are)")
+    p.add_argument("--copy-images", action="store_true",
+                   help="copy a local archive's files into OUT/images/ before measuring them")
     p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
     p.add_argument("--neighbours", type=Path, metavar="PATH",
                    help="deeper catalog (CSV or Parquet with ra, dec) fitted with the targets in the PSF fit")

@@ -24,7 +24,7 @@ def _store(path):
 
 def test_run_all_then_rerun_resumes(sky_qr2, tmp_path):
     cfg = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path,
-                      export_csv=True)
+                      export_csv=True, copy_images=True)
     summary = BatchPipeline(cfg).run_all()
     assert summary.images == summary.fetched == summary.measured > 0 and summary.failed == 0
     truth = pd.read_parquet(sky_qr2.truth_detections)
@@ -52,12 +52,20 @@ def test_stages_run_alone_in_new_processes(sky_qr2, tmp_path):
     pd.testing.assert_frame_equal(_store(tmp_path).drop(columns="filename"), _store(tmp_path / "one").drop(columns="filename"))
 
 
-def test_read_in_place_equals_download(sky_qr2, tmp_path):
+def test_local_archives_are_read_in_place_unless_copied(sky_qr2, tmp_path):
     common = dict(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive))
-    BatchPipeline(BatchConfig(**common, output_dir=tmp_path / "copy")).run_all()
-    BatchPipeline(BatchConfig(**common, output_dir=tmp_path / "inplace", read_in_place=True)).run_all()
-    assert not (tmp_path / "inplace" / "images").exists()
+    copied = BatchPipeline(BatchConfig(**common, output_dir=tmp_path / "copy", copy_images=True)).run_all()
+    in_place = BatchPipeline(BatchConfig(**common, output_dir=tmp_path / "inplace")).run_all()
+    assert not (tmp_path / "inplace" / "images").exists() and in_place.fetched == 0
+    assert copied.fetched == copied.images > 0 and len(list((tmp_path / "copy" / "images").rglob("*.fits"))) == copied.images
     pd.testing.assert_frame_equal(_store(tmp_path / "copy"), _store(tmp_path / "inplace"))
+    manifest = pd.read_parquet(tmp_path / "inplace" / "manifest.parquet")
+    assert manifest.image.str.startswith(str(sky_qr2.archive)).all()  # measured where they are
+    with pytest.raises(ValueError, match="BatchConfig.copy_images"):
+        BatchConfig(**common, read_in_place=True, copy_images=True)
+    # remote archives and TAP answers are downloaded unless asked otherwise
+    assert not BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive="s3://bucket/spherex").in_place
+    assert not BatchConfig(**CENTER, catalog_path=sky_qr2.catalog).in_place
 
 
 def test_max_images_gate_stops_before_download(sky_qr2, tmp_path):

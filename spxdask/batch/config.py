@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._config import Config, require, require_position
-from .._io import is_http_url
+from .._io import is_http_url, is_remote
 from ..compat import check_config
 from ..photometry import PhotometryConfig
 from ..spectra import SpectraConfig
@@ -23,8 +23,9 @@ class BatchConfig(Config):
     The fields up to ``keep_bucket_files`` are the reference's (``num_buckets`` and
     ``keep_bucket_files`` are accepted and unused: aggregation is a Dask shuffle). spxdask
     adds where the observations come from (``archive``: a local folder / fsspec URL of L2 files,
-    or ``tap_url``: IRSA's TAP service, the default), ``read_in_place`` (measure the files where
-    they are instead of downloading), ``collections``, ``export_csv`` and ``storage_options``
+    or ``tap_url``: IRSA's TAP service, the default), where they are read (a local or mounted
+    ``archive`` in place, unless ``copy_images``; remote files are downloaded into
+    ``output_dir/images/``, unless ``read_in_place``), ``collections``, ``export_csv`` and ``storage_options``
     (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket) and
     ``spectra`` (how the spectra stage bins measurements and tests variability) and
     ``neighbour_catalog_path``: a deeper catalog (CSV or Parquet with ra, dec, and any id
@@ -49,6 +50,7 @@ class BatchConfig(Config):
     archive: str | None = None
     tap_url: str | None = None
     read_in_place: bool = False
+    copy_images: bool = False
     collections: list[str] | None = None
     export_csv: bool = False
     storage_options: dict | None = None
@@ -75,8 +77,18 @@ class BatchConfig(Config):
             require(self, getattr(self, name) >= 1, name, "must be >= 1")
         if self.archive and self.tap_url:
             raise ValueError("BatchConfig: give archive or tap_url, not both")
+        require(self, not (self.read_in_place and self.copy_images), "copy_images",
+                "contradicts read_in_place=True")
         require(self, self.tap_url is None or is_http_url(self.tap_url), "tap_url",
                 "must be an http(s) URL")
+
+    @property
+    def in_place(self) -> bool:
+        """Whether the images are measured where they are (nothing copied into
+        ``image_dir``): always for a local or mounted archive unless ``copy_images``; for a
+        remote archive or TAP only with ``read_in_place``."""
+        local = bool(self.archive) and not is_remote(str(self.archive))
+        return self.read_in_place or (local and not self.copy_images)
 
     @property
     def image_dir(self) -> Path:

@@ -96,11 +96,12 @@ class BatchPipeline:
         return load_query(self.config.output_dir)
 
     def run_download(self, skip_existing: bool = True) -> pd.DataFrame:
-        """Stage 2: fetch the files into ``images/D<n>/`` (nothing when ``read_in_place``).
+        """Stage 2: fetch the files into ``images/D<n>/`` (nothing when they are read in
+        place: :attr:`BatchConfig.in_place`).
         Returns one row per file; failures also go to the manifest."""
         t0 = time.perf_counter()
         found = self._observations()
-        if self.config.read_in_place:
+        if self.config.in_place:
             return pd.DataFrame({"url": found.frame["url"], "path": found.frame["url"], "status": "in place"})
         if not skip_existing:
             for o in found.observations:
@@ -124,7 +125,7 @@ class BatchPipeline:
         """The query's observations that can be measured, each with ``url`` where it is read
         (in place, or its downloaded copy)."""
         found = self._observations().observations
-        if self.config.read_in_place:
+        if self.config.in_place:
             return found
         where = [destination(o, self.config.image_dir) for o in found]
         return [replace(o, url=str(w)) for o, w in zip(found, where) if w.exists()]
