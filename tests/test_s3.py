@@ -56,6 +56,27 @@ def test_fetch_from_s3(s3, sky_qr2, tmp_path):
         assert hashlib.md5(open(path, "rb").read()).hexdigest() == hashlib.md5(by_name[name].read_bytes()).hexdigest()
 
 
+def test_drizzle_from_s3_and_http_equals_the_local_cube(s3, sky_qr2, tmp_path):
+    """A cube drizzled from the archive over S3 (fsspec options) and over HTTP equals the cube
+    of the local archive."""
+    from spxdask.drizzle3d import Drizzle3DConfig, drizzle, load_cube
+    from spxdask.testing.http_server import FileServer
+
+    box = dict(center_ra=150.1, center_dec=2.2, width=10, height=10, detector=2)
+    local = load_cube(drizzle(Drizzle3DConfig(**box, archive=str(sky_qr2.archive), output_dir=tmp_path / "local"))[2])
+    via_s3 = drizzle(Drizzle3DConfig(**box, archive=s3.url, storage_options=s3.storage_options,
+                                     output_dir=tmp_path / "s3"))
+    with FileServer(sky_qr2.archive) as server:
+        via_http = drizzle(Drizzle3DConfig(**box, archive=server.url, output_dir=tmp_path / "http"))
+    for result in (via_s3, via_http):
+        cube = load_cube(result[2])
+        assert cube["header"]["N_INPUTS"] == local["header"]["N_INPUTS"] > 0
+        np.testing.assert_array_equal(cube["count"], local["count"])
+        np.testing.assert_allclose(cube["sci"], local["sci"], rtol=1e-6, equal_nan=True)
+    # the remote roots were indexed beside the outputs, never written to
+    assert (tmp_path / "s3" / "archive_index.parquet").exists()
+
+
 def test_tap_plus_s3_read_in_place_equals_local(s3, sky_qr2, tmp_path):
     local_archive = LocalArchive(sky_qr2.archive, index_path=tmp_path / "local.parquet")
     url = tap.publish(*tap.rows_from_archive(local_archive))

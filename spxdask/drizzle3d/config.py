@@ -26,10 +26,12 @@ class Drizzle3DConfig(Config):
 
     The reference's fields keep their names and defaults. Sizes ``width`` / ``height`` are in
     arcmin; ``detector`` 0 means every detector (one cube each). spxdask adds where the data
-    come from (``archive``: a local folder / fsspec URL; ``tap_url``; ``data_mirror`` maps IRSA
-    URLs to a local mirror), the spatial ``kernel`` ("square": exact pixel-footprint overlap, the
-    drizzle algorithm; "bilinear": the reference's kernel, for comparison) and ``split_every``
-    (fan-in of the tree reduction of partial cubes).
+    come from (``archive``: a local folder, read in place, or an fsspec URL, whose files are
+    downloaded into ``output_dir/images/``, ``storage_options`` its fsspec options, e.g.
+    ``{"anon": True}``; ``tap_url``; ``data_mirror`` maps IRSA URLs to a local mirror), the
+    spatial ``kernel`` ("square": exact pixel-footprint overlap, the drizzle algorithm;
+    "bilinear": the reference's kernel, for comparison) and ``split_every`` (fan-in of the sums
+    of partial cubes).
 
     ``exclude_flags`` (FLAGS bit numbers whose pixels are left out) defaults to the bad bits
     photometry leaves out (``PhotometryConfig().bad_flags``: hot, cold, dead, transient...
@@ -71,6 +73,7 @@ class Drizzle3DConfig(Config):
     kernel: str = "square"
     split_every: int = 8
     weighting: str = "background"
+    storage_options: dict | None = None
 
     BASE_PIXSCALE = PIXEL_SCALE_ARCSEC
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import cluster
-from .._io import write_parquet_atomic
+from .._io import is_remote, write_parquet_atomic
 from ..archive.fetch import FetchConfig, fetch
 from ..archive.local import mirror_path
 from ..archive.query import RegionQuery
@@ -76,18 +76,21 @@ def _files(config: Drizzle3DConfig, client) -> dict[int, list[str]]:
     corners = grid_corners(build_output_wcs(config), (config.output_ny(), config.output_nx()))
     query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
                         mjd_range=config.mjd_range, max_images=config.max_images)
-    found = archive_for(config.archive, config.tap_url, client=client).query(query)
+    remote = bool(config.archive) and is_remote(str(config.archive))
+    index = config.output_dir / "archive_index.parquet" if remote else None  # a remote root stays read-only
+    found = archive_for(config.archive, config.tap_url, index_path=index, storage_options=config.storage_options,
+                        client=client).query(query)
     frame = found.frame
     if config.data_mirror is not None:
         paths = [mirror_path(u, config.data_mirror) for u in frame["url"]]
         missing = [p for p in paths if not Path(p).exists()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} file(s) missing from the mirror {config.data_mirror}, e.g. {missing[0]}")
-    elif config.archive and "://" not in str(config.archive):
+    elif config.archive and not remote:
         paths = list(frame["url"])  # a local archive is read in place
     else:
         result = fetch(found.to_bag(), config.output_dir / "images", FetchConfig(concurrency=config.download_workers),
-                       client=client)
+                       storage_options=config.storage_options, client=client)
         ok = result["status"] != "failed"
         paths = list(result["path"].where(ok))
     out: dict[int, list[str]] = {}
