@@ -39,7 +39,8 @@ def make_per_image(folder: Path, csv_folder: Path | None = None) -> np.ndarray:
         det = channels.detector(k % 6 + 1)
         df = pd.DataFrame({c: rng.normal(size=n) for c in COLUMNS})
         df = df.assign(targetid=rng.choice(ids, n, replace=False), obs_id=f"2026W01_1A_{k:04d}_1", band=det.band,
-                       filename=f"level2_{k}.fits", quality="", psf_quality="", flag=np.int32(0),
+                       filename=f"level2_{k}.fits", quality="", psf_quality="", pipeline_version="6.5.7", release="qr2",
+                       flag=np.int32(0),
                        detector=np.int8(det.number), n_bad=np.int16(0), psf_n_neighbours=np.int32(0),
                        mjd=61000.0 + k / 10, wavelength=rng.uniform(det.em_min_um, det.em_max_um, n),
                        flux_total=rng.normal(100.0, 5.0, n), flux_total_error=np.full(n, 5.0),

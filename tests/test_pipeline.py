@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,21 @@ def test_nothing_to_measure_is_an_ordinary_answer(sky_qr2, tmp_path):
     run = _cli("batch", "--catalog", sky_qr2.catalog, "--ra", 10, "--dec", -40, "--radius", 0.5,
                "--archive", sky_qr2.archive, "--out", tmp_path / "cli")
     assert run.returncode == 0 and "no image covers the region" in run.stdout
+
+
+def test_a_run_mixing_releases_says_so_once(sky_qr2, sky_qr3, tmp_path):
+    """One archive with the QR2 and QR3 files of the same sky: every row records its release
+    and pipeline VERSION, and the summary says once how many sources mix releases."""
+    archive = tmp_path / "archive"
+    shutil.copytree(sky_qr2.archive, archive)
+    shutil.copytree(sky_qr3.archive, archive, dirs_exist_ok=True)
+    config = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(archive), output_dir=tmp_path / "run")
+    summary = BatchPipeline(config).run_all()
+    rows = pd.read_parquet(config.lightcurve_dir, columns=["targetid", "release", "pipeline_version"])
+    assert set(zip(rows.release, rows.pipeline_version)) == {("qr2", "6.5.7"), ("qr3", "7.0.1")}
+    mixed = int((rows.groupby("targetid").release.nunique() > 1).sum())
+    assert summary.mixed_releases == mixed > 0
+    assert summary.table().count("more than one release") == 1
 
 
 def test_inputs_are_checked_before_any_work(sky_qr2, tmp_path):

@@ -181,6 +181,7 @@ def _rows(targetid, detector, wavelength, flux, error, quality="", obs="2026W01_
     # aperture fluxes only, as with PhotometryConfig(psf_fit=False)
     return df.assign(targetid=np.int64(targetid), ra=150.0, dec=2.0, obs_id=[f"{obs}{k}" for k in range(n)],
                      band=f"D{detector}", filename="f.fits", quality=quality, flag=np.int32(0),
+                     pipeline_version="6.5.7", release="qr2",
                      detector=np.int8(detector), n_bad=np.int16(0), mjd=61000.0 + np.arange(n),
                      wavelength=wavelength, flux_total=flux, flux_total_error=error, flux_psf=np.nan,
                      flux_psf_error=np.nan, mag_psf_ab=np.nan, mag_psf_ab_error=np.nan, psf_chi2=np.nan,

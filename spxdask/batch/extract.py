@@ -47,7 +47,8 @@ UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": 
          "flux_total": "uJy", "flux_total_error": "uJy", "flux_psf": "uJy", "flux_psf_error": "uJy",
          "mag_psf_ab": "mag(AB)", "mag_psf_ab_error": "mag"}
 _TYPES = {"obs_id": pa.string(), "band": pa.string(), "filename": pa.string(), "quality": pa.string(),
-          "psf_quality": pa.string(), "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16(),
+          "psf_quality": pa.string(), "pipeline_version": pa.string(), "release": pa.string(),
+          "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16(),
           "psf_n_neighbours": pa.int32()}
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
                     "seconds", "fingerprint")

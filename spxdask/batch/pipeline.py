@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import cluster
@@ -18,7 +19,7 @@ from ..archive.query import load as load_query
 from ..archive.query import load_summary
 from ..photometry import PhotometryConfig
 from ..spectra import build_spectra
-from ..store import INDEX_NAME
+from ..store import INDEX_NAME, parts
 from .aggregate import aggregate_lightcurves, current_targets
 from .config import BatchConfig, load_catalog, load_neighbours
 from .extract import extract_images, write_manifest
@@ -45,11 +46,15 @@ class RunSummary:
     rows: int = 0
     spectrum_rows: int = 0
     variable: int = 0
+    mixed_releases: int = 0
     seconds: dict = field(default_factory=dict)
     note: str = ""
 
     def table(self) -> str:
         lines = [self.note] if self.note else []
+        if self.mixed_releases:
+            lines.append(f"{self.mixed_releases} source(s) have measurements from more than one release (QR2 / QR3): "
+                         "their calibrations differ (see the release and pipeline_version columns)")
         lines += [f"{'images found':<18}{self.images:>10}", f"{'unreadable':<18}{self.unreadable:>10}",
                   f"{'files fetched':<18}{self.fetched:>10}",
                  f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
@@ -165,6 +170,7 @@ class BatchPipeline:
                                           csv_dir=self.config.csv_dir if self.config.export_csv else None,
                                           client=self.client)
         self.summary.rows = int(pd.read_parquet(self.config.lightcurve_dir / INDEX_NAME)["num_rows"].sum())
+        self.summary.mixed_releases = _mixed_releases(self.config.lightcurve_dir)
         self.summary.seconds["aggregate"] = time.perf_counter() - t0
         return n
 
@@ -217,6 +223,17 @@ class BatchPipeline:
                                  else "no catalog source falls in the images found")
         self.summary.seconds["total"] = time.perf_counter() - t0
         return self.summary
+
+
+def _mixed_releases(store: Path) -> int:
+    """Sources of the store measured in more than one release, one partition at a time (each
+    source's rows sit in one partition)."""
+    mixed = 0
+    for part in parts(store):
+        rows = pq.read_table(part, columns=["targetid", "release"])
+        counts = rows.group_by("targetid").aggregate([("release", "count_distinct")])
+        mixed += int(pc.sum(pc.greater(counts.column("release_count_distinct"), 1)).as_py() or 0)
+    return mixed
 
 
 def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, output_dir: str = "batch_output",

@@ -37,7 +37,7 @@ COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "
            "mag_ab_error", "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius",
            "filename", "detector", "n_bad", "aperture_correction", "flux_total", "flux_total_error",
            "zodi_scale", "quality", "flux_psf", "flux_psf_error", "mag_psf_ab", "mag_psf_ab_error", "psf_chi2",
-           "psf_n_neighbours", "psf_corr_max", "psf_quality")
+           "psf_n_neighbours", "psf_corr_max", "psf_quality", "pipeline_version", "release")
 #: The reasons ``quality`` can list (comma-separated), see :func:`measure_image`.
 QUALITY_REASONS = ("edge", "bad_pixels", "background_source_pixels", "no_background")
 #: The reasons ``psf_quality`` can list.
@@ -84,7 +84,8 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     DataFrame
         One row per target whose position falls inside the image, in input order, with
         :data:`COLUMNS`. Fluxes in µJy, background in µJy/arcsec², wavelengths in micron, mjd
-        the mid-exposure MJD (MJD-BEG/END mean). ``quality`` lists what went wrong for the
+        the mid-exposure MJD (MJD-BEG/END mean), ``pipeline_version`` the file's VERSION and
+        ``release`` its layout ("qr2", "qr3": their calibrations differ). ``quality`` lists what went wrong for the
         aperture (comma-separated): ``edge`` (aperture crosses the image edge), ``bad_pixels``
         (masked pixels inside the aperture: ``flux`` misses them, ``flux_total`` corrects for
         them), ``background_source_pixels`` (SOURCE pixels admitted to the background),
@@ -157,6 +158,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         "n_bad": pix.n_bad, "aperture_correction": correction,
         "flux_total": flux * correction, "flux_total_error": flux_err * correction,
         "zodi_scale": zodi_scale, "quality": quality,
+        "pipeline_version": meta.version, "release": meta.layout,
     }
     if config.psf_fit:
         # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
@@ -218,6 +220,7 @@ def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.n
 
 
 _EMPTY_DTYPES = {"obs_id": "object", "band": "object", "filename": "object", "quality": "object",
+                 "pipeline_version": "object", "release": "object",
                  "psf_quality": "object", "flag": "int32", "detector": "int8", "n_bad": "int16",
                  "psf_n_neighbours": "int32"}
 
