@@ -7,11 +7,14 @@ flag bit, finite value and variance) within the fit radius of any source; each i
 1 / VARIANCE. The weighted linear least-squares problem for all fluxes at once has a sparse
 normal matrix, since a source couples only to the sources whose boxes overlap its own:
 
-1. per source, its box of (image - zodi) values and weights, read in place (compiled);
-2. the neighbour pairs from a k-d tree (boxes overlap), their normal-matrix entries
-   (compiled), and with ``background="fit"`` one background level per square tile of the
-   image as more unknowns (coupled to the sources whose fit pixels they hold);
-3. the sparse system solved by sparse LU (SuperLU through :mod:`scipy.sparse.linalg`);
+1. one compiled pass over the sources' boxes, read in place: values (image - zodi), weights,
+   the normal-matrix diagonal and right-hand side, and with ``background="fit"`` the sums of
+   one background level per square tile of the image (more unknowns, coupled to the sources
+   whose fit pixels they hold);
+2. the neighbour pairs (boxes overlap) from a cell list, their normal-matrix entries
+   (compiled), the matrix assembled by :mod:`scipy.sparse`;
+3. the system solved by conjugate gradients with a Jacobi preconditioner (sparse LU, SuperLU,
+   when CG stalls on a near-degenerate pair): measured 7x faster than LU at 20,000 sources;
 4. errors from the inverse of the normal matrix restricted to each source and its direct
    neighbours (sources and tiles): the flux variance with the neighbours' fluxes free.
    Conditioning on the neighbours' neighbours changes it by far less than its own
