@@ -29,6 +29,13 @@ ALL_BITS = np.uint32(0xFFFFFFFF)
 OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
+def neighbour_slices(dy: int, dx: int, ny: int, nx: int) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(rows, cols) slices of an (ny, nx) plane selecting the voxels o and, alike in shape,
+    their neighbours o + (dy, dx), for every pair inside the plane (dy >= 0)."""
+    return ((slice(0, ny - dy), slice(max(0, -dx), nx - max(0, dx))),
+            (slice(dy, ny), slice(max(0, dx), nx - max(0, -dx))))
+
+
 @dataclass(frozen=True)
 class OutputGrid:
     """The cube's geometry, shared by every task of a detector (sent once)."""

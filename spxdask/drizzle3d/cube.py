@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.wcs import WCS
 
-from .accumulate import ALL_BITS, OFFSETS, OutputGrid, PartialCube
+from .accumulate import ALL_BITS, OFFSETS, OutputGrid, PartialCube, neighbour_slices
 from .config import Drizzle3DConfig
 from .spectral import ZGrid
 
@@ -96,8 +96,7 @@ class DrizzleCube:
         for z in range(n_z):  # plane by plane: temporaries of one plane only
             w, v = self.weight_total[z], self.var_accum[z]
             for k, (dy, dx) in enumerate(OFFSETS):
-                a = (slice(0, ny - dy), slice(max(0, -dx), nx - max(0, dx)))
-                b = (slice(dy, ny), slice(max(0, dx), nx - max(0, -dx)))
+                a, b = neighbour_slices(dy, dx, ny, nx)
                 both = (w[a] > 0) & (w[b] > 0)
                 if not both.any():
                     continue

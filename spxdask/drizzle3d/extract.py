@@ -21,7 +21,7 @@ from astropy.wcs import WCS
 
 from ..photometry.overlap import circle_weights
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
-from .accumulate import OFFSETS
+from .accumulate import OFFSETS, neighbour_slices
 from .cube import DrizzleCube, correlation_columns
 from .io import load_cube
 
@@ -138,8 +138,8 @@ def correlated_variance(coeff: np.ndarray, variance: np.ndarray, rho: np.ndarray
     total = np.einsum("zyx,zyx->z", coeff**2, variance)
     h, w = coeff.shape[1:]
     for k, (dy, dx) in enumerate(OFFSETS):
-        a = (slice(None), slice(0, h - dy), slice(max(0, -dx), w - max(0, dx)))
-        b = (slice(None), slice(dy, h), slice(max(0, dx), w - max(0, -dx)))
+        (ra, ca), (rb, cb) = neighbour_slices(dy, dx, h, w)
+        a, b = (slice(None), ra, ca), (slice(None), rb, cb)
         total += 2 * rho[:, k] * np.einsum("zyx,zyx->z", coeff[a] * sd[a], coeff[b] * sd[b])
     return total
 
