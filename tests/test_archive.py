@@ -59,6 +59,24 @@ def test_index_reads_headers_only_and_is_incremental(sky_qr2, tmp_path):
     pd.testing.assert_frame_equal(local.drop(columns="url"), table.drop(columns="url"), check_dtype=False)
 
 
+def test_queries_see_files_added_and_removed_since_the_index(sky_qr2, tmp_path):
+    root = tmp_path / "archive"
+    first, *rest = sky_qr2.files
+    for path in rest:
+        target = root / path.relative_to(sky_qr2.archive)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    archive = LocalArchive(root)
+    everywhere = RegionQuery(circle=(150.1, 2.2, 2.0))
+    assert len(archive.query(everywhere)) == len(rest)
+    added = root / first.relative_to(sky_qr2.archive)
+    added.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(first, added)
+    assert len(archive.query(everywhere)) == len(sky_qr2.files)  # a new file is seen
+    added.unlink()
+    assert len(archive.query(everywhere)) == len(rest)  # a removed one is gone
+
+
 def _expected(archive, test):
     """An independent check of each footprint: the pixel grid and astropy separations."""
     out = set()

@@ -141,8 +141,10 @@ class LocalArchive:
         return pd.read_parquet(self.index_path)
 
     def query(self, q: RegionQuery) -> ObservationSet:
-        """Observations matching ``q``, with the INTERSECTS / CONTAINS semantics of IRSA's TAP."""
-        table = self.load_index()
+        """Observations matching ``q``, with the INTERSECTS / CONTAINS semantics of IRSA's TAP,
+        from the index brought up to date first (files added since are read, removed ones
+        dropped: a listing, and the headers of the new files only)."""
+        table = self.index()
         broken = table[table["error"].notna()] if "error" in table else table.iloc[:0]
         if q.bands:  # what the file names say of the unreadable files' detectors
             named = broken["url"].str.extract(_DETECTOR_IN_NAME, expand=False).astype(float)

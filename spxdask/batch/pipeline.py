@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -139,9 +140,7 @@ class BatchPipeline:
         """Stage 3: photometry of every catalog source in every image; returns the number of
         images newly measured."""
         t0 = time.perf_counter()
-        catalog = load_catalog(self.config.catalog_path)
-        path = self.config.neighbour_catalog_path
-        neighbours = load_neighbours(path) if path is not None else None
+        catalog, neighbours = self._catalogs
         with cluster.run_context(self.config.output_dir, "extract", self.client, "performance-report-extract.html"):
             n = extract_images(self._images(), catalog, self.config.photometry, self.config.per_image_dir,
                                skip_existing=skip_existing, manifest_path=self.config.manifest_path,
@@ -190,6 +189,12 @@ class BatchPipeline:
         """Rows in the per-image files (from their Parquet footers)."""
         return sum(pq.read_metadata(f).num_rows for f in self.config.per_image_dir.glob("*.parquet"))
 
+    @cached_property
+    def _catalogs(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The catalog and the neighbour catalog (None without one), read once per pipeline."""
+        path = self.config.neighbour_catalog_path
+        return load_catalog(self.config.catalog_path), (load_neighbours(path) if path is not None else None)
+
     def check_inputs(self) -> None:
         """Read the catalog (and the neighbour catalog), so that a typo fails in a second,
         naming the file, before any query or download runs (a missing archive folder fails
@@ -199,9 +204,7 @@ class BatchPipeline:
         ------
         CatalogError
         """
-        load_catalog(self.config.catalog_path)
-        if self.config.neighbour_catalog_path is not None:
-            load_neighbours(self.config.neighbour_catalog_path)
+        _ = self._catalogs  # read once, here, for its errors
 
     def run_all(self, skip_existing: bool = True) -> RunSummary:
         """All five stages, after :meth:`check_inputs`; a rerun resumes (finished downloads
