@@ -51,7 +51,9 @@ def test_local_cluster_of_processes_equals_single_process(sky_qr2, single_proces
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        cfg = BatchConfig(**REGION, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path)
+        # copied, so that the download stage runs on the cluster too
+        cfg = BatchConfig(**REGION, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path,
+                          copy_images=True)
         BatchPipeline(cfg, client=client).run_all()
         stop.set()
         watcher.join()

@@ -37,7 +37,8 @@ def test_every_task_runs_on_the_client_passed(sky_qr2, tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as default_cluster, \
             LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as chosen_cluster, \
             Client(chosen_cluster, set_as_default=False) as chosen, Client(default_cluster) as default:
-        config = BatchConfig(**REGION, catalog_path=sky_qr2.catalog, archive=str(archive), output_dir=tmp_path / "run")
+        config = BatchConfig(**REGION, catalog_path=sky_qr2.catalog, archive=str(archive), output_dir=tmp_path / "run",
+                             copy_images=True)  # so that the downloads run too
         summary = BatchPipeline(config, client=chosen).run_all()
         cubes = drizzle(Drizzle3DConfig(150.1, 2.2, 6, 6, detector=2, archive=str(archive),
                                         output_dir=tmp_path / "cube"), client=chosen)
