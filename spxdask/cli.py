@@ -133,7 +133,8 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
     with _client(args):
         cubes = drizzle(config)
     if not cubes:
-        print("spxdask drizzle: error: no input image contributed to the cube", file=sys.stderr)
+        print("spxdask drizzle: error: no cube: no image covers the box, or none has a valid pixel in it",
+              file=sys.stderr)
         return 1
     for det, path in cubes.items():
         print(f"D{det}: {path}")

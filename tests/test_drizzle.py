@@ -315,6 +315,16 @@ def test_drizzle_end_to_end_fits_layout(many, tmp_path):
     assert drizzle(dataclasses.replace(cfg, overwrite=True)) == result
 
 
+def test_a_box_no_image_covers_makes_no_cube(many, tmp_path, capsys):
+    from spxdask.cli import main
+
+    nowhere = Drizzle3DConfig(10.0, -40.0, 5, 5, detector=2, archive=str(many.archive), output_dir=tmp_path / "api")
+    assert drizzle(nowhere) == {} and not list((tmp_path / "api").glob("*.fits"))
+    code = main(["drizzle", "--ra", "10", "--dec", "-40", "--width", "5", "--height", "5", "--detector", "2",
+                 "--archive", str(many.archive), "--out", str(tmp_path / "cli")])
+    assert code == 1 and "no image covers the box" in capsys.readouterr().err
+
+
 def test_bad_images_are_rejected_not_fatal(many, tmp_path):
     paths = [str(p) for p in many.files[:6]]
     broken = tmp_path / "level2_2099W01_1A_0001_1D2_spx_l2b-v21-2099-001.fits"
