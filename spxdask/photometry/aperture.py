@@ -199,17 +199,15 @@ def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.n
         ny, nx = l2.shape
         near = (nx_ > -m - 0.5) & (nx_ < nx + m - 0.5) & (ny_ > -m - 0.5) & (ny_ < ny + m - 0.5)
         nx_, ny_ = nx_[near], ny_[near]
-        same = SAME_SOURCE_ARCSEC / pixel_scale(l2, config)
-        dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([nx_, ny_]), distance_upper_bound=same)
-        new = np.flatnonzero(~np.isfinite(dist))
+        targets = cKDTree(np.column_stack([x, y]))
+        dist, nearest = targets.query(np.column_stack([nx_, ny_]))
+        new = np.flatnonzero(dist > SAME_SOURCE_ARCSEC / pixel_scale(l2, config))
         new = new[np.lexsort((nx_[new], np.round(ny_[new]) // ROW_BAND))]
-        nx_, ny_ = nx_[new], ny_[new]
-        if nx_.size:
-            x, y = np.concatenate([x, nx_]), np.concatenate([y, ny_])
-            stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_, ny_), m)])
+        if new.size:
+            x, y = np.concatenate([x, nx_[new]]), np.concatenate([y, ny_[new]])
+            stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_[new], ny_[new]), m)])
             # a neighbour's local background: that of the nearest target (only "local" uses it)
-            local_bg = bg[cKDTree(np.column_stack([x[:n], y[:n]])).query(np.column_stack([nx_, ny_]))[1]]
-            local_bg = np.concatenate([bg, local_bg])
+            local_bg = np.concatenate([bg, bg[nearest[new]]])
     fit = fit_psf(image, zodi, variance, flags, zodi_scale, x, y, stamps, radius=config.psf_fit_radius,
                   bad_mask=config.bad_mask, background=config.psf_background, tile=config.psf_background_tile,
                   local_background=local_bg)
