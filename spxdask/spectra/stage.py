@@ -109,13 +109,13 @@ def build_spectra(output_dir: str | Path, config: SpectraConfig | None = None, *
     files = parts(store)
     if not files:
         raise FileNotFoundError(f"no light-curve store in {store}: run the aggregate stage first")
-    chosen = _chosen_flux(config, files)  # a flux choice the store lacks fails here
     final = output_dir / "spectra"
     sources_path = output_dir / "sources.parquet"
     if is_current(output_dir, config):
         summary = pd.read_parquet(sources_path, columns=["n_channels", "variable"])
         return {"rows": int(summary["n_channels"].sum()), "sources": len(summary),
                 "variable": int(summary["variable"].sum()), "reused": True}
+    chosen = _chosen_flux(config, files)  # a flux choice the store lacks fails here, before any task
     made_from = provenance(store, config)
     tmp = temporary_beside(final)
     (tmp / "sources").mkdir(parents=True)
