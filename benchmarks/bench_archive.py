@@ -1,6 +1,8 @@
 """Observations: fetching 50 full-size files from the loopback HTTP server against a plain
 aiohttp download loop in the same run; indexing 1,000 files over HTTP, bytes read against bytes
-stored."""
+stored; photometry of a remote file read in place (ranged reads of the rows around the
+sources), bytes read per image at 100 and 20,000 sources against the file size and its time
+against the same file downloaded whole first."""
 
 from __future__ import annotations
 
@@ -12,10 +14,15 @@ import time
 from pathlib import Path
 
 import aiohttp
+import fsspec
+import numpy as np
+import pandas as pd
 
 from spxdask.archive import FetchConfig, LocalArchive, ObservationSet, fetch
 from spxdask.archive.observation import SCHEMA
+from spxdask.photometry import measure_image
 from spxdask.simulate import SimConfig, simulate_sky
+from spxdask.spherex import L2File
 from spxdask.testing.http_server import FileServer
 
 from . import Result, register
@@ -45,6 +52,37 @@ async def _plain_loop(urls: list[str], dest: Path, concurrency: int = 4) -> None
         await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
 
 
+def _in_place(path: Path, size: int) -> list[Result]:
+    """Photometry of one file over HTTP: read in place vs downloaded whole, then measured."""
+    out = []
+    rng = np.random.default_rng(1)
+    with FileServer(path.parent) as server, tempfile.TemporaryDirectory() as tmp:
+        url = f"{server.url}/{path.name}"
+        with L2File(path) as l2:
+            wcs = l2.wcs
+        for n in (100, 20_000):
+            ra, dec = wcs.all_pix2world(rng.uniform(10, 2030, n), rng.uniform(10, 2030, n), 0)
+            sources = pd.DataFrame({"targetid": np.arange(n), "ra": ra, "dec": dec})
+            times, read = {"in place": [], "download": []}, 0
+            for _ in range(3):
+                before = server.bytes_sent
+                t0 = time.perf_counter()
+                with L2File(url) as l2:
+                    measure_image(l2, sources)
+                times["in place"].append(time.perf_counter() - t0)
+                read = server.bytes_sent - before
+                t0 = time.perf_counter()
+                local = Path(tmp) / path.name
+                fsspec.filesystem("http").get(url, str(local))
+                with L2File(local) as l2:
+                    measure_image(l2, sources)
+                times["download"].append(time.perf_counter() - t0)
+            out.append(Result("archive", f"photometry of a remote file read in place (HTTP), {n:,} sources",
+                              min(times["in place"]), "download whole, then measure", min(times["download"]),
+                              {"bytes read / file size": f"{read / size:.3f}", "MB read": round(read / 1e6, 1)}))
+    return out
+
+
 @register("archive")
 def run() -> list[Result]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +91,7 @@ def run() -> list[Result]:
         size = sky.files[0].stat().st_size
         root = tmp / "served"
         files = _copies(sky.files[0], root, 1000)
-        out = []
+        out = _in_place(sky.files[0], size)
         with FileServer(root) as server:
             remote = LocalArchive(server.url, index_path=tmp / "index.parquet")
             t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
-from .background import fit_zodi_scale
+from .background import background_regions, fit_zodi_scale, zodi_row_step
 from .config import PhotometryConfig
 from .pixels import measure_pixels
 from .psf_fit import DEGENERATE_CORRELATION, fit_psf
@@ -110,25 +110,29 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "float64")) for c in COLUMNS}).assign(
             targetid=sources["targetid"].iloc[:0].reset_index(drop=True))
 
-    # arrays as stored (memory-mapped for local files): only the pixels used are read
-    image, flags, variance = l2.raw("IMAGE"), l2.raw("FLAGS"), l2.raw("VARIANCE")
-    step = max(1, min(image.shape) // 64)
-    if not np.isfinite(image[::step, ::step]).any() and not np.isfinite(image).any():
-        raise L2FormatError(l2.source, "IMAGE has no finite pixel")
+    r = aperture_radius(l2, config)
+    m = max(1, int(math.ceil(r)))
+    m_psf = int(math.ceil(config.psf_fit_radius)) if config.psf_fit else 0
+    extra = _neighbour_pixels(l2, neighbours, x, y, config) if config.psf_fit else None
+    # arrays as stored (memory-mapped for local files, the rows used for remote ones): only
+    # the pixels used are read
+    used = _rows_used(l2.shape, x, y, r, max(m, m_psf), config, extra[1] if extra is not None else np.empty(0))
+    names = ["IMAGE", "FLAGS", "VARIANCE"] + (["ZODI"] if config.subtract_zodi else [])
+    image, flags, variance, *zodi_hdu = l2.raw_rows(names, used)
+    step = zodi_row_step(image.shape)
+    if not np.isfinite(image[step // 2::step, ::step]).any() and not np.isfinite(image[used]).any():
+        raise L2FormatError(l2.source, "IMAGE has no finite pixel where the sources are")
     bad_mask = config.bad_mask
     if config.subtract_zodi:
-        zodi = l2.raw("ZODI")
+        zodi = zodi_hdu[0]
         zodi_scale = fit_zodi_scale(image, zodi, variance, flags, bad_mask | Flag.SOURCE,
                                     config.zodi_scale_min, config.zodi_scale_max)
     else:  # image - 0 x image keeps the image (and its non-finite pixels) as it is
         zodi, zodi_scale = image, 0.0
 
-    r = aperture_radius(l2, config)
-    m = max(1, int(math.ceil(r)))
     pix = measure_pixels(image, zodi, variance, flags, zodi_scale, x, y, r, m, config)
     bg, bg_err = pix.bg, pix.bg_error
     raw, raw_err = pix.flux, np.sqrt(pix.variance)
-    m_psf = int(math.ceil(config.psf_fit_radius)) if config.psf_fit else 0
     # one set of PSF stamps serves the aperture correction (its central pixels) and the fit
     stamps = l2.psf.stamps(*l2.parent_pixel(x, y), max(m, m_psf))
     centre = slice(stamps.shape[1] // 2 - m, stamps.shape[1] // 2 + m + 1)
@@ -163,7 +167,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     if config.psf_fit:
         # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
         psf_to_ujy = to_ujy if config.pixel_area == "local" else UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y)
-        fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, neighbours, config)
+        fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, extra, config)
         fit["flux_psf"], fit["flux_psf_error"] = fit["flux_psf"] * psf_to_ujy, fit["flux_psf_error"] * psf_to_ujy
         fit["mag_psf_ab"], fit["mag_psf_ab_error"] = ab_magnitude(fit["flux_psf"], fit["flux_psf_error"])
         columns.update(fit)
@@ -183,31 +187,59 @@ def _pixels(l2: L2File, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np
     return np.asarray(x, float), np.asarray(y, float)
 
 
+def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray, y: np.ndarray,
+                      config: PhotometryConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Pixel positions (x, y) of the ``neighbours`` whose fit box meets the image and that are
+    not one of the targets at (x, y), in bands of rows, and the index of each one's nearest
+    target; None without any."""
+    if neighbours is None or not len(neighbours):
+        return None
+    m = int(math.ceil(config.psf_fit_radius))
+    nx_, ny_ = _pixels(l2, neighbours["ra"].to_numpy(float), neighbours["dec"].to_numpy(float))
+    ny, nx = l2.shape
+    near = (nx_ > -m - 0.5) & (nx_ < nx + m - 0.5) & (ny_ > -m - 0.5) & (ny_ < ny + m - 0.5)
+    nx_, ny_ = nx_[near], ny_[near]
+    dist, nearest = cKDTree(np.column_stack([x, y])).query(np.column_stack([nx_, ny_]))
+    new = np.flatnonzero(dist > SAME_SOURCE_ARCSEC / pixel_scale(l2, config))
+    new = new[np.lexsort((nx_[new], np.round(ny_[new]) // ROW_BAND))]
+    return (nx_[new], ny_[new], nearest[new]) if new.size else None
+
+
+def _rows_used(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, r: float, reach: int,
+               config: PhotometryConfig, more_y: np.ndarray) -> np.ndarray:
+    """The image rows the kernel reads (bool per row): the background regions of the sources
+    at (x, y), ``reach`` rows around them (aperture, PSF fit box) and around ``more_y`` (the
+    neighbours' fit boxes), and the rows the zodi fit samples."""
+    ny = shape[0]
+    iy = np.round(np.concatenate([y, more_y])).astype(np.int64)
+    boxes = background_regions(x, y, r, shape, config).boxes
+    count = np.zeros(ny + 1, np.int64)
+    np.add.at(count, np.concatenate([boxes[:, 0], np.clip(iy - reach, 0, ny)]), 1)
+    np.add.at(count, np.concatenate([boxes[:, 1], np.clip(iy + reach + 1, 0, ny)]), -1)
+    used = np.cumsum(count[:-1]) > 0
+    step = zodi_row_step(shape)
+    used[step // 2::step] = True
+    return used
+
+
 def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                  zodi_scale: float, x: np.ndarray, y: np.ndarray, stamps: np.ndarray, bg: np.ndarray,
-                 neighbours: pd.DataFrame | None, config: PhotometryConfig) -> dict[str, np.ndarray]:
+                 neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                 config: PhotometryConfig) -> dict[str, np.ndarray]:
     """The joint PSF fit of the targets at (x, y) (their ``stamps`` and local background ``bg``)
-    and of the neighbours in the image that are not targets; the targets' columns, fluxes in
+    and of the ``neighbours`` (:func:`_neighbour_pixels`); the targets' columns, fluxes in
     image units x pixels."""
     n = x.size
     m = int(math.ceil(config.psf_fit_radius))
     centre = slice(stamps.shape[1] // 2 - m, stamps.shape[1] // 2 + m + 1)
     stamps = stamps[:, centre, centre]
     local_bg = bg
-    if neighbours is not None and len(neighbours):
-        nx_, ny_ = _pixels(l2, neighbours["ra"].to_numpy(float), neighbours["dec"].to_numpy(float))
-        ny, nx = l2.shape
-        near = (nx_ > -m - 0.5) & (nx_ < nx + m - 0.5) & (ny_ > -m - 0.5) & (ny_ < ny + m - 0.5)
-        nx_, ny_ = nx_[near], ny_[near]
-        targets = cKDTree(np.column_stack([x, y]))
-        dist, nearest = targets.query(np.column_stack([nx_, ny_]))
-        new = np.flatnonzero(dist > SAME_SOURCE_ARCSEC / pixel_scale(l2, config))
-        new = new[np.lexsort((nx_[new], np.round(ny_[new]) // ROW_BAND))]
-        if new.size:
-            x, y = np.concatenate([x, nx_[new]]), np.concatenate([y, ny_[new]])
-            stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_[new], ny_[new]), m)])
-            # a neighbour's local background: that of the nearest target (only "local" uses it)
-            local_bg = np.concatenate([bg, bg[nearest[new]]])
+    if neighbours is not None:
+        nx_, ny_, nearest = neighbours
+        x, y = np.concatenate([x, nx_]), np.concatenate([y, ny_])
+        stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_, ny_), m)])
+        # a neighbour's local background: that of the nearest target (only "local" uses it)
+        local_bg = np.concatenate([bg, bg[nearest]])
     fit = fit_psf(image, zodi, variance, flags, zodi_scale, x, y, stamps, radius=config.psf_fit_radius,
                   bad_mask=config.bad_mask, background=config.psf_background, tile=config.psf_background_tile,
                   local_background=local_bg)

@@ -43,6 +43,11 @@ def _zodi_sums(image, zodi, variance, flags, swaps, step, reject):
     return n_all, n_ok, zz, zi
 
 
+def zodi_row_step(shape: tuple[int, int], max_pixels: int = 100_000) -> int:
+    """Every how many rows :func:`fit_zodi_scale` reads one (rows ``step // 2``, ``+ step``, ...)."""
+    return max(1, int(math.ceil(shape[0] * shape[1] / max_pixels)))
+
+
 def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                    reject: int, lo: float, hi: float, min_fraction: float = 0.5,
                    max_pixels: int = 100_000) -> float:
@@ -53,7 +58,7 @@ def fit_zodi_scale(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fl
     The zodi model is smooth, so the fit uses whole rows spread over the image (every k-th
     row, at most ``max_pixels`` pixels): few rows, each read in order, cost far less than the
     same pixels on a sparse grid. Arrays may be memory-mapped and in any byte order."""
-    step = max(1, int(math.ceil(image.size / max_pixels)))
+    step = zodi_row_step(image.shape, max_pixels)
     words, swaps = as_words([image, zodi, variance, flags], "fffi")
     n_all, n_ok, zz, zi = _zodi_sums(*words, swaps, step, int(reject))  # type: ignore[call-arg]  # numba dispatcher
     if n_ok < min_fraction * n_all or not zz > 0:

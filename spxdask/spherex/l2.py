@@ -29,8 +29,24 @@ from .units import pixel_area_arcsec2
 from .wave import wave_lookup, wave_map
 
 _AREA_NODES = 33
+#: runs of rows closer than this are fetched as one ranged request (64 KiB of a 2040-wide
+#: float32 image: less than a request costs)
+ROW_GAP = 8
+_STORED = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 Section = tuple[slice, slice]
+
+
+def row_runs(rows: np.ndarray, gap: int = ROW_GAP) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of True in ``rows``, runs fewer than ``gap`` rows apart merged."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], np.asarray(rows, bool), [False]]).astype(np.int8)))
+    runs: list[tuple[int, int]] = []
+    for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        if runs and start - runs[-1][1] < gap:
+            runs[-1] = (runs[-1][0], stop)
+        else:
+            runs.append((start, stop))
+    return runs
 
 
 class L2FormatError(ValueError):
@@ -290,6 +306,43 @@ class L2File:
             return self._hdus[name].data
         except Exception as exc:
             raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
+
+    def raw_rows(self, names: list[str], rows: np.ndarray) -> list[np.ndarray]:
+        """The image HDUs ``names`` as stored, for a caller that reads only the image rows where
+        ``rows`` (bool, one per row) is True.
+
+        Local files: :meth:`raw` (memory-mapped: the pages touched are read). Remote files:
+        only those rows are fetched (the runs of rows of every HDU in one batch of concurrent
+        ranged requests; tile-compressed HDUs by their row tiles), the others hold NaN or, in
+        integer HDUs, every bit set (all flags raised): a kernel straying outside ``rows``
+        finds no usable pixel there.
+        """
+        if not is_remote(self.source):
+            return [self.raw(name) for name in names]
+        runs = row_runs(rows)
+        ranges, out = [], []
+        for name in names:
+            hdu, shape = self._hdus[name], self._shape(name)
+            dtype = np.dtype(_STORED[int(hdu.header["BITPIX"])])  # tile-compressed HDUs: the image's
+            array = np.full(shape, np.nan if dtype.kind == "f" else -1, dtype)
+            out.append(array)
+            if isinstance(hdu, fits.CompImageHDU):
+                for start, stop in runs:
+                    array[start:stop] = self._read(name, (slice(start, stop), slice(None)), array.dtype.str)
+                continue
+            row_bytes = shape[1] * dtype.itemsize
+            ranges += [(array, start, stop, hdu.fileinfo()["datLoc"] + start * row_bytes, row_bytes)
+                       for start, stop in runs]
+        if ranges:
+            fs, path = self._fileobj.fs, self._fileobj.path
+            blobs = fs.cat_ranges([path] * len(ranges), [r[3] for r in ranges],
+                                  [r[3] + (r[2] - r[1]) * r[4] for r in ranges], on_error="raise")
+            for (array, start, stop, offset, row_bytes), blob in zip(ranges, blobs):
+                if len(blob) != (stop - start) * row_bytes:
+                    raise OSError(f"{self.source}: bytes {offset}-{offset + (stop - start) * row_bytes} came back "
+                                  f"short ({len(blob)} bytes)")
+                array[start:stop] = np.frombuffer(blob, array.dtype).reshape(stop - start, -1)
+        return out
 
     def image(self, section: Section | None = None) -> np.ndarray:
         """IMAGE (MJy/sr, not zodi-subtracted), float32, native byte order."""
