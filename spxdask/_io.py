@@ -1,5 +1,6 @@
-"""File locations and output: whether a location is a remote URL; atomic output (write under a
-temporary name in the same folder, then rename)."""
+"""File locations and output: whether a location is a remote URL, whether a failed read may
+succeed when tried again; atomic output (write under a temporary name in the same folder,
+then rename)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +22,28 @@ def is_remote(location: str | os.PathLike) -> bool:
     path or ``file://`` URL."""
     location = str(location)
     return "://" in location and not location.startswith("file://")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a network fault that may pass:
+    a dropped or cut connection, a timeout, a throttled or failing server (HTTP 5xx, 408, 429;
+    S3 ``SlowDown``, ``InternalError``). Missing files, refused access and unreadable data are
+    not."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = getattr(exc, "status", None)  # aiohttp
+        response = getattr(exc, "response", None)  # botocore's ClientError
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and status >= 400:
+            return status >= 500 or status in (408, 429)
+        if isinstance(exc, (aiohttp.ClientError, ConnectionError, TimeoutError)):
+            return True
+        if type(exc).__module__.startswith(("botocore", "aiobotocore")) and response is None:
+            return True  # botocore's connection, read-timeout and streaming errors
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def is_http_url(text: str) -> bool:

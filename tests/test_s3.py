@@ -4,6 +4,7 @@ s3fs with anonymous access: index, query, read in place, fetch, and TAP + S3 dat
 from __future__ import annotations
 
 import hashlib
+import time
 
 import dask
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
+from spxdask.archive.fetch import md5_of
 from spxdask.batch import BatchConfig, BatchPipeline
 from spxdask.spherex import L2File
 from spxdask.testing import tap
@@ -90,3 +92,81 @@ def test_tap_plus_s3_read_in_place_equals_local(s3, sky_qr2, tmp_path):
     a = pd.read_parquet(tmp_path / "s3" / "lightcurves")
     b = pd.read_parquet(tmp_path / "local" / "lightcurves")
     pd.testing.assert_frame_equal(a, b)
+
+
+# -- faults ---------------------------------------------------------------------------------------
+def _first_key(s3, sky):
+    return sky.files[0].relative_to(sky.archive).as_posix()
+
+
+@pytest.mark.parametrize("faults", [[503, 503], [500], ["reset"], ["truncate"], ["short"], ["slow"]])
+def test_fetch_from_s3_survives_transient_faults(s3, sky_qr2, tmp_path, faults):
+    """S3 throttling (503 SlowDown), internal errors, resets, truncated bodies and stalls: the
+    fetch retries and every file ends byte-identical."""
+    remote = LocalArchive(s3.url, index_path=tmp_path / "index.parquet", storage_options=s3.storage_options)
+    found = remote.query(RegionQuery(circle=(150.1, 2.2, 1.0)))
+    key = _first_key(s3, sky_qr2)
+    s3.slow_seconds = 3.0
+    s3.add_faults(key, faults)
+    cfg = FetchConfig(retries=3, backoff=0.1, timeout=1.0)
+    result = fetch(found.to_bag(), tmp_path / "images", cfg, storage_options=s3.storage_options)
+    assert (result.status == "ok").all(), result[["status", "error"]]
+    assert not s3._faults.get(key), "the faults were not met"
+    by_name = {p.name: p for p in sky_qr2.files}
+    for path in result.path:
+        assert md5_of(path) == md5_of(by_name[path.rsplit("/", 1)[1]])
+
+
+def test_s3_that_never_recovers_ends_within_the_budget(s3, sky_qr2, tmp_path):
+    remote = LocalArchive(s3.url, index_path=tmp_path / "index.parquet", storage_options=s3.storage_options)
+    found = remote.query(RegionQuery(circle=(150.1, 2.2, 1.0)))
+    key = _first_key(s3, sky_qr2)
+    s3.add_faults(key, [503] * 10_000)
+    try:
+        t0 = time.monotonic()
+        result = fetch(found.to_bag(), tmp_path / "images", FetchConfig(retries=100, backoff=0.2, max_backoff=0.4,
+                                                                       budget=3.0), storage_options=s3.storage_options)
+        elapsed = time.monotonic() - t0
+    finally:
+        s3._faults.clear()
+    failed = result[result.status == "failed"]
+    assert len(failed) == 1 and failed.url.iloc[0].endswith(key)
+    assert "SlowDown" in failed.error.iloc[0] or failed.error.iloc[0] == "timed out"
+    assert (result.status == "ok").sum() == len(result) - 1
+    assert elapsed < 3.0 + 5
+
+
+def test_faults_while_reading_in_place_from_s3(s3, sky_qr2, tmp_path):
+    """Photometry reading S3 objects in place (ranged reads) through throttling and resets
+    equals the run on the local archive; nothing failed."""
+    common = dict(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog)
+    BatchPipeline(BatchConfig(**common, archive=str(sky_qr2.archive), output_dir=tmp_path / "local")).run_all()
+    pipeline = BatchPipeline(BatchConfig(**common, archive=s3.url, read_in_place=True,
+                                         storage_options=s3.storage_options, output_dir=tmp_path / "s3"))
+    pipeline.run_query()  # the index is read first: the faults meet the photometry's reads
+    s3.add_faults("*", [503, "reset", 503, "truncate", 500] * 3)
+    try:
+        summary = pipeline.run_all()
+        assert not s3._faults.get("*"), "the faults were not met"
+    finally:
+        s3._faults.clear()
+    assert summary.failed == 0 and summary.measured > 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s3" / "lightcurves"),
+                                  pd.read_parquet(tmp_path / "local" / "lightcurves"))
+
+
+def test_a_truncated_object_is_named_not_fatal(sky_qr2, tmp_path):
+    """An object cut short in the bucket: the index and the batch run name it (unreadable,
+    truncated); the others are measured."""
+    with S3Server(sky_qr2.archive) as server:
+        key = _first_key(server, sky_qr2)
+        data = sky_qr2.files[0].read_bytes()
+        server.put(key, data[: len(data) // 2])
+        config = BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.5, catalog_path=sky_qr2.catalog,
+                             archive=server.url, read_in_place=True, storage_options=server.storage_options,
+                             output_dir=tmp_path / "run")
+        summary = BatchPipeline(config).run_all()
+    assert summary.unreadable == 1 and summary.failed == 0 and summary.images == len(sky_qr2.files) - 1
+    manifest = pd.read_parquet(config.manifest_path)
+    row = manifest[manifest.status == "unreadable"].iloc[0]
+    assert row.image.endswith(key) and "truncated" in row.error

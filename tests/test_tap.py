@@ -4,6 +4,7 @@ spxdask/testing/dachs/setup.sh, which `make test` and .ci/run run first)."""
 from __future__ import annotations
 
 import shutil
+import time
 
 import dask
 import pandas as pd
@@ -132,3 +133,20 @@ def test_batch_pipeline_through_tap_and_http(served, sky_qr2, tmp_path):
     a = pd.read_parquet(tmp_path / "tap" / "lightcurves")
     b = pd.read_parquet(tmp_path / "local" / "lightcurves")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_async_job_that_errors_or_stalls_ends_clearly(served):
+    """A job the service runs into an error ends at once with the service's message (no
+    retries); a job still running at ``async_timeout`` is aborted and said so, on time."""
+    tap_url = served["url"]
+    archive = IrsaArchive(tap_url, data_root="x/", retries=3, backoff=0.01)
+    t0 = time.monotonic()
+    with pytest.raises(TapError, match=r"async job ERROR: .*(division|zero)"):
+        archive._run_async("SELECT TOP 1 1/0 AS x FROM spherex.plane")
+    assert time.monotonic() - t0 < 10
+    slow = IrsaArchive(tap_url, data_root="x/", retries=3, backoff=0.01, async_timeout=0.5)
+    heavy = "SELECT COUNT(*) AS n FROM " + ", ".join(f"spherex.plane AS t{i}" for i in range(9))
+    t0 = time.monotonic()
+    with pytest.raises(TapError, match=r"still (QUEUED|EXECUTING) after 0.5 s .*aborted"):
+        slow._run_async(heavy)
+    assert time.monotonic() - t0 < 5

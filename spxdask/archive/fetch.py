@@ -137,17 +137,21 @@ def _filesystem(url: str, storage_options: dict, timeout: float):
 
         options.setdefault("client_kwargs", {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=timeout,
                                                                               sock_read=timeout)})
+    elif protocol in ("s3", "s3a"):
+        options["config_kwargs"] = {"connect_timeout": timeout, "read_timeout": timeout,
+                                    **options.get("config_kwargs", {})}
     return fsspec.filesystem(protocol, **options), protocol
 
 
-async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_options: dict) -> None:
+async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_options: dict, budget: float) -> None:
+    """One download of ``obs`` into ``dest`` within ``budget`` seconds."""
     fs, protocol = _filesystem(obs.url, storage_options, cfg.timeout)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         if protocol == "file":
             await asyncio.to_thread(shutil.copyfile, fs._strip_protocol(obs.url), tmp)
         else:
-            await asyncio.wait_for(fs._get_file(obs.url, str(tmp)), timeout=cfg.budget)
+            await asyncio.wait_for(fs._get_file(obs.url, str(tmp)), timeout=budget)
         problem = verified(tmp, obs, cfg.verify_md5)
         if problem:
             raise FetchError(f"downloaded file is bad: {problem}", True)
@@ -174,7 +178,7 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
         for attempt in range(cfg.retries + 1):
             row["attempts"] = attempt + 1
             try:
-                await _attempt(obs, dest, cfg, storage_options)
+                await _attempt(obs, dest, cfg, storage_options, cfg.budget - (time.monotonic() - t0))
                 return {**row, "status": "ok", "bytes": dest.stat().st_size, "seconds": time.monotonic() - t0}
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 err = _classify(exc)

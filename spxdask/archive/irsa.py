@@ -123,7 +123,7 @@ class IrsaArchive:
     sync_maxrec : int
         Row limit of a synchronous query; a larger (overflowing) result is redone as an async job.
     async_timeout : float
-        Seconds to wait for an async job.
+        Seconds an async job may take (polled with growing pauses); then it is aborted.
     """
 
     def __init__(self, tap_url: str = IRSA_TAP, data_root: str = IRSA_DATA_ROOT, retries: int = 4, backoff: float = 2.0,
@@ -151,6 +151,8 @@ class IrsaArchive:
         for attempt in range(self.retries + 1):
             try:
                 return fn()
+            except TapError:
+                raise  # final: the job failed or ran out of time
             except Exception as exc:  # noqa: BLE001 - classified below
                 if attempt == self.retries or not self._transient(exc):
                     raise TapError(f"TAP service {self.tap_url}: {what} failed: {exc}") from exc
@@ -160,13 +162,29 @@ class IrsaArchive:
         raise AssertionError("unreachable")
 
     def _run_async(self, query: str):
+        """The result of ``query`` as an async job, polled until it ends or ``async_timeout``
+        passes (then aborted): a job in ERROR or out of time is final (:class:`TapError`),
+        failures to reach the service are retried."""
         def run():
+            import pyvo
+
             job = self._service().submit_job(query, maxrec=None)
             try:
                 job.run()
-                job.wait(phases=["COMPLETED", "ERROR", "ABORTED"], timeout=self.async_timeout)
-                if job.phase != "COMPLETED":
-                    raise TapError(f"TAP service {self.tap_url}: async job {job.phase}: {job.job.errorsummary}")
+                deadline, pause = time.monotonic() + self.async_timeout, 0.1
+                while (phase := job.phase) not in ("COMPLETED", "ERROR", "ABORTED"):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        job.abort()
+                        raise TapError(f"TAP service {self.tap_url}: async job still {phase} after "
+                                       f"{self.async_timeout:g} s (async_timeout); aborted")
+                    time.sleep(min(pause, left))
+                    pause = min(5.0, pause * 1.5)
+                if phase != "COMPLETED":
+                    try:
+                        job.raise_if_error()
+                    except pyvo.dal.DALQueryError as exc:
+                        raise TapError(f"TAP service {self.tap_url}: async job {phase}: {exc}") from exc
                 return job.fetch_result().to_table()
             finally:
                 try:

@@ -99,7 +99,10 @@ class LocalArchive:
     def _files(self) -> dict[str, int | None]:
         """Relative paths of the .fits files under the root, with their size when the
         listing tells it (HTTP listings do not)."""
-        found = self.fs.find(self._base, detail=True)
+        try:
+            found = self.fs.find(self._base, detail=True)
+        except OSError as exc:
+            raise OSError(f"archive {self.root}: cannot list its files ({exc})") from exc
         base = self._base.rstrip("/")
         out = {}
         for path, info in found.items():
@@ -109,7 +112,8 @@ class LocalArchive:
         return out
 
     def index(self, *, scheduler: str | None = None) -> pd.DataFrame:
-        """Build or update the index: only files not yet indexed (or whose size changed) are
+        """Build or update the index: only files not yet indexed, whose size changed or that
+        could not be read last time (a broken file may be replaced, a network fault pass) are
         read, in parallel with Dask (on the archive's client, or the local ``scheduler`` when
         given), from their headers. Returns the whole index."""
         import dask.bag as db
@@ -118,7 +122,8 @@ class LocalArchive:
 
         files = self._files()
         old = pd.read_parquet(self.index_path) if self.index_path.exists() else pd.DataFrame(columns=["url", "size"])
-        known = dict(zip(old["url"], old["size"]))
+        readable = old["error"].isna() if "error" in old else np.ones(len(old), bool)
+        known = dict(zip(old["url"][readable], old["size"][readable]))
         new = [rel for rel, size in files.items() if rel not in known or (size is not None and known[rel] != size)]
         if new:
             bag = db.from_sequence(new, partition_size=16).map(_record_under, self.root, self.storage_options)

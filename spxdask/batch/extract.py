@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import random
 import re
 import time
 import uuid
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 from dask.base import tokenize
 
 from .. import __version__
-from .._io import write_parquet_atomic
+from .._io import is_transient, write_parquet_atomic
 from ..archive.local import observation_of
 from ..archive.observation import Observation
 from ..cluster import compute
@@ -56,6 +57,9 @@ FINGERPRINT_KEY = b"spxdask.fingerprint"
 RUN_KEY = b"spxdask.run"
 #: Sources within this margin (deg) outside a footprint are still handed to its task.
 MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
+#: retries of a remote file read in place after a network fault, the first after ~READ_BACKOFF s
+READ_RETRIES = 4
+READ_BACKOFF = 0.5
 
 
 def per_image_schema(targetid_type: pa.DataType, fingerprint: str = "", run: str = "") -> pa.Schema:
@@ -190,11 +194,10 @@ def _extract(image: Observation | str, index: CatalogIndex, neighbour_index: Cat
     measured."""
     t0 = time.perf_counter()
     row = {"image": image.url if isinstance(image, Observation) else image, "n_rows": 0, "error": None}
-    l2 = None
     try:
         if not isinstance(image, Observation):
-            l2 = L2File(image, storage_options=storage_options)
-            image = observation_of(l2, image)
+            with L2File(image, storage_options=storage_options) as l2:
+                image = observation_of(l2, image)
         out = Path(out_dir) / output_name(image.obs_id, image.detector)
         sources = _in_image(index, image)
         near = _neighbours_in_image(neighbour_index, image, config)
@@ -207,17 +210,29 @@ def _extract(image: Observation | str, index: CatalogIndex, neighbour_index: Cat
             status = "ok" if recorded.get(RUN_KEY) == run.encode() else "skipped"
             row.update(status=status, n_rows=footer.num_rows)
         else:
-            l2 = l2 or L2File(image.url, storage_options=storage_options)
-            table = measure_image(l2, sources, config, neighbours=near)
+            table = _measured(image.url, sources, config, near, storage_options)
             _write(table, out, tid_type, made_from, run)
             row.update(status="ok", n_rows=len(table))
     except Exception as exc:  # recorded in the manifest; the run goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    finally:
-        if l2 is not None:
-            l2.close()
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def _measured(url: str, sources: pd.DataFrame, config: PhotometryConfig, near: pd.DataFrame | None,
+              storage_options: dict | None) -> pd.DataFrame:
+    """:func:`measure_image` of the file at ``url``; a network fault that may pass (a remote
+    file read in place: throttling, a reset, a cut body) is retried ``READ_RETRIES`` times after
+    growing waits, anything else raised at once."""
+    for attempt in range(READ_RETRIES + 1):
+        try:
+            with L2File(url, storage_options=storage_options) as l2:
+                return measure_image(l2, sources, config, neighbours=near)
+        except Exception as exc:
+            if attempt == READ_RETRIES or not is_transient(exc):
+                raise
+            time.sleep(READ_BACKOFF * 2**attempt * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
 
 
 def write_manifest(rows: list[dict], path: Path) -> None:

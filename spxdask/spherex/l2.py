@@ -6,8 +6,10 @@ when asked for, whole or as sub-sections. No Dask in here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +22,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.interpolate import RegularGridInterpolator
 
-from .._io import is_remote
+from .._io import is_remote, is_transient
 from ..geometry import grid_corners
 from .format import EPSF, FLAGS, IMAGE, IMAGE_HDUS, PSF, REQUIRED_KEYWORDS, VARIANCE, WCS_WAVE, ZODI
 from .headers import celestial_wcs, numeric_value, psf_header_transposed, psf_zones
@@ -87,6 +89,21 @@ class L2Meta:
         return 0.5 * (self.mjd_beg + self.mjd_end)
 
 
+@contextlib.contextmanager
+def _reading(source: str, problem: str) -> Iterator[None]:
+    """Errors met inside become ``L2FormatError(source, "<problem> (<error>)")``, except
+    L2FormatError itself, a missing file and network faults that may pass
+    (:func:`~spxdask._io.is_transient`): those are raised as they are."""
+    try:
+        yield
+    except (L2FormatError, FileNotFoundError):
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        raise L2FormatError(source, f"{problem} ({exc})") from exc
+
+
 def _hdu_data_bytes(header: fits.Header) -> int:
     naxes = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
     n = int(np.prod(naxes)) if naxes else 0
@@ -97,7 +114,7 @@ def _open_fits(source: str, storage_options: dict | None, block_size: int) -> tu
     """(fsspec file or None, lazily loaded HDU list, size in bytes) of a local path or URL."""
     fileobj = None
     try:
-        with warnings.catch_warnings():
+        with _reading(source, "not a readable FITS file"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if is_remote(source):
                 fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
@@ -107,12 +124,10 @@ def _open_fits(source: str, storage_options: dict | None, block_size: int) -> tu
             path = source.removeprefix("file://")
             size = os.path.getsize(path)
             return None, fits.open(path, memmap=True, lazy_load_hdus=True), size
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
+    except BaseException:
         if fileobj is not None:
             fileobj.close()
-        raise L2FormatError(source, f"not a readable FITS file ({exc})") from exc
+        raise
 
 
 def _raw_header(hdu: Any, fileobj: Any, source: str) -> str:
@@ -145,7 +160,7 @@ def read_footprint(source: str | os.PathLike, *, storage_options: dict | None = 
     source = str(source)
     fileobj, hdul, _ = _open_fits(source, storage_options, block_size)
     try:
-        with warnings.catch_warnings():
+        with _reading(source, "unreadable IMAGE header or celestial WCS"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for hdu in hdul:  # lazily: each header is read only when reached
                 text = _raw_header(hdu, fileobj, source)
@@ -154,12 +169,8 @@ def read_footprint(source: str | os.PathLike, *, storage_options: dict | None = 
                     break
             else:
                 raise L2FormatError(source, "no IMAGE HDU")
-        shape = (int(numeric_value(cards["NAXIS2"])), int(numeric_value(cards["NAXIS1"])))
-        return grid_corners(celestial_wcs(text, shape), shape)
-    except L2FormatError:
-        raise
-    except Exception as exc:
-        raise L2FormatError(source, f"unreadable IMAGE header or celestial WCS ({exc})") from exc
+            shape = (int(numeric_value(cards["NAXIS2"])), int(numeric_value(cards["NAXIS1"])))
+            return grid_corners(celestial_wcs(text, shape), shape)
     finally:
         hdul.close()
         if fileobj is not None:
@@ -198,12 +209,14 @@ class L2File:
         self._header_texts: dict[str, str] = {}
         self._fileobj, self._hdul, size = _open_fits(self.source, storage_options, block_size)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # astropy's warnings on bad files become errors below
+            # astropy raises OSError/ValueError/TypeError for non-FITS input; its warnings on bad
+            # files become errors below
+            with _reading(self.source, "not a readable FITS file"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 self._hdul.readall()
-        except Exception as exc:  # astropy raises OSError/ValueError/TypeError for non-FITS input
+        except BaseException:
             self.close()
-            raise L2FormatError(self.source, f"not a readable FITS file ({exc})") from exc
+            raise
         self.size = size
         try:
             self._validate(size)
@@ -286,7 +299,7 @@ class L2File:
     # -- arrays --------------------------------------------------------------------------
     def _read(self, name: str, section: Section | None, dtype: str) -> np.ndarray:
         hdu = self._hdus[name]
-        try:
+        with _reading(self.source, f"cannot read {name} data"):
             if section is None:
                 data = hdu.data
             elif is_remote(self.source) or isinstance(hdu, fits.CompImageHDU):
@@ -294,18 +307,14 @@ class L2File:
             else:
                 data = hdu.data[section]  # memory-mapped: one slice, not a read per row
             return np.asarray(data, dtype=dtype)
-        except Exception as exc:
-            raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
 
     def raw(self, name: str) -> np.ndarray:
         """The data of image HDU ``name`` as stored: memory-mapped for local files (pages are
         read when touched), possibly big-endian. For kernels that touch only some pixels."""
         if name not in IMAGE_HDUS:
             raise ValueError(f"raw() serves the image HDUs {IMAGE_HDUS}, not {name!r}")
-        try:
+        with _reading(self.source, f"cannot read {name} data"):
             return self._hdus[name].data
-        except Exception as exc:
-            raise L2FormatError(self.source, f"cannot read {name} data ({exc})") from exc
 
     def raw_rows(self, names: list[str], rows: np.ndarray) -> list[np.ndarray]:
         """The image HDUs ``names`` as stored, for a caller that reads only the image rows where
@@ -405,13 +414,11 @@ class L2File:
     # -- spectral WCS --------------------------------------------------------------------
     @cached_property
     def _wave_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        try:
+        with _reading(self.source, "bad WCS-WAVE table"):
             row = self._hdus[WCS_WAVE].data[0]
             xs = np.asarray(row["X"], float).ravel()
             ys = np.asarray(row["Y"], float).ravel()
             values = np.asarray(row["VALUES"], float).reshape(ys.size, xs.size, 2)
-        except Exception as exc:
-            raise L2FormatError(self.source, f"bad WCS-WAVE table ({exc})") from exc
         if not (np.all(np.diff(xs) > 0) and np.all(np.diff(ys) > 0) and np.all(np.isfinite(values))):
             raise L2FormatError(self.source, "bad WCS-WAVE table (control points not increasing or non-finite values)")
         return xs, ys, values
@@ -460,7 +467,7 @@ class L2File:
         """The file's PSF model (QR2 oversampled cube or QR3 ePSF table), zone centres in
         0-based parent-detector pixels. QR2 files of pipeline versions 6.4 to 6.5.5 without
         ``+psffix1`` have their transposed zone centres corrected (IRSA's PSF erratum)."""
-        try:
+        with _reading(self.source, "bad PSF extension"):
             if self.layout == "qr3":
                 hdu = self._hdus[EPSF]
                 t = hdu.data
@@ -477,10 +484,6 @@ class L2File:
                 xctr, yctr = yctr, xctr
             # the cube as stored (memory-mapped for local files): stamps read the planes' centres
             return OversampledPSF(data=hdu.data, xctr=xctr, yctr=yctr, oversamp=oversamp)
-        except L2FormatError:
-            raise
-        except Exception as exc:
-            raise L2FormatError(self.source, f"bad PSF extension ({exc})") from exc
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:

@@ -1,5 +1,7 @@
 """An S3-compatible server on loopback (moto's server mode), laid out like the public
-``nasa-irsa-spherex`` bucket and read anonymously through s3fs."""
+``nasa-irsa-spherex`` bucket and read anonymously through s3fs, behind a front that injects
+faults as S3 does (503 SlowDown, 500 InternalError, connection resets, truncated bodies, stalls;
+the vocabulary of :mod:`.faults`)."""
 
 from __future__ import annotations
 
@@ -7,23 +9,38 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
+from .faults import FaultyServer
+
 BUCKET = "nasa-irsa-spherex"
+_S3_ERRORS = {500: ("InternalError", "We encountered an internal error. Please try again."),
+              503: ("SlowDown", "Please reduce your request rate."),
+              404: ("NoSuchKey", "The specified key does not exist.")}
+# hop-by-hop headers and those aiohttp sets itself (Host stays: signed requests cover it)
+_DROP = {"content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 
 
-class S3Server:
+class S3Server(FaultyServer):
     """Serve files from a folder as ``s3://nasa-irsa-spherex/<relative path>``; use as a
-    context manager. ``storage_options`` are what fsspec/s3fs need to reach it anonymously."""
+    context manager. ``storage_options`` are what fsspec/s3fs need to reach it anonymously;
+    :meth:`add_faults` (an object key, or ``"*"`` for any) spoils the next GETs of objects
+    (listings are never spoiled)."""
 
-    def __init__(self, root: str | Path, bucket: str = BUCKET):
+    def __init__(self, root: str | Path, bucket: str = BUCKET, slow_seconds: float = 5.0):
+        super().__init__(slow_seconds)
         self.root = Path(root)
         self.bucket = bucket
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self._server: Any = None
+            self._moto_port = s.getsockname()[1]
+        self._moto: Any = None
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def endpoint(self) -> str:
+        """The faulty front's address (moto behind it)."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -34,20 +51,54 @@ class S3Server:
     def url(self) -> str:
         return f"s3://{self.bucket}"
 
-    def __enter__(self) -> S3Server:
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` as object ``key`` (public-read, like the bucket's files)."""
+        self._client().put_object(Bucket=self.bucket, Key=key, Body=data, ACL="public-read")
+
+    def _client(self):
         import boto3
+
+        return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self._moto_port}", region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def _error_body(self, status: int) -> tuple[str, str]:
+        code, message = _S3_ERRORS.get(status, ("ServiceUnavailable", "Service unavailable."))
+        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+                f"<RequestId>fault</RequestId></Error>", "application/xml")
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+        async with self._session.request(request.method, f"http://127.0.0.1:{self._moto_port}{request.path_qs}",
+                                         headers=headers, data=await request.read()) as upstream:
+            data = await upstream.read()
+            answer = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
+        key = request.path.lstrip("/").removeprefix(f"{self.bucket}/")
+        is_object = request.path.startswith(f"/{self.bucket}/") and request.method == "GET" and upstream.status in (200, 206)
+        fault = self._next_fault(key) if is_object else None
+        if fault is None:
+            return web.Response(status=upstream.status, body=data if request.method != "HEAD" else None,
+                                headers=answer)
+        return await self._faulty(request, data, fault, upstream.headers.get("Content-Type", "binary/octet-stream"))
+
+    def __enter__(self) -> S3Server:
         from moto.server import ThreadedMotoServer
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self._moto_port, verbose=False)
+        self._moto.start()
+        s3 = self._client()
         s3.create_bucket(Bucket=self.bucket)
         for path in sorted(self.root.rglob("*.fits")):
             s3.upload_file(str(path), self.bucket, path.relative_to(self.root).as_posix(),
                            ExtraArgs={"ACL": "public-read"})  # a public bucket, like IRSA's
+        super().__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._server is not None:
-            self._server.stop()
+        if self._session is not None:
+            session = self._session
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(session.close()))
+        super().__exit__(*exc)
+        if self._moto is not None:
+            self._moto.stop()
