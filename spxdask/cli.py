@@ -122,7 +122,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_drizzle(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from .drizzle3d import Drizzle3DConfig, drizzle
+    from .drizzle3d.pipeline import rejected_path
 
     config = Drizzle3DConfig(center_ra=args.ra, center_dec=args.dec, width=args.width, height=args.height,
                              detector=args.detector, xy_shrink=args.xy_shrink, xy_oversample=args.xy_oversample,
@@ -130,8 +133,12 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
                              overwrite=args.overwrite, archive=args.archive, tap_url=args.tap,
                              data_mirror=args.mirror,
                              **({} if args.exclude_flags is None else {"exclude_flags": args.exclude_flags}))
-    with _client(args):
-        cubes = drizzle(config)
+    with _client(args) as client:
+        cubes = drizzle(config, client=client)
+    for det in [config.detector] if config.detector else range(1, 7):
+        listed = rejected_path(config, det)
+        if listed.exists():
+            print(f"D{det}: {len(pd.read_parquet(listed))} image(s) rejected, listed with the reasons in {listed}")
     if not cubes:
         print("spxdask drizzle: error: no cube: no image covers the box, or none has a valid pixel in it",
               file=sys.stderr)

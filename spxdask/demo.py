@@ -42,7 +42,8 @@ def run_demo(out: str | Path = "spxdask_demo", n_images: int = 36, n_sources: in
                    "spectrum_png": plot_spectrum(rows, out / f"spectrum_{best}.png",
                                                  spectrum=read_spectrum(config.output_dir, best))}
         cube = drizzle(Drizzle3DConfig(center_ra=CENTER[0], center_dec=CENTER[1], width=12, height=12, detector=2,
-                                       archive=str(sky.archive), output_dir=out / "drizzle", overwrite=True))
+                                       archive=str(sky.archive), output_dir=out / "drizzle", overwrite=True),
+                       client=client)
         written["cube_fits"] = cube[2]
         written["cube_slice_png"] = plot_cube_slice(cube[2], out / "cube_slice_D2.png")
         for name, path in written.items():

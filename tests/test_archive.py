@@ -301,3 +301,19 @@ def test_remote_files_read_in_place_fetch_only_the_rows_around_the_sources(tmp_p
     assert read - opened < 0.45 * size, (read, size)
     # what must be read: 2 bands of ~11 rows in 3-4 HDUs, plus the PSF
     assert read - opened > 3 * 20 * image_bytes / 1024
+
+
+@pytest.mark.service
+def test_a_drizzle_names_the_files_it_could_not_download(archive, tmp_path):
+    from spxdask.drizzle3d import Drizzle3DConfig, drizzle, load_cube
+
+    d2 = sorted(p for p in Path(archive.root).rglob("*D2_spx_*.fits"))
+    with FileServer(archive.root) as server:
+        lost = d2[0].relative_to(archive.root).as_posix()
+        LocalArchive(server.url, index_path=tmp_path / "archive_index.parquet").index()  # the drizzle's index
+        server.add_faults(lost, [404] * 3)
+        cubes = drizzle(Drizzle3DConfig(150.1, 2.2, 40, 40, detector=2, archive=server.url, output_dir=tmp_path))
+    rejected = pd.read_parquet(tmp_path / "drizzle_D2_rejected.parquet").set_index("image")
+    reason = rejected.loc[f"{server.url}/{lost}", "reason"]
+    assert reason.startswith("download failed: not found")
+    assert load_cube(cubes[2])["header"]["N_INPUTS"] == len(d2)

@@ -368,3 +368,14 @@ def test_compiled_square_kernel_equals_the_numpy_pairs(many):
     a = DrizzleCube.from_partial(functools.reduce(combine, compiled), grid, cfg)
     b = DrizzleCube.from_partial(functools.reduce(combine, vectorised), grid, cfg)
     _assert_same_cube(a, b, rtol=1e-10)
+
+
+def test_partial_cubes_tell_dask_their_size(many):
+    """Dask sizes task results with ``sizeof`` (``sys.getsizeof`` for plain objects): a partial
+    cube counts its buffers, so workers spill and balance by what they really hold."""
+    from dask.sizeof import sizeof
+
+    cfg = Drizzle3DConfig(150.1, 2.2, 10, 10, detector=2)
+    part = image_partial(str(many.files[0]), output_grid(cfg, 2), cfg)
+    buffers = sum(a.nbytes for a in (part.flux, part.weight, part.var, part.count, part.cov))
+    assert part.flux.size > 0 and buffers <= sizeof(part) < 2 * buffers

@@ -170,7 +170,9 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_demo_runs_the_whole_job(tmp_path):
-    out = _cli("demo", "--out", tmp_path / "demo", "--images", 18, "--sources", 150).stdout
+    run = _cli("demo", "--out", tmp_path / "demo", "--images", 18, "--sources", 150)
+    out = run.stdout
+    assert "Sizeof calculation" not in run.stderr  # every task result tells Dask its size
     for name in ("images measured", "lightcurve_png", "spectrum_png", "cube_fits", "cube_slice_png"):
         assert name in out
     pngs = list((tmp_path / "demo").glob("*.png"))

@@ -25,7 +25,7 @@ import spxdask
 from spxdask import PhotometryConfig
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
 from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, run_extraction
-from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube
+from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, drizzle, load_cube
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import tree_partials
 from spxdask.simulate import SimConfig, simulate_sky
@@ -260,3 +260,39 @@ def test_secrets_in_storage_options_never_reach_the_outputs(sky_qr2, tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_unreadable_archive_files_are_named_by_the_drizzle(sky_qr2, tmp_path):
+    """Unreadable D2 files of an archive are in the D2 cube's rejected list (the reason, and
+    N_REJECT) beside the images that contributed nothing; a D3 file is not; the CLI says how
+    many were rejected; a later run without them leaves no stale list."""
+    archive = tmp_path / "archive"
+    shutil.copytree(sky_qr2.archive, archive)
+    d2 = sorted(archive.rglob("*D2_spx_*.fits"))
+    d3 = sorted(archive.rglob("*D3_spx_*.fits"))
+    stray = d2[1].with_name(d2[1].name.replace("_0100_2D2", "_0101_2D2"))  # one more D2 file
+    shutil.copyfile(d2[1], stray)
+    d2.append(stray)
+    victims = {"truncated": d2[0], "not FITS": stray, "missing HDU": d3[0]}
+    for kind, path in victims.items():
+        _corrupt(path, kind)
+    config = Drizzle3DConfig(150.1, 2.2, 40, 40, detector=2, archive=str(archive), output_dir=tmp_path / "cube")
+    cube = load_cube(drizzle(config)[2])
+    rejected = pd.read_parquet(tmp_path / "cube" / "drizzle_D2_rejected.parquet").set_index("image")
+    for kind in ("truncated", "not FITS"):
+        reason = rejected.loc[str(victims[kind]), "reason"]
+        assert reason.startswith("unreadable in the archive") and EXPECTED[kind] in reason, reason
+    assert str(victims["missing HDU"]) not in rejected.index
+    assert cube["header"]["N_REJECT"] == len(rejected) >= 2
+    assert cube["header"]["N_INPUTS"] == len(d2)
+    out = subprocess.run([SPXDASK, "drizzle", "--ra", "150.1", "--dec", "2.2", "--width", "40", "--height", "40",
+                          "--detector", "2", "--archive", str(archive), "--out", str(tmp_path / "cli")],
+                         capture_output=True, text=True, check=True).stdout
+    assert re.search(rf"D2: {len(rejected)} image\(s\) rejected", out), out
+    # repaired: a rerun lists nothing of them
+    shutil.copyfile(next(p for p in sky_qr2.files if p.name == d2[0].name), d2[0])
+    stray.unlink()
+    drizzle(Drizzle3DConfig(150.1, 2.2, 40, 40, detector=2, archive=str(archive), output_dir=tmp_path / "cube",
+                            overwrite=True))
+    listed = tmp_path / "cube" / "drizzle_D2_rejected.parquet"
+    assert not listed.exists() or not set(map(str, victims.values())) & set(pd.read_parquet(listed).image)

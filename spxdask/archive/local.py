@@ -4,6 +4,7 @@ index from headers only, queried with the same semantics as IRSA's TAP service."
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -152,7 +153,7 @@ class LocalArchive:
         table = self.index()
         broken = table[table["error"].notna()] if "error" in table else table.iloc[:0]
         if q.bands:  # what the file names say of the unreadable files' detectors
-            named = broken["url"].str.extract(_DETECTOR_IN_NAME, expand=False).astype(float)
+            named = broken["url"].map(named_detector)
             broken = broken[named.isna() | named.isin(q.bands)]
         unreadable = [(self.url_of(u), e) for u, e in zip(broken["url"], broken.get("error", []))]
         table = table[table["error"].isna()] if "error" in table else table
@@ -180,6 +181,13 @@ class LocalArchive:
 
 #: The detector in an L2 file name (``level2_<obs_id>D<n>_spx_...``).
 _DETECTOR_IN_NAME = r"D([1-6])_spx_[^/]*\.fits$"
+
+
+def named_detector(url: str) -> int | None:
+    """The detector an L2 file name tells (``..._2D3_spx_...`` → 3), None when it tells none:
+    what is known of a file that cannot be read."""
+    found = re.search(_DETECTOR_IN_NAME, url)
+    return int(found.group(1)) if found else None
 
 
 def mirror_path(url: str, mirror_root: str | Path) -> str:

@@ -65,6 +65,12 @@ class PartialCube:
     n_rejected: int = 0
     rejected: list = field(default_factory=list)  # (image, reason)
 
+    def __sizeof__(self) -> int:
+        """Bytes held, buffers included: what Dask's memory accounting (``sys.getsizeof`` of
+        a task result) needs to know of a partial cube."""
+        arrays = (self.flux, self.weight, self.var, self.count, self.and_mask, self.or_mask, self.plane_inputs, self.cov)
+        return object.__sizeof__(self) + sum(a.nbytes for a in arrays)
+
     @property
     def box(self) -> tuple[slice, slice, slice]:
         nz, ny, nx = self.flux.shape

@@ -11,11 +11,11 @@ import pandas as pd
 from .. import cluster
 from .._io import is_remote, write_parquet_atomic
 from ..archive.fetch import FetchConfig, fetch
-from ..archive.local import mirror_path
+from ..archive.local import mirror_path, named_detector
 from ..archive.query import RegionQuery
 from ..batch.query import archive_for
 from ..geometry import grid_corners
-from .accumulate import OutputGrid
+from .accumulate import OutputGrid, PartialCube, combine, rejected
 from .config import Drizzle3DConfig
 from .cube import DrizzleCube
 from .grid import build_output_wcs
@@ -33,6 +33,11 @@ def cube_path(config: Drizzle3DConfig, detector: int) -> Path:
     return config.output_dir / f"drizzle_D{detector}.fits"
 
 
+def rejected_path(config: Drizzle3DConfig, detector: int) -> Path:
+    """``drizzle_D<n>_rejected.parquet``: the images of a cube that contributed nothing, why."""
+    return config.output_dir / f"drizzle_D{detector}_rejected.parquet"
+
+
 def _check_outputs(config: Drizzle3DConfig, detectors) -> None:
     existing = [str(cube_path(config, d)) for d in detectors if cube_path(config, d).exists()]
     if existing and not config.overwrite:
@@ -41,9 +46,11 @@ def _check_outputs(config: Drizzle3DConfig, detectors) -> None:
 
 def _finish(partial, grid: OutputGrid, config: Drizzle3DConfig) -> Path | None:
     cube = DrizzleCube.from_partial(partial, grid, config)
+    listed = rejected_path(config, grid.detector)
     if cube.rejected:
-        write_parquet_atomic(pd.DataFrame(cube.rejected, columns=["image", "reason"]),
-                             config.output_dir / f"drizzle_D{grid.detector}_rejected.parquet")
+        write_parquet_atomic(pd.DataFrame(cube.rejected, columns=["image", "reason"]), listed)
+    else:
+        listed.unlink(missing_ok=True)  # an earlier run's list
     if not (cube.weight_total > 0).any():
         return None
     return save_cube(cube, cube_path(config, grid.detector), overwrite=True)
@@ -72,8 +79,12 @@ def _sums(jobs: dict, config: Drizzle3DConfig, client, storage_options: dict | N
     return dict(zip(jobs, cluster.compute(*trees)))
 
 
-def _files(config: Drizzle3DConfig, client) -> dict[int, list[str]]:
+def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[int, list[tuple[str, str]]]]:
+    """The files to drizzle per detector, and per detector the archive files that could belong
+    to the cube but cannot be had: unreadable in the archive (the detector from their name;
+    every detector asked for when the name tells none) or failed downloads, with the reason."""
     corners = grid_corners(build_output_wcs(config), (config.output_ny(), config.output_nx()))
+    detectors = (config.detector,) if config.detector else tuple(range(1, 7))
     query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
                         mjd_range=config.mjd_range, max_images=config.max_images)
     remote = bool(config.archive) and is_remote(str(config.archive))
@@ -81,6 +92,11 @@ def _files(config: Drizzle3DConfig, client) -> dict[int, list[str]]:
     found = archive_for(config.archive, config.tap_url, index_path=index, storage_options=config.storage_options,
                         client=client).query(query)
     frame = found.frame
+    lost: dict[int, list[tuple[str, str]]] = {}
+    for url, error in found.unreadable:
+        det = named_detector(url)
+        for d in [det] if det else detectors:
+            lost.setdefault(d, []).append((url, f"unreadable in the archive: {error}"))
     if config.data_mirror is not None:
         paths = [mirror_path(u, config.data_mirror) for u in frame["url"]]
         missing = [p for p in paths if not Path(p).exists()]
@@ -93,11 +109,13 @@ def _files(config: Drizzle3DConfig, client) -> dict[int, list[str]]:
                        storage_options=config.storage_options, client=client)
         ok = result["status"] != "failed"
         paths = list(result["path"].where(ok))
+        for det, url, error in zip(result["detector"][~ok], result["url"][~ok], result["error"][~ok]):
+            lost.setdefault(int(det), []).append((url, f"download failed: {error}"))
     out: dict[int, list[str]] = {}
     for det, path in zip(frame["detector"], paths):
         if isinstance(path, str):
             out.setdefault(int(det), []).append(path)
-    return out
+    return out, lost
 
 
 def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
@@ -114,13 +132,16 @@ def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
     ``overwrite``)."""
     detectors = [config.detector] if config.detector else list(range(1, 7))
     _check_outputs(config, detectors)
-    files = _files(config, client)
-    grids = {det: output_grid(config, det) for det in sorted(files)}
+    files, lost = _files(config, client)
+    grids = {det: output_grid(config, det) for det in sorted(set(files) | set(lost))}
     with cluster.run_context(config.output_dir, "drizzle", client, report="performance-report-drizzle.html"):
-        partials = _sums({d: (files[d], grids[d]) for d in grids}, config, client)
+        partials = _sums({d: (files[d], grids[d]) for d in files}, config, client)
     results = {}
-    for det, partial in partials.items():
-        path = _finish(partial, grids[det], config)
+    for det, grid in grids.items():
+        n_z = grid.zgrid.n_z
+        partial = combine(partials.get(det, PartialCube.empty(n_z, n_inputs=0)),
+                          *(rejected(n_z, url, reason) for url, reason in lost.get(det, [])))
+        path = _finish(partial, grid, config)
         if path is not None:
             results[det] = path
     return results
