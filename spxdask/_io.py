@@ -71,9 +71,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_parquet_atomic(data: pd.DataFrame | pa.Table, path: str | os.PathLike,
-                         schema: pa.Schema | None = None) -> Path:
+                         schema: pa.Schema | None = None, *, row_group_size: int | None = None) -> Path:
     """Write a table to Parquet atomically (with ``schema`` when given)."""
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, schema=schema, preserve_index=False)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=row_group_size)
     return Path(path)

@@ -113,7 +113,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             summary = pipe.run_all()
         else:
             {"query": pipe.run_query, "download": pipe.run_download, "extract": pipe.run_extract,
-             "aggregate": pipe.run_aggregate, "spectra": pipe.run_spectra}[stage]()
+             "aggregate": pipe.run_aggregate}[stage]()
             summary = pipe.summary
     print(summary.table())
     if summary.failed:
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Forced photometry of a catalog in every image of a region, then light curves.")
     p.add_argument("--catalog", type=Path, required=True, help="CSV with targetid, ra, dec")
     region(p, "output folder")
-    p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "spectra", "all"), default="all")
+    p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "all"), default="all")
     p.add_argument("--read-in-place", action="store_true",
                    help="measure remote files where they are (no download; local archives always are)")
     p.add_argument("--copy-images", action="store_true",

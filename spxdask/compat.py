@@ -1,7 +1,7 @@
 """The reference package's knobs that spxdask accepts and ignores, in one place.
 
 spxquery 0.4.1 sized thread and process pools and hash buckets by hand; here Dask schedules
-the work and the light curves are a shuffle, so these settings have no effect. They are kept
+the work and the light curves are partitions of a HATS catalog, so these settings have no effect. They are kept
 so that the reference's code and configuration files run unchanged, and setting one to
 anything but the reference's default says so with a :class:`ReferenceKnobWarning` at the call.
 """
@@ -11,17 +11,18 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+_NO_BUCKETS = "light curves are HEALPix partitions of a catalog, not hash-bucket CSV files"
 #: knob -> (reference default, why it has no effect)
 KNOBS: dict[str, tuple[Any, str]] = {
     "BatchConfig.max_extract_workers": (12, "the Dask cluster decides how many images are measured at once"),
-    "BatchConfig.num_buckets": (64, "light curves are a Dask shuffle, not hash-bucket CSV files"),
-    "BatchConfig.keep_bucket_files": (False, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+    "BatchConfig.num_buckets": (64, _NO_BUCKETS),
+    "BatchConfig.keep_bucket_files": (False, _NO_BUCKETS),
     "PhotometryConfig.max_processing_workers": (10, "the Dask cluster decides how work runs in parallel"),
     "Drizzle3DConfig.skip_existing": (True, "drizzle cubes are replaced only with overwrite=True"),
     "run_extraction.n_workers": (12, "the Dask cluster decides how many images are measured at once"),
-    "aggregate_lightcurves.bucket_dir": (None, "light curves are a Dask shuffle, not hash-bucket CSV files"),
-    "aggregate_lightcurves.num_buckets": (64, "light curves are a Dask shuffle, not hash-bucket CSV files"),
-    "aggregate_lightcurves.keep_bucket_files": (False, "light curves are a Dask shuffle, not hash-bucket CSV files"),
+    "aggregate_lightcurves.bucket_dir": (None, _NO_BUCKETS),
+    "aggregate_lightcurves.num_buckets": (64, _NO_BUCKETS),
+    "aggregate_lightcurves.keep_bucket_files": (False, _NO_BUCKETS),
 }
 
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from spxdask.catalog.build import SORT_KEYS, current_version, partition_files
+from spxdask.catalog.nested import LIGHTCURVE, flatten
 from spxdask.drizzle3d import Drizzle3DConfig, build_output_wcs
 from spxdask.geometry import grid_corners
 from spxdask.simulate import SimConfig, simulate_sky
@@ -26,3 +32,12 @@ def drizzle_box(ra: float, dec: float, width_deg: float, height_deg: float) -> t
     """The polygon a Drizzle3D query sends for a box (its output grid's outer corners)."""
     cfg = Drizzle3DConfig(ra, dec, width_deg * 60, height_deg * 60)
     return tuple(map(tuple, grid_corners(build_output_wcs(cfg), (cfg.output_ny(), cfg.output_nx()))))
+
+
+def lightcurve_rows(run: str | Path) -> pd.DataFrame:
+    """Every light-curve row of a run's catalog, flat, sorted by targetid, mjd, wavelength."""
+    version = current_version(Path(run) / "catalog")
+    assert version is not None, f"no catalog in {run}"
+    frames = [flatten(pq.read_table(p, columns=["targetid", "ra", "dec", LIGHTCURVE]), LIGHTCURVE)
+              for p in partition_files(version)]
+    return pd.concat(frames, ignore_index=True).sort_values(SORT_KEYS, kind="stable", ignore_index=True)

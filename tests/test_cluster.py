@@ -18,11 +18,13 @@ from spxdask.batch import BatchConfig, BatchPipeline
 from spxdask.cluster import get_client
 from spxdask.testing.gateway import LocalGateway
 
+from .conftest import lightcurve_rows
+
 REGION = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
 
 
 def _store(path):
-    return pd.read_parquet(path / "lightcurves").reset_index(drop=True)
+    return lightcurve_rows(path)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +86,12 @@ def test_dask_gateway_run_equals_single_process(sky_qr2, single_process, tmp_pat
 
 
 def test_settings_come_from_the_environment():
-    code = "from spxdask.cluster import setting; print(setting('shuffle_method'), setting('irsa.data_root'))"
-    env = dict(os.environ, DASK_SPXDASK__SHUFFLE_METHOD="tasks", DASK_SPXDASK__IRSA__DATA_ROOT="http://mirror/")
+    code = "from spxdask.cluster import setting; print(setting('local.threads_per_worker'), setting('irsa.data_root'))"
+    env = dict(os.environ, DASK_SPXDASK__LOCAL__THREADS_PER_WORKER="3", DASK_SPXDASK__IRSA__DATA_ROOT="http://mirror/")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["tasks", "http://mirror/"]
+    assert out.split() == ["3", "http://mirror/"]
     default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert default.split() == ["p2p", "https://irsa.ipac.caltech.edu/ibe/data/spherex/"]
+    assert default.split() == ["1", "https://irsa.ipac.caltech.edu/ibe/data/spherex/"]
 
 
 def test_get_client_reuses_arunning_client():

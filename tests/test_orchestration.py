@@ -4,7 +4,6 @@ outputs, the reference's ignored knobs, one config base, and no global state tou
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import subprocess
 import sys
@@ -19,9 +18,13 @@ from spxdask import PhotometryConfig, Source
 from spxdask.archive.fetch import FetchConfig
 from spxdask.archive.query import RegionQuery
 from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
+from spxdask.batch.extract import recorded_fingerprint
+from spxdask.catalog.build import HISTOGRAMS, PARTITIONS, current_version
 from spxdask.compat import KNOBS, ReferenceKnobWarning
 from spxdask.drizzle3d import Drizzle3DConfig, drizzle
 from spxdask.simulate import SimConfig
+
+from .conftest import lightcurve_rows
 
 REGION = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
 
@@ -44,9 +47,8 @@ def test_every_task_runs_on_the_client_passed(sky_qr2, tmp_path):
                                         output_dir=tmp_path / "cube"), client=chosen)
         on_chosen, on_default = _prefixes(chosen), _prefixes(default)
     assert summary.measured > 0 and summary.spectrum_rows > 0 and 2 in cubes
-    # archive index, downloads, photometry, the light-curve store, spectra, the cube
-    assert {"from_sequence", "fetch", "photometry", "read-per-image", "sort_partition", "toparquetdata", "spectra",
-            "drizzle-partial"} <= on_chosen
+    # archive index, downloads, photometry, the catalog's row counts and partitions, the cube
+    assert {"from_sequence", "fetch", "photometry", "catalog-hist", "catalog", "drizzle-partial"} <= on_chosen
     assert on_default == set()
 
 
@@ -68,7 +70,7 @@ def test_reruns_recompute_what_their_inputs_changed(sky_qr2, tmp_path):
     changed = BatchPipeline(fixed).run_all()
     assert changed.measured == first.measured
     assert (pd.read_parquet(fixed.per_image_dir).aperture_radius == 2.0).all()
-    assert (pd.read_parquet(fixed.lightcurve_dir).aperture_radius == 2.0).all()
+    assert (lightcurve_rows(fixed.output_dir).aperture_radius == 2.0).all()
     # sources added to the catalog appear in every image that covers them
     full.to_csv(tmp_path / "half.csv", index=False)
     grown = BatchPipeline(fixed).run_all()
@@ -84,12 +86,19 @@ def test_reruns_recompute_what_their_inputs_changed(sky_qr2, tmp_path):
     assert manifest.version.str.startswith("l2b-v").all() and manifest.fingerprint.str.len().eq(64).all()
 
 
-def test_aggregated_store_records_its_inputs(sky_qr2, tmp_path):
+def test_the_catalog_records_its_inputs(sky_qr2, tmp_path):
+    """Each catalog partition records the fingerprint of what made it; the per-file row
+    counts name every per-image file with the fingerprint it was written with."""
     run_extraction(sky_qr2.archive, pd.read_csv(sky_qr2.catalog), PhotometryConfig(), tmp_path / "per_image")
-    aggregate_lightcurves(tmp_path / "per_image", tmp_path / "lightcurves")
-    made = json.loads((tmp_path / "lightcurves" / "_provenance.json").read_text())
-    names = sorted(p.name for p in (tmp_path / "per_image").glob("*.parquet"))
-    assert sorted(made["per_image"]) == names and all(len(v) == 64 for v in made["per_image"].values())
+    aggregate_lightcurves(tmp_path / "per_image", tmp_path / "catalog")
+    version = current_version(tmp_path / "catalog")
+    partitions = pd.read_parquet(version / PARTITIONS)
+    assert partitions.fingerprint.str.fullmatch("[0-9a-f]{64}").all() and partitions.n_rows.sum() > 0
+    counted = pd.read_parquet(version / HISTOGRAMS).drop_duplicates("file").set_index("file").fingerprint
+    files = sorted((tmp_path / "per_image").glob("*.parquet"))
+    with_rows = [f for f in files if pd.read_parquet(f, columns=["ra"]).size]
+    assert sorted(counted.index) == sorted(f.name for f in with_rows)
+    assert all(counted[f.name] == recorded_fingerprint(f) for f in with_rows)
 
 
 @pytest.mark.parametrize("make, field", [
@@ -169,7 +178,7 @@ def test_spxdask_leaves_the_users_global_state_alone(sky_qr2, tmp_path):
         from spxdask.batch.plot import plot_lightcurve, plot_spectrum
         from spxdask.cluster import get_client, setting
         from spxdask.spherex.l2 import L2File
-        assert setting("shuffle_method") == "p2p"
+        assert setting("progress") is True
         with L2File({str(sky_qr2.files[0])!r}) as l2:
             l2.spectral_wcs()
         client = get_client("local")

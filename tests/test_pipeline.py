@@ -15,12 +15,13 @@ from spxdask.archive import TooManyImagesError
 from spxdask.batch import BatchConfig, BatchPipeline, CatalogError, load_catalog, load_query_summary, read_lightcurve, run_batch
 from spxdask.drizzle3d import Drizzle3DConfig
 
+from .conftest import lightcurve_rows
+
 CENTER = dict(center_ra=150.1, center_dec=2.2, radius=0.3)
 
 
 def _store(path):
-    files = sorted((path / "lightcurves").glob("part.*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return lightcurve_rows(path)
 
 
 def test_run_all_then_rerun_resumes(sky_qr2, tmp_path):
@@ -150,8 +151,8 @@ def test_cli_end_to_end(tmp_path):
                "--archive", sky / "archive", "--out", tmp_path / "run", "--scheduler", "local",
                "--neighbours", sky / "truth" / "sources.parquet")
     assert "images measured" in run.stdout
-    assert np.isfinite(pd.read_parquet(tmp_path / "run" / "lightcurves").flux_psf).mean() > 0.99
-    tid = pd.read_parquet(tmp_path / "run" / "lightcurves").targetid.iloc[0]
+    assert np.isfinite(lightcurve_rows(tmp_path / "run").flux_psf).mean() > 0.99
+    tid = lightcurve_rows(tmp_path / "run").targetid.iloc[0]
     table = _cli("lightcurve", tid, "--out", tmp_path / "run").stdout
     assert "flux_total" in table and len(table.splitlines()) == len(read_lightcurve(tmp_path / "run", tid)) + 1
     _cli("lightcurve", tid, "--out", tmp_path / "run", "--plot", tmp_path / "lc.png", "--spectrum", tmp_path / "sp.png")
@@ -205,7 +206,7 @@ def test_a_run_mixing_releases_says_so_once(sky_qr2, sky_qr3, tmp_path):
     shutil.copytree(sky_qr3.archive, archive, dirs_exist_ok=True)
     config = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(archive), output_dir=tmp_path / "run")
     summary = BatchPipeline(config).run_all()
-    rows = pd.read_parquet(config.lightcurve_dir, columns=["targetid", "release", "pipeline_version"])
+    rows = lightcurve_rows(config.output_dir)[["targetid", "release", "pipeline_version"]]
     assert set(zip(rows.release, rows.pipeline_version)) == {("qr2", "6.5.7"), ("qr3", "7.0.1")}
     mixed = int((rows.groupby("targetid").release.nunique() > 1).sum())
     assert summary.mixed_releases == mixed > 0

@@ -24,12 +24,14 @@ from distributed import Client, LocalCluster
 import spxdask
 from spxdask import PhotometryConfig
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
-from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, run_extraction
+from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, drizzle, load_cube
 from spxdask.drizzle3d.pipeline import output_grid
 from spxdask.drizzle3d.reduce import tree_partials
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.testing.http_server import FileServer
+
+from .conftest import lightcurve_rows
 
 SPXDASK = str(Path(sys.executable).with_name("spxdask"))
 
@@ -76,16 +78,18 @@ def test_worker_killed_during_extraction(busy_sky, tmp_path):
         pd.testing.assert_frame_equal(pd.read_parquet(out / f.name), pd.read_parquet(f))
 
 
-def test_worker_killed_during_the_shuffle(busy_sky, tmp_path):
+def test_worker_killed_during_the_catalog_build(busy_sky, tmp_path):
     per_image = tmp_path / "per_image"
     run_extraction(busy_sky.archive, pd.read_csv(busy_sky.catalog), PhotometryConfig(), per_image)
-    aggregate_lightcurves(per_image, tmp_path / "clean", npartitions=6)
+    aggregate_lightcurves(per_image, tmp_path / "clean" / "catalog", spectra=SpectraConfig(), partition_rows=2000)
     started = time.monotonic()
-    _, killed = _run_with_a_kill(lambda: aggregate_lightcurves(per_image, tmp_path / "killed", npartitions=6),
-                                 lambda: time.monotonic() - started > 1.5)
+    _, killed = _run_with_a_kill(lambda: aggregate_lightcurves(per_image, tmp_path / "killed" / "catalog",
+                                                               spectra=SpectraConfig(), partition_rows=2000),
+                                 lambda: time.monotonic() - started > 1.0)
     assert killed
-    a = pd.read_parquet(tmp_path / "clean")
-    b = pd.read_parquet(tmp_path / "killed")
+    pd.testing.assert_frame_equal(lightcurve_rows(tmp_path / "killed"), lightcurve_rows(tmp_path / "clean"))
+    a = pd.read_parquet(tmp_path / "clean" / "catalog" / "spectra").sort_values(["targetid", "wavelength"], ignore_index=True)
+    b = pd.read_parquet(tmp_path / "killed" / "catalog" / "spectra").sort_values(["targetid", "wavelength"], ignore_index=True)
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -132,7 +136,7 @@ def test_interrupted_batch_runs_converge(sky_qr2, tmp_path, seed):
     for f in (tmp_path / "run" / "images").rglob("*.fits") if (tmp_path / "run" / "images").exists() else []:
         assert f.stat().st_size == next(sky_qr2.archive.rglob(f.name)).stat().st_size
     subprocess.run([SPXDASK, *map(str, args)], check=True, capture_output=True)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "lightcurves"), pd.read_parquet(clean / "lightcurves"))
+    pd.testing.assert_frame_equal(lightcurve_rows(tmp_path / "run"), lightcurve_rows(clean))
 
 
 # -- corrupt inputs ------------------------------------------------------------------------------

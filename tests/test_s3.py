@@ -18,6 +18,8 @@ from spxdask.spherex import L2File
 from spxdask.testing import tap
 from spxdask.testing.s3_server import S3Server
 
+from .conftest import lightcurve_rows
+
 pytestmark = pytest.mark.service  # every test here talks to a loopback server
 
 
@@ -89,8 +91,8 @@ def test_tap_plus_s3_read_in_place_equals_local(s3, sky_qr2, tmp_path):
     assert summary.failed == 0 and not (tmp_path / "s3" / "images").exists()
     BatchPipeline(BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
                               archive=str(sky_qr2.archive), output_dir=tmp_path / "local")).run_all()
-    a = pd.read_parquet(tmp_path / "s3" / "lightcurves")
-    b = pd.read_parquet(tmp_path / "local" / "lightcurves")
+    a = lightcurve_rows(tmp_path / "s3")
+    b = lightcurve_rows(tmp_path / "local")
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -151,8 +153,7 @@ def test_faults_while_reading_in_place_from_s3(s3, sky_qr2, tmp_path):
     finally:
         s3._faults.clear()
     assert summary.failed == 0 and summary.measured > 0
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s3" / "lightcurves"),
-                                  pd.read_parquet(tmp_path / "local" / "lightcurves"))
+    pd.testing.assert_frame_equal(lightcurve_rows(tmp_path / "s3"), lightcurve_rows(tmp_path / "local"))
 
 
 def test_a_truncated_object_is_named_not_fatal(sky_qr2, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -12,12 +14,16 @@ from distributed import Client, LocalCluster
 from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, read_lightcurve, read_spectrum
 from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_spectrum
+from spxdask.catalog import build_catalog
+from spxdask.catalog.build import current_version, write_sources
 from spxdask.cli import main
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky, true_flux
-from spxdask.spectra import SOURCE_COLUMNS, SPECTRUM_COLUMNS, SpectraConfig, build_spectra
+from spxdask.spectra import SOURCE_COLUMNS, SPECTRUM_COLUMNS, SpectraConfig
 from spxdask.spectra.variability import p_value
 from spxdask.spherex.channels import channel_table
+
+from .conftest import lightcurve_rows
 
 # random cut-outs: each source is seen at many wavelengths of every detector, at four epochs
 SPECTRA_SKY = SimConfig(n_images=120, size=256, n_sources=400, seed=5, cutouts="random", n_epochs=4, radius=0.3,
@@ -49,13 +55,13 @@ def test_run_all_writes_spectra_and_sources(run):
     assert summary.spectrum_rows == len(spectra) > 1000
     assert summary.variable == sources.variable.sum()
     # one row per source of the light-curve store; 17-digit ids survive exactly
-    lightcurves = pd.read_parquet(config.lightcurve_dir, columns=["targetid"])
+    lightcurves = lightcurve_rows(config.output_dir)
     assert sorted(sources.targetid) == sorted(lightcurves.targetid.unique())
     assert set(sources.targetid) <= set(pd.read_parquet(sky.truth_sources).targetid)
     assert sources.targetid.dtype == np.int64 and spectra.targetid.dtype == np.int64
     assert not spectra.duplicated(["targetid", "detector", "channel"]).any()
     assert (spectra.wavelength >= spectra.wavelength_min).all() and (spectra.wavelength <= spectra.wavelength_max).all()
-    field = pa.parquet.read_schema(next(config.spectra_dir.glob("part.*.parquet"))).field("flux")
+    field = pa.parquet.read_schema(next(config.spectra_dir.glob("*.parquet"))).field("flux")
     assert field.metadata[b"unit"] == b"uJy"
 
 
@@ -87,7 +93,7 @@ def test_variability_is_told_from_colour(run):
     assert varying.variable.mean() >= 0.9
     assert constant.variable.mean() <= 0.02
     # a test that ignores colour (χ² about one flat flux per source) flags most constant sources
-    lc = pd.read_parquet(config.lightcurve_dir, columns=["targetid", "flux_total", "flux_total_error", "quality"])
+    lc = lightcurve_rows(config.output_dir)[["targetid", "flux_total", "flux_total_error", "quality"]]
     lc = lc[lc.targetid.isin(constant.index) & (lc.quality == "")]
     w = 1 / lc.flux_total_error**2
     mean = (w * lc.flux_total).groupby(lc.targetid).sum() / w.groupby(lc.targetid).sum()
@@ -143,20 +149,20 @@ def test_spectra_equal_a_serial_computation(run):
 
 def test_rerun_reuses_and_a_changed_config_recomputes(run, tmp_path):
     _, config, _ = run
-    before = (config.spectra_dir / "part.0.parquet").stat().st_mtime_ns
-    assert build_spectra(config.output_dir, config.spectra)["reused"]
-    assert (config.spectra_dir / "part.0.parquet").stat().st_mtime_ns == before
-    strict = SpectraConfig(false_positive_rate=0.2)
-    done = build_spectra(config.output_dir, strict)
-    assert not done["reused"]
-    assert done["variable"] > pd.read_parquet(config.sources_path).shape[0] * 0.2 * 0.5
-    # a distributed run of the same config equals the local one
+    version = current_version(config.catalog_dir)
+    again = BatchPipeline(config).run_all()
+    assert again.partitions_rewritten == 0 and current_version(config.catalog_dir) == version
+    strict = dataclasses.replace(config, spectra=SpectraConfig(false_positive_rate=0.2))
+    done = BatchPipeline(strict).run_all()
+    assert done.partitions_rewritten == done.partitions and done.measured == 0
+    assert done.variable > pd.read_parquet(config.sources_path).shape[0] * 0.2 * 0.5
+    # a distributed build of the same config equals the local one
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
         local = pd.read_parquet(config.sources_path)
-        (config.spectra_dir / "_provenance.json").unlink()
-        assert not build_spectra(config.output_dir, strict, client=client)["reused"]
-        pd.testing.assert_frame_equal(pd.read_parquet(config.sources_path), local)
-    build_spectra(config.output_dir, config.spectra)
+        build_catalog(config.per_image_dir, tmp_path / "catalog", spectra=strict.spectra, client=client)
+        write_sources(tmp_path / "catalog", tmp_path / "sources.parquet")
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "sources.parquet"), local)
+    BatchPipeline(config).run_all()
 
 
 def test_cli_spectrum_and_plot(run, tmp_path):
@@ -199,10 +205,10 @@ def test_sparse_and_flagged_sources_are_reported(tmp_path):
     per_image = tmp_path / "per_image"
     for k in range(3):
         _write(rows.iloc[k::3][list(COLUMNS)], per_image / f"img{k}_D1.parquet", pa.int64())
-    aggregate_lightcurves(per_image, tmp_path / "lightcurves")
-    build_spectra(tmp_path)
+    aggregate_lightcurves(per_image, tmp_path / "catalog", spectra=SpectraConfig())
+    write_sources(tmp_path / "catalog", tmp_path / "sources.parquet")
     sources = pd.read_parquet(tmp_path / "sources.parquet").set_index("targetid")
-    spectra = pd.read_parquet(tmp_path / "spectra")
+    spectra = pd.read_parquet(tmp_path / "catalog" / "spectra")
     assert len(sources) == 5
     s = sources.loc[39627000000000001]
     assert (s.n_obs, s.n_used, s.n_channels, s.dof) == (1, 1, 1, 0) and np.isnan(s.p_value) and not s.variable
@@ -232,7 +238,6 @@ def test_a_flux_column_the_run_lacks_is_a_clear_error(tmp_path):
     per_image = tmp_path / "per_image"
     _write(_rows(39627000000000001, 2, [1.30, 1.31], [100.0, 99.0], [5.0, 5.0])[list(COLUMNS)],
            per_image / "img0_D2.parquet", pa.int64())
-    aggregate_lightcurves(per_image, tmp_path / "lightcurves")
     with pytest.raises(ValueError, match="flux_column.*flux_psf.*psf_fit"):
-        build_spectra(tmp_path, SpectraConfig(flux_column="flux_psf"))
-    assert build_spectra(tmp_path)["rows"] == 1  # "auto" takes flux_total
+        build_catalog(per_image, tmp_path / "catalog", spectra=SpectraConfig(flux_column="flux_psf"))
+    assert build_catalog(per_image, tmp_path / "catalog", spectra=SpectraConfig()).spectrum_rows == 1  # "auto": flux_total

@@ -17,7 +17,7 @@ from spxdask.batch import BatchConfig, BatchPipeline
 from spxdask.testing import tap
 from spxdask.testing.http_server import FileServer
 
-from .conftest import drizzle_box
+from .conftest import drizzle_box, lightcurve_rows
 
 pytestmark = pytest.mark.service  # every test here talks to a loopback server
 
@@ -130,8 +130,8 @@ def test_batch_pipeline_through_tap_and_http(served, sky_qr2, tmp_path):
     local = BatchPipeline(BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
                                       archive=str(served["local"].root), output_dir=tmp_path / "local")).run_all()
     assert summary.images == local.images and summary.fetched == summary.images and summary.failed == 0
-    a = pd.read_parquet(tmp_path / "tap" / "lightcurves")
-    b = pd.read_parquet(tmp_path / "local" / "lightcurves")
+    a = lightcurve_rows(tmp_path / "tap")
+    b = lightcurve_rows(tmp_path / "local")
     pd.testing.assert_frame_equal(a, b)
 
 

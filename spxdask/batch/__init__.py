@@ -1,8 +1,9 @@
 """Batch photometry over sky regions (the reference's ``spxquery.batch`` names): query →
-download → per-image Dask photometry tasks writing Parquet → a shuffle on targetid into the
-light-curve store → channel spectra and a variability test per source."""
+download → per-image Dask photometry tasks writing Parquet → the run's HATS catalog (HEALPix
+partitions, no shuffle): per source its light curve, channel spectrum and variability test."""
 
-from ..spectra import SpectraConfig, read_spectra, read_spectrum
+from ..catalog.read import read_spectra, read_spectrum
+from ..spectra import SpectraConfig
 from .aggregate import aggregate_lightcurves, read_lightcurve, read_lightcurves
 from .config import BatchConfig, CatalogError, load_catalog, load_neighbours
 from .extract import extract_images, per_image_schema, process_single_image, run_extraction

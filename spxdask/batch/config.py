@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._config import Config, require, require_position
 from .._io import is_http_url, is_remote
+from ..catalog.build import PARTITION_ROWS
 from ..compat import check_config
 from ..photometry import PhotometryConfig
 from ..spectra import SpectraConfig
@@ -21,16 +22,17 @@ class BatchConfig(Config):
     """Multi-source batch photometry over a sky region.
 
     The fields up to ``keep_bucket_files`` are the reference's (``num_buckets`` and
-    ``keep_bucket_files`` are accepted and unused: aggregation is a Dask shuffle). spxdask
+    ``keep_bucket_files`` are accepted and unused: there are no buckets). spxdask
     adds where the observations come from (``archive``: a local folder / fsspec URL of L2 files,
     or ``tap_url``: IRSA's TAP service, the default), where they are read (a local or mounted
     ``archive`` in place, unless ``copy_images``; remote files are downloaded into
     ``output_dir/images/``, unless ``read_in_place``), ``collections``, ``export_csv`` and ``storage_options``
     (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket) and
-    ``spectra`` (how the spectra stage bins measurements and tests variability) and
+    ``spectra`` (how the catalog stage bins measurements and tests variability),
     ``neighbour_catalog_path``: a deeper catalog (CSV or Parquet with ra, dec, and any id
     column) whose sources enter the joint PSF fit of every image they fall in, so that the
-    targets' PSF fluxes are deblended from them; only the targets get rows.
+    targets' PSF fluxes are deblended from them (only the targets get rows), and
+    ``partition_rows``: light-curve rows per partition of the run's catalog at most.
     """
 
     center_ra: float
@@ -56,6 +58,7 @@ class BatchConfig(Config):
     storage_options: dict | None = None
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
     neighbour_catalog_path: Path | None = None
+    partition_rows: int = PARTITION_ROWS
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -73,7 +76,7 @@ class BatchConfig(Config):
             require(self, lo <= hi, "mjd_range", "must be (min, max)")
             self.mjd_range = (float(lo), float(hi))
         require(self, self.max_images >= 0, "max_images", "must be >= 0")
-        for name in ("max_download_workers", "max_extract_workers"):
+        for name in ("max_download_workers", "max_extract_workers", "partition_rows"):
             require(self, getattr(self, name) >= 1, name, "must be >= 1")
         if self.archive and self.tap_url:
             raise ValueError("BatchConfig: give archive or tap_url, not both")
@@ -99,8 +102,8 @@ class BatchConfig(Config):
         return self.output_dir / "per_image"
 
     @property
-    def lightcurve_dir(self) -> Path:
-        return self.output_dir / "lightcurves"
+    def catalog_dir(self) -> Path:
+        return self.output_dir / "catalog"
 
     @property
     def spectra_dir(self) -> Path:

@@ -1,16 +1,16 @@
-"""The batch pipeline (reference names): query → download → extract → aggregate, then spxdask's
-spectra stage. Every stage reads its inputs from disk, so each runs alone in a new process, and
-``run_all`` resumes."""
+"""The batch pipeline (reference names): query → download → extract → aggregate (the run's
+catalog: light curves, channel spectra, per-source summaries). Every stage reads its inputs
+from disk, so each runs alone in a new process, and ``run_all`` resumes."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import cluster
@@ -18,10 +18,10 @@ from ..archive.fetch import FetchConfig, destination, fetch
 from ..archive.observation import Observation
 from ..archive.query import load as load_query
 from ..archive.query import load_summary
+from ..catalog import build_catalog
+from ..catalog.build import write_sources
 from ..photometry import PhotometryConfig
-from ..spectra import build_spectra
-from ..store import INDEX_NAME, parts
-from .aggregate import aggregate_lightcurves, current_targets
+from .aggregate import export_csv
 from .config import BatchConfig, load_catalog, load_neighbours
 from .extract import extract_images, write_manifest
 from .query import query_region_observations
@@ -36,7 +36,8 @@ def load_query_summary(output_dir: str | Path) -> dict:
 class RunSummary:
     """What a run did: images found / fetched / measured / failed, archive files that could not
     be read (named in the manifest), catalog sources, light-curve rows, channel-spectrum rows,
-    sources flagged variable, wall time, and a ``note`` when there was nothing to measure."""
+    sources flagged variable, catalog partitions in all and rewritten by this run, wall time,
+    and a ``note`` when there was nothing to measure."""
 
     images: int = 0
     unreadable: int = 0
@@ -48,6 +49,8 @@ class RunSummary:
     spectrum_rows: int = 0
     variable: int = 0
     mixed_releases: int = 0
+    partitions: int = 0
+    partitions_rewritten: int = 0
     seconds: dict = field(default_factory=dict)
     note: str = ""
 
@@ -60,14 +63,15 @@ class RunSummary:
                   f"{'files fetched':<18}{self.fetched:>10}",
                  f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
                  f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}",
-                 f"{'spectrum rows':<18}{self.spectrum_rows:>10}", f"{'variable':<18}{self.variable:>10}"]
+                 f"{'spectrum rows':<18}{self.spectrum_rows:>10}", f"{'variable':<18}{self.variable:>10}",
+                 f"{'partitions':<18}{self.partitions:>10}", f"{'rewritten':<18}{self.partitions_rewritten:>10}"]
         lines += [f"{'time ' + k:<18}{v:>9.1f}s" for k, v in self.seconds.items()]
         return "\n".join(lines)
 
 
 class BatchPipeline:
     """Multi-source batch photometry: ``run_query``, ``run_download``, ``run_extract``,
-    ``run_aggregate``, ``run_spectra``, ``run_all``.
+    ``run_aggregate``, ``run_all``.
 
     Parameters
     ----------
@@ -154,36 +158,29 @@ class BatchPipeline:
         self.summary.seconds["extract"] = time.perf_counter() - t0
         return n
 
-    def run_aggregate(self, clean: bool = False, *, reuse: bool = False) -> int:
-        """Stage 4: the light-curve store (and per-source CSVs when ``export_csv``); returns the
-        number of targets. With ``reuse``, a store built from the per-image files now present
-        (same files, same fingerprints) is kept as it is (not when CSVs are exported: those are
-        written after the store)."""
+    def run_aggregate(self, clean: bool = False) -> int:
+        """Stage 4: the run's catalog (``catalog/``: light curves, channel spectra and
+        per-source summaries with the variability test, built or brought up to date: only
+        partitions whose sources gained or lost rows, or whose config changed, are rewritten),
+        ``sources.parquet``, ``spectra/`` and the per-source CSVs when ``export_csv``.
+        Returns the number of targets."""
         t0 = time.perf_counter()
-        reuse = reuse and not self.config.export_csv
-        n = current_targets(self.config.per_image_dir, self.config.lightcurve_dir) if reuse else None
-        if n is None:
-            with cluster.run_context(self.config.output_dir, "aggregate", self.client,
-                                     "performance-report-aggregate.html"):
-                n = aggregate_lightcurves(self.config.per_image_dir, self.config.lightcurve_dir, clean=clean,
-                                          csv_dir=self.config.csv_dir if self.config.export_csv else None,
-                                          client=self.client)
-        self.summary.rows = int(pd.read_parquet(self.config.lightcurve_dir / INDEX_NAME)["num_rows"].sum())
-        self.summary.mixed_releases = _mixed_releases(self.config.lightcurve_dir)
-        self.summary.seconds["aggregate"] = time.perf_counter() - t0
-        return n
-
-    def run_spectra(self) -> int:
-        """Stage 5: channel spectra (``spectra/``) and per-source summaries with the variability
-        test (``sources.parquet``) from the light-curve store; reused when they were made
-        from the current store with the same config. Returns the number of spectrum rows."""
-        t0 = time.perf_counter()
-        with cluster.run_context(self.config.output_dir, "spectra", self.client, "performance-report-spectra.html"):
-            done = build_spectra(self.config.output_dir, self.config.spectra, client=self.client)
-        self.summary.spectrum_rows = done["rows"]
-        self.summary.variable = done["variable"]
-        self.summary.seconds["spectra"] = time.perf_counter() - t0
-        return done["rows"]
+        with cluster.run_context(self.config.output_dir, "aggregate", self.client, "performance-report-aggregate.html"):
+            made = build_catalog(self.config.per_image_dir, self.config.catalog_dir, spectra=self.config.spectra,
+                                 partition_rows=self.config.partition_rows, client=self.client)
+            if self.config.export_csv:
+                export_csv(self.config.catalog_dir, self.config.csv_dir, clean=clean, client=self.client)
+        write_sources(self.config.catalog_dir, self.config.sources_path)
+        link = self.config.spectra_dir  # the catalog's flat spectra, whichever its version
+        if not link.is_symlink():
+            if link.exists():
+                shutil.rmtree(link)  # a folder of an earlier layout
+            link.symlink_to(Path(self.config.catalog_dir.name) / "spectra", target_is_directory=True)
+        s = self.summary
+        s.rows, s.spectrum_rows, s.variable, s.mixed_releases = made.rows, made.spectrum_rows, made.variable, made.mixed_releases
+        s.partitions, s.partitions_rewritten = made.partitions, made.rewritten
+        s.seconds["aggregate"] = time.perf_counter() - t0
+        return made.sources
 
     def _measured_rows(self) -> int:
         """Rows in the per-image files (from their Parquet footers)."""
@@ -207,36 +204,21 @@ class BatchPipeline:
         _ = self._catalogs  # read once, here, for its errors
 
     def run_all(self, skip_existing: bool = True) -> RunSummary:
-        """All five stages, after :meth:`check_inputs`; a rerun resumes (finished downloads
-        and images are skipped)."""
+        """All four stages, after :meth:`check_inputs`; a rerun resumes: the query runs again,
+        finished downloads and images are skipped, catalog partitions whose inputs are
+        unchanged are kept."""
         t0 = time.perf_counter()
         self.check_inputs()
-        if not (skip_existing and (self.config.output_dir / "query.parquet").exists()):
-            self.run_query()
-        else:
-            self.summary.images = len(self._observations())
-            self.summary.unreadable = len(load_summary(self.config.output_dir).get("unreadable") or [])
+        self.run_query()  # again on a rerun: images that appeared since are measured, the rest skipped
         self.run_download(skip_existing)
         self.run_extract(skip_existing)
         if self._measured_rows():
-            self.run_aggregate(clean=True, reuse=skip_existing)
-            self.run_spectra()
+            self.run_aggregate(clean=True)
         else:  # an ordinary answer, not an error: say why there are no light curves
             self.summary.note = ("no image covers the region" if self.summary.images == 0
                                  else "no catalog source falls in the images found")
         self.summary.seconds["total"] = time.perf_counter() - t0
         return self.summary
-
-
-def _mixed_releases(store: Path) -> int:
-    """Sources of the store measured in more than one release, one partition at a time (each
-    source's rows sit in one partition)."""
-    mixed = 0
-    for part in parts(store):
-        rows = pq.read_table(part, columns=["targetid", "release"])
-        counts = rows.group_by("targetid").aggregate([("release", "count_distinct")])
-        mixed += int(pc.sum(pc.greater(counts.column("release_count_distinct"), 1)).as_py() or 0)
-    return mixed
 
 
 def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, output_dir: str = "batch_output",
