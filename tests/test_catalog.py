@@ -303,3 +303,14 @@ def test_string_ids(tmp_path):
 def test_the_catalog_is_valid_hats(field, tmp_path):
     build_catalog(field / "per_image", tmp_path / "catalog", spectra=SpectraConfig(), partition_rows=300)
     assert is_valid_catalog(tmp_path / "catalog", strict=True)
+
+
+def test_no_rows_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no per-image Parquet files"):
+        build_catalog(tmp_path / "nothing", tmp_path / "catalog")
+    _write(pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS}).assign(
+        targetid=pd.Series(dtype="int64"), obs_id=pd.Series(dtype="str")), tmp_path / "per_image" / "img_D1.parquet",
+        pa.int64())
+    with pytest.raises(ValueError, match="no photometry rows in .*per_image"):
+        build_catalog(tmp_path / "per_image", tmp_path / "catalog")
+    assert not (tmp_path / "catalog").exists()

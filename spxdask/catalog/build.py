@@ -184,12 +184,15 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
     files = sorted(per_image.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no per-image Parquet files in {per_image}")
-    from ..batch.extract import recorded_fingerprint
+    from ..batch.extract import recorded_fingerprint  # batch imports this module
+
 
     fingerprints = {f.name: recorded_fingerprint(f) for f in files}
     previous = current_version(catalog_dir)
     spectra = chosen_flux(spectra, files) if spectra is not None else None
     hist = _histograms(files, fingerprints, previous, client)
+    if hist.empty:
+        raise ValueError(f"no photometry rows in {per_image}: no catalog source fell in any image")
     old = pd.read_parquet(previous / PARTITIONS) if previous else pd.DataFrame(columns=["norder", "npix", "fingerprint"])
     existing = [HealpixPixel(int(o), int(p)) for o, p in zip(old["norder"], old["npix"])]
     by_file = {name: g.sort_values("pixel") for name, g in hist.groupby("file")}
