@@ -186,7 +186,7 @@ def _cmd_lightcurve(args: argparse.Namespace) -> int:
 
 
 def _stored_spectrum(run: Path, targetid):
-    """The run's channel spectrum of ``targetid``, or None when the spectra stage has not run."""
+    """The run's channel spectrum of ``targetid``, or None when its catalog has no spectra."""
     from .batch import read_spectrum
 
     return read_spectrum(run, targetid) if (run / "spectra").exists() else None
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_lightcurve)
 
     p = sub.add_parser("spectrum", help="show, save or plot one source's channel spectrum",
-                       description="Read one source's channel spectrum (the spectra stage of a batch run).")
+                       description="Read one source's channel spectrum (from the catalog of a batch run).")
     p.add_argument("targetid", help="the source's exact targetid")
     p.add_argument("--out", type=Path, required=True, help="the batch output folder")
     p.add_argument("--plot", type=Path, help="write the spectrum over the raw measurements as PNG")

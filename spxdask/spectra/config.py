@@ -1,4 +1,4 @@
-"""Configuration of the spectra stage."""
+"""How the catalog stage makes channel spectra and the variability test."""
 
 from __future__ import annotations
 
