@@ -2,11 +2,13 @@
 
 No shuffle on targetid: every row knows its source's position, so its HEALPix partition is
 known where it lies. One ``catalog-hist-…`` task per new per-image file counts its rows per
-fine pixel; the plan (:mod:`.plan`) turns the counts into partitions; one ``catalog-<order>-
-<pixel>`` task per partition reads the rows of its pixel from the files that touch it,
-computes the spectra and summaries of its sources (:func:`~spxdask.spectra.kernel.spectra_of`)
-and writes the partition (:mod:`.nested`) and its flat spectra. Memory per task: one
-partition (at most ``partition_rows`` light-curve rows) and one file.
+fine pixel; the plan (:mod:`.plan`) turns the counts into partitions; one ``catalog-split-…``
+task per file that feeds a partition being written splits its rows into one shard per
+partition (each file read once); one ``catalog-<order>-<pixel>`` task per partition gathers
+its shards, computes the spectra and summaries of its sources
+(:func:`~spxdask.spectra.kernel.spectra_of`) and writes the partition (:mod:`.nested`) and its
+flat spectra. Memory per task: one partition (at most ``partition_rows`` light-curve rows) or
+one file.
 
 Versions: ``<catalog_dir>`` is a symbolic link to a complete version under
 ``.<name>-versions/`` beside it; a build writes a new version beside it and swaps the link (one atomic
@@ -34,6 +36,8 @@ import hats
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 from hats.catalog import PartitionInfo, TableProperties
 from hats.io import paths
@@ -46,8 +50,8 @@ from .._io import write_parquet_atomic
 from ..cluster import compute
 from ..spectra import SpectraConfig
 from ..spectra.binning import UNITS as SPECTRUM_UNITS
-from ..spectra.kernel import spectra_of
-from .nested import HEALPIX_29, LIGHTCURVE, SOURCES_PER_ROW_GROUP, SPECTRUM, nest
+from ..spectra.kernel import INPUT_COLUMNS, spectra_of
+from .nested import HEALPIX_29, LIGHTCURVE, SOURCES_PER_ROW_GROUP, SPECTRUM, nest, unnest
 from .plan import HIGHEST_ORDER, fine_pixels, pixel_range, plan
 
 #: light-curve rows per partition at most (a single fine pixel may hold more)
@@ -116,25 +120,44 @@ def _spectra_path(version: Path, pixel: HealpixPixel) -> Path:
     return version / SPECTRA / f"Norder={pixel.order}_Npix={pixel.pixel}.parquet"
 
 
-def _write_partition(pixel: HealpixPixel, files: list[str], version: str, spectra: SpectraConfig | None,
-                     targetid_type: pa.DataType) -> dict:
-    """Read the rows of ``pixel`` from ``files``, write its partition (and flat spectra); its
-    counts and the targetids in stored order."""
-    lo, hi = pixel_range(pixel, 29)
-    tables = []
-    for path in files:
-        table = pq.read_table(path)
-        hp29 = compute_spatial_index(table.column("ra").to_numpy(), table.column("dec").to_numpy())
-        mine = (hp29 >= lo) & (hp29 < hi)
-        if mine.any():
-            tables.append(table.filter(mine))
-    rows = pa.concat_tables(tables).to_pandas().sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+def _split(path: str, pixels: list[HealpixPixel], shards: str) -> int:
+    """Write the rows of one per-image file that fall in ``pixels`` (the partitions being
+    written; sorted, disjoint) as one shard per partition, ``<shards>/<order>-<pixel>/<file>``;
+    the rows written. Each file is read once, whatever the number of partitions it meets."""
+    table = pq.read_table(path)
+    hp29 = compute_spatial_index(table.column("ra").to_numpy(), table.column("dec").to_numpy())
+    ranges = np.array([pixel_range(p, 29) for p in pixels])
+    k = np.searchsorted(ranges[:, 0], hp29, side="right") - 1
+    inside = np.flatnonzero((k >= 0) & (hp29 < ranges[np.maximum(k, 0), 1]))
+    order = inside[np.argsort(k[inside], kind="stable")]
+    table, k = table.take(order), k[order]
+    bounds = np.searchsorted(k, np.arange(len(pixels) + 1))
+    for j in np.flatnonzero(np.diff(bounds)):  # shards are transient: uncompressed Arrow, fast both ways
+        shard = Path(shards) / f"{pixels[j].order}-{pixels[j].pixel}" / f"{Path(path).stem}.arrow"
+        feather.write_feather(table.slice(bounds[j], bounds[j + 1] - bounds[j]), shard, compression="uncompressed")
+    return table.num_rows
+
+
+def _write_partition(pixel: HealpixPixel, shards: str, version: str, spectra: SpectraConfig | None,
+                     targetid_type: pa.DataType, base: str | None, *split: int) -> dict:
+    """Gather the rows of ``pixel`` from its shards (``split``: the splits that wrote them) and,
+    when it only gained files, from its ``base`` partition of the previous version; write its
+    partition (and flat spectra); its counts and the targetids in stored order."""
+    folder = Path(shards) / f"{pixel.order}-{pixel.pixel}"
+    parts = [feather.read_table(f) for f in sorted(folder.iterdir())]
+    if base is not None:
+        earlier = unnest(pq.read_table(base, columns=["targetid", "ra", "dec", LIGHTCURVE]), LIGHTCURVE)
+        parts.insert(0, earlier.cast(parts[0].schema) if parts else earlier)
+    rows = pa.concat_tables(parts)
+    rows = rows.take(pc.sort_indices(rows, [(k, "ascending") for k in SORT_KEYS]))  # stays in Arrow: text too
     if spectra is not None:
-        per_channel, sources = spectra_of(rows, spectra)
+        per_channel, sources = spectra_of(rows.select(spectra_inputs(spectra)).to_pandas(), spectra)
     else:
-        first = ~rows["targetid"].duplicated().to_numpy()
-        sources = rows.loc[first, ["targetid", "ra", "dec"]].reset_index(drop=True)
-        sources["n_obs"] = rows.groupby("targetid", sort=True).size().to_numpy().astype(np.int32)
+        ids = rows.column("targetid").to_numpy()
+        first = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        sources = pd.DataFrame({"targetid": ids[first], "ra": rows.column("ra").to_numpy()[first],
+                                "dec": rows.column("dec").to_numpy()[first],
+                                "n_obs": np.diff(np.r_[first, ids.size]).astype(np.int32)})
         per_channel = None
     healpix = compute_spatial_index(sources["ra"].to_numpy(), sources["dec"].to_numpy())
     table = nest(rows, sources, per_channel, healpix, targetid_type)
@@ -146,11 +169,25 @@ def _write_partition(pixel: HealpixPixel, files: list[str], version: str, spectr
                                      metadata={"unit": SPECTRUM_UNITS[f.name]} if f.name in SPECTRUM_UNITS else None)
                             for f in flat.schema], metadata={"spxdask.units": json.dumps(SPECTRUM_UNITS)})
         write_parquet_atomic(flat.cast(schema), _spectra_path(Path(version), pixel))
-    mixed = int((rows.groupby("targetid", sort=False)["release"].nunique() > 1).sum())
-    return {"norder": pixel.order, "npix": pixel.pixel, "n_sources": len(sources), "n_rows": len(rows),
+    releases = rows.group_by("targetid").aggregate([("release", "count_distinct")]).column(1)
+    mixed = int(pc.sum(pc.greater(releases, 1)).as_py() or 0)
+    shutil.rmtree(folder)
+    return {"norder": pixel.order, "npix": pixel.pixel, "n_sources": len(sources), "n_rows": rows.num_rows,
             "n_spectrum_rows": 0 if per_channel is None else len(per_channel),
             "n_variable": int(sources["variable"].sum()) if "variable" in sources else 0, "n_mixed": mixed,
             "targetid": sources["targetid"].to_numpy()}
+
+
+def _added(pixel: HealpixPixel, feeds: list[str], before: pd.DataFrame,
+           fingerprints: dict[str, str | None]) -> list[str] | None:
+    """The files that feed ``pixel`` now and did not in the previous version (``before``: its
+    row counts per file), when every file that fed it then is still here unchanged (the
+    partition only gained rows: it is its old rows plus theirs); None otherwise."""
+    lo, hi = pixel_range(pixel, HIGHEST_ORDER)
+    fed = before[(before["pixel"] >= lo) & (before["pixel"] < hi)].drop_duplicates("file")
+    if any(fingerprints.get(f) != fp for f, fp in zip(fed["file"], fed["fingerprint"])):
+        return None
+    return sorted(set(feeds) - set(fed["file"]))
 
 
 def _link(old: Path, new: Path) -> None:
@@ -220,12 +257,28 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
             _link(_partition_path(previous, p), _partition_path(version, p))  # type: ignore[arg-type]
             if spectra is not None:
                 _link(_spectra_path(previous, p), _spectra_path(version, p))  # type: ignore[arg-type]
-        todo = [p for p in partitions if p not in keep]
-        tasks = [dask.delayed(_write_partition, pure=False)(p, [str(per_image / n) for n in feeds[p]], str(version),
-                                                           spectra, targetid_type,
-                                                           dask_key_name=f"catalog-{p.order}-{p.pixel}")
+        todo = sorted((p for p in partitions if p not in keep), key=lambda p: pixel_range(p, 29))
+        before = pd.read_parquet(previous / HISTOGRAMS) if previous is not None else None
+        added = {p: _added(p, feeds[p], before, fingerprints) for p in todo if p in was and before is not None}
+        grown = {p: names for p, names in added.items() if names is not None}
+        reads = {p: grown.get(p, feeds[p]) for p in todo}  # the files each partition reads
+        shards = versions / f"{version.name}.shards"
+        for p in todo:
+            (shards / f"{p.order}-{p.pixel}").mkdir(parents=True)
+        needs: dict[str, list[HealpixPixel]] = {}
+        for p in todo:
+            for name in reads[p]:
+                needs.setdefault(name, []).append(p)
+        splits = {name: dask.delayed(_split, pure=False)(str(per_image / name), pixels, str(shards),
+                                                         dask_key_name=f"catalog-split-{Path(name).stem}")
+                  for name, pixels in sorted(needs.items())}
+        tasks = [dask.delayed(_write_partition, pure=False)(
+                     p, str(shards), str(version), spectra, targetid_type,
+                     str(_partition_path(previous, p)) if p in grown else None,  # type: ignore[arg-type]
+                     *(splits[n] for n in reads[p]), dask_key_name=f"catalog-{p.order}-{p.pixel}")
                  for p in todo]
         results = list(compute(*tasks, client=client)) if tasks else []
+        shutil.rmtree(shards)
         records = pd.DataFrame([{k: v for k, v in r.items() if k != "targetid"} for r in results])
         if keep:
             kept = old.set_index(["norder", "npix"]).loc[[(p.order, p.pixel) for p in keep]].reset_index()
@@ -238,6 +291,7 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
         _swap(catalog_dir, version)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
+        shutil.rmtree(versions / f"{version.name}.shards", ignore_errors=True)
         raise
     for stale in versions.iterdir():  # earlier versions (and those of killed builds)
         if stale != version:
@@ -311,6 +365,11 @@ def _swap(catalog_dir: Path, version: Path) -> None:
     if catalog_dir.exists() and not catalog_dir.is_symlink():
         shutil.rmtree(catalog_dir)  # a catalog of an earlier layout
     os.replace(link, catalog_dir)
+
+
+def spectra_inputs(config: SpectraConfig) -> list[str]:
+    """The light-curve columns the spectra of ``config`` (its flux column resolved) read."""
+    return [*INPUT_COLUMNS, config.flux_column, f"{config.flux_column}_error"]
 
 
 def chosen_flux(config: SpectraConfig, files: Sequence[Path]) -> SpectraConfig:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 #: the nested columns and the per-row keys they are sorted by
 LIGHTCURVE, SPECTRUM = "lightcurve", "spectrum"
 HEALPIX_29 = "_healpix_29"
 #: sources per Parquet row group of a partition: a one-source read opens one group
-SOURCES_PER_ROW_GROUP = 1000
+SOURCES_PER_ROW_GROUP = 250
 
 
 def _nested(rows: pa.Table, starts: np.ndarray) -> pa.StructArray:
@@ -27,7 +28,7 @@ def _starts(keys: np.ndarray, targetids: np.ndarray) -> np.ndarray:
     return np.append(np.searchsorted(keys, targetids, side="left"), len(keys))
 
 
-def nest(rows: pd.DataFrame, sources: pd.DataFrame, spectra: pd.DataFrame | None, healpix: np.ndarray,
+def nest(rows: pa.Table, sources: pd.DataFrame, spectra: pd.DataFrame | None, healpix: np.ndarray,
          targetid_type: pa.DataType) -> pa.Table:
     """The partition table of the sources in ``sources`` (sorted by targetid; their summary
     columns become the base columns, beside ``healpix`` = their ``_healpix_29``), with the
@@ -38,23 +39,26 @@ def nest(rows: pd.DataFrame, sources: pd.DataFrame, spectra: pd.DataFrame | None
     base = pa.Table.from_pandas(sources.drop(columns="targetid"), preserve_index=False)
     table = base.add_column(0, "targetid", pa.array(ids, targetid_type))
     table = table.add_column(3, HEALPIX_29, pa.array(np.asarray(healpix, np.int64)))
-    flat = pa.Table.from_pandas(rows.drop(columns=["targetid", "ra", "dec"]), preserve_index=False)
-    table = table.append_column(LIGHTCURVE, _nested(flat, _starts(rows["targetid"].to_numpy(), ids)))
+    flat = rows.drop_columns(["targetid", "ra", "dec"])
+    table = table.append_column(LIGHTCURVE, _nested(flat, _starts(rows.column("targetid").to_numpy(), ids)))
     if spectra is not None:
         per_channel = pa.Table.from_pandas(spectra.drop(columns="targetid"), preserve_index=False)
         table = table.append_column(SPECTRUM, _nested(per_channel, _starts(spectra["targetid"].to_numpy(), ids)))
     return table
 
 
-def flatten(table: pa.Table, column: str) -> pd.DataFrame:
+def unnest(table: pa.Table, column: str) -> pa.Table:
     """The rows of nested ``column`` with their source's targetid, ra and dec (the spectrum:
-    targetid only), in the stored order."""
+    targetid only), in the stored order, as Arrow."""
     nested = table.column(column).combine_chunks()
     lists = [nested.field(i) for i in range(nested.type.num_fields)]
-    counts = lists[0].value_lengths().to_numpy(zero_copy_only=False) if lists else np.zeros(len(table), int)
-    counts = np.nan_to_num(counts).astype(np.int64)
-    keys = ["targetid"] + (["ra", "dec"] if column == LIGHTCURVE else [])
-    out = {k: np.repeat(table.column(k).to_numpy(), counts) for k in keys}
-    frame = pd.DataFrame(out)
-    values = pa.table({nested.type.field(i).name: lists[i].flatten() for i in range(len(lists))}).to_pandas()
-    return pd.concat([frame, values], axis=1)
+    parents = pc.list_parent_indices(lists[0])
+    keys = ["targetid", "ra", "dec"] if column == LIGHTCURVE else ["targetid"]
+    columns = {k: table.column(k).take(parents) for k in keys}
+    columns.update({nested.type.field(i).name: lists[i].flatten() for i in range(len(lists))})
+    return pa.table(columns)
+
+
+def flatten(table: pa.Table, column: str) -> pd.DataFrame:
+    """:func:`unnest` as a DataFrame."""
+    return unnest(table, column).to_pandas()
