@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from hats.pixel_math import HealpixPixel
 
-from .build import ID_INDEX, _partition_path, current_version
+from .build import ID_INDEX, _partition_path, current_version, partition_files
 from .nested import LIGHTCURVE, SOURCES_PER_ROW_GROUP, SPECTRUM, flatten
 
 
@@ -54,15 +54,10 @@ def read_nested(catalog_dir: str | Path, targetids: Sequence, column: str) -> pd
             frames.append(flatten(table.filter(pc.is_in(table["targetid"], value_set=pa.array(ids))), column))
     if frames:
         return pd.concat(frames, ignore_index=True)
-    schema = pq.read_schema(_partition_path(version, _any_partition(version)))
+    schema = pq.read_schema(partition_files(version)[0])
     empty = schema.empty_table().select([*(["targetid", "ra", "dec"] if column == LIGHTCURVE else ["targetid"]),
                                          column])
     return flatten(empty, column)
-
-
-def _any_partition(version: Path) -> HealpixPixel:
-    frame = pd.read_csv(version / "partition_info.csv")
-    return HealpixPixel(int(frame["Norder"].iloc[0]), int(frame["Npix"].iloc[0]))
 
 
 def read_spectra(output_dir: str | Path, targetids: Sequence) -> pd.DataFrame:
