@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spxdask.catalog.build import SORT_KEYS, current_version, partition_files
-from spxdask.catalog.nested import LIGHTCURVE, flatten
+from spxdask.catalog.nested import LIGHTCURVE, flatten, keys
 from spxdask.drizzle3d import Drizzle3DConfig, build_output_wcs
 from spxdask.geometry import grid_corners
 from spxdask.simulate import SimConfig, simulate_sky
@@ -38,6 +38,6 @@ def lightcurve_rows(run: str | Path) -> pd.DataFrame:
     """Every light-curve row of a run's catalog, flat, sorted by targetid, mjd, wavelength."""
     version = current_version(Path(run) / "catalog")
     assert version is not None, f"no catalog in {run}"
-    frames = [flatten(pq.read_table(p, columns=["targetid", "ra", "dec", LIGHTCURVE]), LIGHTCURVE)
+    frames = [flatten(pq.read_table(p, columns=[*keys(LIGHTCURVE), LIGHTCURVE]), LIGHTCURVE)
               for p in partition_files(version)]
     return pd.concat(frames, ignore_index=True).sort_values(SORT_KEYS, kind="stable", ignore_index=True)

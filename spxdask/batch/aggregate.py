@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from .._io import atomic_path
 from ..catalog import build_catalog
 from ..catalog.build import PARTITION_ROWS, SORT_KEYS, current_version, partition_files
-from ..catalog.nested import LIGHTCURVE, flatten
+from ..catalog.nested import LIGHTCURVE, flatten, keys
 from ..catalog.read import read_nested
 from ..cluster import compute
 from ..spectra import SpectraConfig
@@ -79,7 +79,7 @@ def csv_name(targetid) -> str:
 
 def _export_partition(path: str, folder: str) -> int:
     """One CSV per source of one catalog partition; the number written."""
-    rows = flatten(pq.read_table(path, columns=["targetid", "ra", "dec", LIGHTCURVE]), LIGHTCURVE)
+    rows = flatten(pq.read_table(path, columns=[*keys(LIGHTCURVE), LIGHTCURVE]), LIGHTCURVE)
     for tid, own in rows.groupby("targetid", sort=False):
         with atomic_path(Path(folder) / csv_name(tid)) as tmp:
             own[CSV_COLUMNS].to_csv(tmp, index=False)

@@ -51,7 +51,7 @@ from ..cluster import compute
 from ..spectra import SpectraConfig
 from ..spectra.binning import UNITS as SPECTRUM_UNITS
 from ..spectra.kernel import INPUT_COLUMNS, spectra_of
-from .nested import HEALPIX_29, LIGHTCURVE, SOURCES_PER_ROW_GROUP, SPECTRUM, nest, unnest
+from .nested import HEALPIX_29, LIGHTCURVE, SOURCES_PER_ROW_GROUP, SPECTRUM, keys, nest, unnest
 from .plan import HIGHEST_ORDER, fine_pixels, pixel_range, plan
 
 #: light-curve rows per partition at most (a single fine pixel may hold more)
@@ -146,7 +146,7 @@ def _write_partition(pixel: HealpixPixel, shards: str, version: str, spectra: Sp
     folder = Path(shards) / f"{pixel.order}-{pixel.pixel}"
     parts = [feather.read_table(f) for f in sorted(folder.iterdir())]
     if base is not None:
-        earlier = unnest(pq.read_table(base, columns=["targetid", "ra", "dec", LIGHTCURVE]), LIGHTCURVE)
+        earlier = unnest(pq.read_table(base, columns=[*keys(LIGHTCURVE), LIGHTCURVE]), LIGHTCURVE)
         parts.insert(0, earlier.cast(parts[0].schema) if parts else earlier)
     rows = pa.concat_tables(parts)
     rows = rows.take(pc.sort_indices(rows, [(k, "ascending") for k in SORT_KEYS]))  # stays in Arrow: text too

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-#: the nested columns and the per-row keys they are sorted by
+#: the nested columns
 LIGHTCURVE, SPECTRUM = "lightcurve", "spectrum"
 HEALPIX_29 = "_healpix_29"
 #: sources per Parquet row group of a partition: a one-source read opens one group
@@ -47,14 +47,19 @@ def nest(rows: pa.Table, sources: pd.DataFrame, spectra: pd.DataFrame | None, he
     return table
 
 
+def keys(column: str) -> list[str]:
+    """The base columns each row of nested ``column`` carries when unnested: its source's
+    targetid, ra and dec (the spectrum: targetid only)."""
+    return ["targetid", "ra", "dec"] if column == LIGHTCURVE else ["targetid"]
+
+
 def unnest(table: pa.Table, column: str) -> pa.Table:
-    """The rows of nested ``column`` with their source's targetid, ra and dec (the spectrum:
-    targetid only), in the stored order, as Arrow."""
+    """The rows of nested ``column`` with their :func:`keys`, in the stored order, as Arrow
+    (``table`` holds the keys and the column)."""
     nested = table.column(column).combine_chunks()
     lists = [nested.field(i) for i in range(nested.type.num_fields)]
     parents = pc.list_parent_indices(lists[0])
-    keys = ["targetid", "ra", "dec"] if column == LIGHTCURVE else ["targetid"]
-    columns = {k: table.column(k).take(parents) for k in keys}
+    columns = {k: table.column(k).take(parents) for k in keys(column)}
     columns.update({nested.type.field(i).name: lists[i].flatten() for i in range(len(lists))})
     return pa.table(columns)
 

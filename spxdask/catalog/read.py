@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from hats.pixel_math import HealpixPixel
 
 from .build import ID_INDEX, _partition_path, current_version, partition_files
-from .nested import LIGHTCURVE, SOURCES_PER_ROW_GROUP, SPECTRUM, flatten
+from .nested import SOURCES_PER_ROW_GROUP, SPECTRUM, flatten, keys
 
 
 def _ids(index_path: Path, targetids: Sequence) -> list:
@@ -49,15 +49,12 @@ def read_nested(catalog_dir: str | Path, targetids: Sequence, column: str) -> pd
         for (order, npix), rows in located.groupby(["norder", "npix"]):
             part = pq.ParquetFile(_partition_path(version, HealpixPixel(int(order), int(npix))))
             groups = sorted(set((rows["row"] // SOURCES_PER_ROW_GROUP).tolist()))
-            keys = ["targetid", "ra", "dec"] if column == LIGHTCURVE else ["targetid"]
-            table = part.read_row_groups(groups, columns=[*keys, column])
+            table = part.read_row_groups(groups, columns=[*keys(column), column])
             frames.append(flatten(table.filter(pc.is_in(table["targetid"], value_set=pa.array(ids))), column))
     if frames:
         return pd.concat(frames, ignore_index=True)
     schema = pq.read_schema(partition_files(version)[0])
-    empty = schema.empty_table().select([*(["targetid", "ra", "dec"] if column == LIGHTCURVE else ["targetid"]),
-                                         column])
-    return flatten(empty, column)
+    return flatten(schema.empty_table().select([*keys(column), column]), column)
 
 
 def read_spectra(output_dir: str | Path, targetids: Sequence) -> pd.DataFrame:

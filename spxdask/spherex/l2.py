@@ -340,16 +340,14 @@ class L2File:
                     array[start:stop] = self._read(name, (slice(start, stop), slice(None)), array.dtype.str)
                 continue
             row_bytes = shape[1] * dtype.itemsize
-            ranges += [(array, start, stop, hdu.fileinfo()["datLoc"] + start * row_bytes, row_bytes)
-                       for start, stop in runs]
+            first = hdu.fileinfo()["datLoc"]
+            ranges += [(array, start, stop, first + start * row_bytes, first + stop * row_bytes) for start, stop in runs]
         if ranges:
             fs, path = self._fileobj.fs, self._fileobj.path
-            blobs = fs.cat_ranges([path] * len(ranges), [r[3] for r in ranges],
-                                  [r[3] + (r[2] - r[1]) * r[4] for r in ranges], on_error="raise")
-            for (array, start, stop, offset, row_bytes), blob in zip(ranges, blobs):
-                if len(blob) != (stop - start) * row_bytes:
-                    raise OSError(f"{self.source}: bytes {offset}-{offset + (stop - start) * row_bytes} came back "
-                                  f"short ({len(blob)} bytes)")
+            blobs = fs.cat_ranges([path] * len(ranges), [r[3] for r in ranges], [r[4] for r in ranges], on_error="raise")
+            for (array, start, stop, begin, end), blob in zip(ranges, blobs):
+                if len(blob) != end - begin:
+                    raise OSError(f"{self.source}: bytes {begin}-{end} came back short ({len(blob)} bytes)")
                 array[start:stop] = np.frombuffer(blob, array.dtype).reshape(stop - start, -1)
         return out
 
