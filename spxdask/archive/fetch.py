@@ -182,6 +182,9 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
                 return {**row, "status": "ok", "bytes": dest.stat().st_size, "seconds": time.monotonic() - t0}
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 err = _classify(exc)
+                if time.monotonic() - t0 >= cfg.budget:
+                    # the budget cut this attempt short: say so, keeping the last real error
+                    err = FetchError(f"{row['error'] or err} (time budget of {cfg.budget:g} s spent)", False)
                 row["error"] = str(err)
                 backoff = min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.5, 1.5)
                 wait = err.wait if err.wait is not None else backoff

@@ -74,6 +74,8 @@ class S3Server(FaultyServer):
                                          headers=headers, data=await request.read()) as upstream:
             data = await upstream.read()
             answer = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
+            if request.method == "HEAD" and "Content-Length" in upstream.headers:  # the object's size
+                answer["Content-Length"] = upstream.headers["Content-Length"]
         key = request.path.lstrip("/").removeprefix(f"{self.bucket}/")
         is_object = request.path.startswith(f"/{self.bucket}/") and request.method == "GET" and upstream.status in (200, 206)
         fault = self._next_fault(key) if is_object else None
