@@ -223,7 +223,6 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
         raise FileNotFoundError(f"no per-image Parquet files in {per_image}")
     from ..batch.extract import recorded_fingerprint  # batch imports this module
 
-
     fingerprints = {f.name: recorded_fingerprint(f) for f in files}
     previous = current_version(catalog_dir)
     spectra = chosen_flux(spectra, files) if spectra is not None else None
