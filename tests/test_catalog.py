@@ -16,6 +16,7 @@ import lsdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 from hats.io.validation import is_valid_catalog
@@ -35,7 +36,7 @@ from spxdask.batch.aggregate import csv_name
 from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_lightcurve, plot_spectrum
 from spxdask.catalog import build_catalog
-from spxdask.catalog.build import current_version
+from spxdask.catalog.build import current_version, partition_files
 from spxdask.catalog.plan import align, fine_pixels, plan
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky
@@ -303,6 +304,13 @@ def test_string_ids(tmp_path):
 def test_the_catalog_is_valid_hats(field, tmp_path):
     build_catalog(field / "per_image", tmp_path / "catalog", spectra=SpectraConfig(), partition_rows=300)
     assert is_valid_catalog(tmp_path / "catalog", strict=True)
+    # names, codes and flags are dictionary-coded; the measurements are not (the writer's attempt costs time)
+    group = pq.ParquetFile(partition_files(current_version(tmp_path / "catalog"))[0]).metadata.row_group(0)
+    coded = {group.column(i).path_in_schema: "RLE_DICTIONARY" in group.column(i).encodings
+             for i in range(group.num_columns)}
+    assert coded["lightcurve.obs_id.list.element"] and coded["lightcurve.flag.list.element"]
+    assert coded["spectrum.channel.list.element"] and not coded["lightcurve.flux.list.element"]
+    assert not coded["targetid"] and not coded["ra"]
 
 
 def test_no_rows_is_a_clear_error(tmp_path):

@@ -46,7 +46,7 @@ from hats.pixel_math import HealpixPixel
 from hats.pixel_math.spatial_index import compute_spatial_index
 
 from .. import __version__
-from .._io import write_parquet_atomic
+from .._io import coded_columns, write_parquet_atomic
 from ..cluster import compute
 from ..spectra import SpectraConfig
 from ..spectra.binning import UNITS as SPECTRUM_UNITS
@@ -87,23 +87,50 @@ def _histogram(path: str) -> tuple[str, np.ndarray, np.ndarray]:
     return (Path(path).name, *fine_pixels(table.column("ra").to_numpy(), table.column("dec").to_numpy()))
 
 
-def _histograms(files: list[Path], fingerprints: dict[str, str | None], previous: Path | None,
+def _histograms(files: list[Path], fingerprints: dict[str, str | None], known: pd.DataFrame | None,
                 client) -> pd.DataFrame:
-    """Rows per fine pixel of every file (name, fingerprint, pixel, count): those of the
-    previous version for files it counted with the same fingerprint, new tasks for the rest."""
-    known = pd.read_parquet(previous / HISTOGRAMS) if previous and (previous / HISTOGRAMS).exists() else None
+    """Rows per fine pixel of every file (name, fingerprint, pixel, count; names and
+    fingerprints categorical): those of the previous version (``known``) for files it counted
+    with the same fingerprint, new tasks for the rest."""
+    parts, done = [], set()
     if known is not None:
-        same = known["fingerprint"].to_numpy() == known["file"].map(fingerprints).to_numpy()
-        known = known[same & known["file"].isin(fingerprints)]
-    done = set(known["file"]) if known is not None else set()
+        counted = known[["file", "fingerprint"]].drop_duplicates()
+        done = {f for f, fp in zip(counted["file"], counted["fingerprint"]) if _unchanged(fingerprints, f, fp)}
+        parts.append(known[known["file"].isin(done)])
     todo = [f for f in files if f.name not in done]
     tasks = [dask.delayed(_histogram, pure=False)(str(f), dask_key_name=f"catalog-hist-{f.stem}") for f in todo]
-    fresh = [pd.DataFrame({"file": name, "fingerprint": fingerprints[name], "pixel": pix, "count": cnt})
-             for name, pix, cnt in (compute(*tasks, client=client) if tasks else [])]
-    frames = [f for f in [known, *fresh] if f is not None and len(f)]
-    columns = {"file": "object", "fingerprint": "object", "pixel": "int64", "count": "int64"}
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: pd.Series(dtype=t)
-                                                                             for c, t in columns.items()})
+    for name, pix, cnt in compute(*tasks, client=client) if tasks else []:
+        parts.append(pd.DataFrame({"file": pd.Categorical([name] * len(pix)),
+                                   "fingerprint": pd.Categorical([fingerprints[name]] * len(pix)),
+                                   "pixel": pix.astype(np.int64), "count": cnt.astype(np.int64)}))
+    if not parts:
+        return pd.DataFrame({"file": pd.Categorical([]), "fingerprint": pd.Categorical([]),
+                             "pixel": np.empty(0, np.int64), "count": np.empty(0, np.int64)})
+    return pd.DataFrame({c: _stack([p[c] for p in parts]) for c in ("file", "fingerprint")}
+                        | {c: np.concatenate([p[c].to_numpy() for p in parts]) for c in ("pixel", "count")})
+
+
+def _stack(columns: list[pd.Series]) -> pd.Categorical:
+    """Categorical columns one after the other, on the union of their categories (by code: no
+    string is compared per row)."""
+    categories = pd.Index(np.concatenate([c.cat.categories.to_numpy(object) for c in columns])).unique()
+    codes = [np.append(categories.get_indexer(c.cat.categories.to_numpy(object)), -1)[c.cat.codes]  # -1: null
+             for c in columns]
+    return pd.Categorical.from_codes(np.concatenate(codes), categories)
+
+
+def _unchanged(fingerprints: dict[str, str | None], name: str, recorded: Any) -> bool:
+    """Whether file ``name`` is here with the fingerprint a version recorded for it (a null
+    read back from Parquet: a file written without one)."""
+    return name in fingerprints and fingerprints[name] == (recorded if isinstance(recorded, str) else None)
+
+
+def _read_histograms(version: Path | None) -> pd.DataFrame | None:
+    """The per-file histograms a version was built from (names and fingerprints categorical)."""
+    if version is None or not (version / HISTOGRAMS).exists():
+        return None
+    frame = pq.read_table(version / HISTOGRAMS, read_dictionary=["file", "fingerprint"]).to_pandas()
+    return frame.astype({"file": "category", "fingerprint": "category"})  # also a column of nulls only
 
 
 def _fingerprint(pixel: HealpixPixel, files: list[tuple[str, str | None]], spectra: SpectraConfig | None) -> str:
@@ -162,13 +189,13 @@ def _write_partition(pixel: HealpixPixel, shards: str, version: str, spectra: Sp
     healpix = compute_spatial_index(sources["ra"].to_numpy(), sources["dec"].to_numpy())
     table = nest(rows, sources, per_channel, healpix, targetid_type)
     out = _partition_path(Path(version), pixel)
-    write_parquet_atomic(table, out, row_group_size=SOURCES_PER_ROW_GROUP)
+    write_parquet_atomic(table, out, row_group_size=SOURCES_PER_ROW_GROUP, use_dictionary=coded_columns(table.schema))
     if per_channel is not None:
         flat = pa.Table.from_pandas(per_channel, preserve_index=False)
         schema = pa.schema([pa.field(f.name, targetid_type if f.name == "targetid" else f.type,
                                      metadata={"unit": SPECTRUM_UNITS[f.name]} if f.name in SPECTRUM_UNITS else None)
                             for f in flat.schema], metadata={"spxdask.units": json.dumps(SPECTRUM_UNITS)})
-        write_parquet_atomic(flat.cast(schema), _spectra_path(Path(version), pixel))
+        write_parquet_atomic(flat.cast(schema), _spectra_path(Path(version), pixel), use_dictionary=coded_columns(schema))
     releases = rows.group_by("targetid").aggregate([("release", "count_distinct")]).column(1)
     mixed = int(pc.sum(pc.greater(releases, 1)).as_py() or 0)
     shutil.rmtree(folder)
@@ -185,7 +212,7 @@ def _added(pixel: HealpixPixel, feeds: list[str], before: pd.DataFrame,
     partition only gained rows: it is its old rows plus theirs); None otherwise."""
     lo, hi = pixel_range(pixel, HIGHEST_ORDER)
     fed = before[(before["pixel"] >= lo) & (before["pixel"] < hi)].drop_duplicates("file")
-    if any(fingerprints.get(f) != fp for f, fp in zip(fed["file"], fed["fingerprint"])):
+    if not all(_unchanged(fingerprints, f, fp) for f, fp in zip(fed["file"], fed["fingerprint"])):
         return None
     return sorted(set(feeds) - set(fed["file"]))
 
@@ -226,12 +253,13 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
     fingerprints = {f.name: recorded_fingerprint(f) for f in files}
     previous = current_version(catalog_dir)
     spectra = chosen_flux(spectra, files) if spectra is not None else None
-    hist = _histograms(files, fingerprints, previous, client)
+    before = _read_histograms(previous)
+    hist = _histograms(files, fingerprints, before, client)
     if hist.empty:
         raise ValueError(f"no photometry rows in {per_image}: no catalog source fell in any image")
     old = pd.read_parquet(previous / PARTITIONS) if previous else pd.DataFrame(columns=["norder", "npix", "fingerprint"])
     existing = [HealpixPixel(int(o), int(p)) for o, p in zip(old["norder"], old["npix"])]
-    by_file = {name: g.sort_values("pixel") for name, g in hist.groupby("file")}
+    by_file = {name: g.sort_values("pixel") for name, g in hist.groupby("file", observed=True)}
     partitions = plan([(g["pixel"].to_numpy(), g["count"].to_numpy()) for g in by_file.values()], partition_rows,
                       existing)
     feeds: dict[HealpixPixel, list[str]] = {p: [] for p in partitions}
@@ -257,7 +285,6 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
             if spectra is not None:
                 _link(_spectra_path(previous, p), _spectra_path(version, p))  # type: ignore[arg-type]
         todo = sorted((p for p in partitions if p not in keep), key=lambda p: pixel_range(p, 29))
-        before = pd.read_parquet(previous / HISTOGRAMS) if previous is not None else None
         added = {p: _added(p, feeds[p], before, fingerprints) for p in todo if p in was and before is not None}
         grown = {p: names for p, names in added.items() if names is not None}
         reads = {p: grown.get(p, feeds[p]) for p in todo}  # the files each partition reads

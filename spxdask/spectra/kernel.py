@@ -30,9 +30,10 @@ def usable(rows: pd.DataFrame, config: SpectraConfig) -> np.ndarray:
     lam = rows["wavelength"].to_numpy(float)
     ok = np.isfinite(f) & np.isfinite(e) & (e > 0) & np.isfinite(lam) & (lam > 0)
     if config.exclude_quality:
-        reasons = rows["quality"].fillna("").astype(str).str.split(",")
+        codes, texts = pd.factorize(rows["quality"].fillna("").astype(str))  # a few distinct texts
         bad = set(config.exclude_quality)
-        ok &= ~reasons.map(lambda rs: not bad.isdisjoint(rs)).to_numpy(bool)
+        excluded = np.array([not bad.isdisjoint(text.split(",")) for text in texts], bool)
+        ok &= ~excluded[codes]
     return ok
 
 
