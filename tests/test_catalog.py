@@ -107,9 +107,10 @@ def test_a_crossmatch_with_another_hats_catalog_finds_every_source_itself(field,
     other = sources.rename(columns={"targetid": "other_id"}).reset_index(drop=True)
     lsdb.from_dataframe(other, catalog_name="other", ra_column="ra", dec_column="dec").write_catalog(tmp_path / "other")
     run = lsdb.open_catalog(tmp_path / "catalog", columns=["targetid", "ra", "dec"])
-    matched = run.crossmatch(lsdb.open_catalog(tmp_path / "other"), radius_arcsec=1.0, n_neighbors=1).compute()
+    matched = run.crossmatch(lsdb.open_catalog(tmp_path / "other"), radius_arcsec=1.0, n_neighbors=1,
+                             suffix_method="overlapping_columns").compute()
     assert len(matched) == len(sources)
-    assert (matched["targetid_spxdask_lightcurves"].to_numpy() == matched["other_id_other"].to_numpy()).all()
+    assert (matched["targetid"].to_numpy() == matched["other_id"].to_numpy()).all()
 
 
 def test_plan_equals_hats_alignment_and_grows_without_overlaps():
