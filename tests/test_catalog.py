@@ -41,6 +41,7 @@ from spxdask.catalog.plan import align, fine_pixels, plan
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spectra import SpectraConfig
+from spxdask.spectra.kernel import SOURCE_COLUMNS
 
 KEYS = ["targetid", "mjd", "wavelength"]
 
@@ -151,6 +152,15 @@ def _catalog_rows(path) -> pd.DataFrame:
     return _flat(lsdb.open_catalog(path)).sort_values(KEYS, kind="stable", ignore_index=True)
 
 
+def _sources_and_spectra(path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The summary columns and the flat spectra of an LSDB catalog, sorted."""
+    frame = lsdb.open_catalog(path).compute()
+    spectra = frame["spectrum"].nest.to_flat()
+    spectra.insert(0, "targetid", frame["targetid"].loc[spectra.index].to_numpy())
+    return (frame[list(SOURCE_COLUMNS)].sort_values("targetid", ignore_index=True),
+            spectra.sort_values(["targetid", "wavelength"], kind="stable", ignore_index=True))
+
+
 def _files(catalog) -> dict:
     version = current_version(catalog)
     return {p.relative_to(version): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -167,6 +177,8 @@ def test_appending_images_rewrites_only_the_partitions_they_touch(field, tmp_pat
     made = build_catalog(first, grown, spectra=SpectraConfig(), partition_rows=300)
     build_catalog(every, tmp_path / "full" / "catalog", spectra=SpectraConfig(), partition_rows=300)
     pd.testing.assert_frame_equal(_catalog_rows(grown), _catalog_rows(tmp_path / "full" / "catalog"))
+    for appended, whole in zip(_sources_and_spectra(grown), _sources_and_spectra(tmp_path / "full" / "catalog")):
+        pd.testing.assert_frame_equal(appended, whole)
     after = _files(grown)
     untouched = [k for k in before if k in after and before[k] == after[k]]
     assert 0 < made.rewritten < made.partitions and len(untouched) == made.partitions - made.rewritten
@@ -174,6 +186,21 @@ def test_appending_images_rewrites_only_the_partitions_they_touch(field, tmp_pat
     version = current_version(grown)
     assert build_catalog(first, grown, spectra=SpectraConfig(), partition_rows=300).rewritten == 0
     assert current_version(grown) == version
+
+
+def test_an_append_with_other_spectra_settings_recomputes_every_spectrum(field, tmp_path):
+    """New spectra settings reach every partition, the grown ones too: equal to a full build with them."""
+    first, every, new = _split(field, tmp_path)
+    grown = tmp_path / "grown" / "catalog"
+    build_catalog(first, grown, spectra=SpectraConfig(), partition_rows=300)
+    for f in new:
+        shutil.copy2(f, first / f.name)
+    other = SpectraConfig(knot_spacing=0.3, false_positive_rate=0.2)
+    made = build_catalog(first, grown, spectra=other, partition_rows=300)
+    build_catalog(every, tmp_path / "full" / "catalog", spectra=other, partition_rows=300)
+    assert made.rewritten == made.partitions
+    for appended, whole in zip(_sources_and_spectra(grown), _sources_and_spectra(tmp_path / "full" / "catalog")):
+        pd.testing.assert_frame_equal(appended, whole)
 
 
 def test_a_killed_worker_during_an_append_changes_nothing(field, tmp_path):
