@@ -182,7 +182,7 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
                 return {**row, "status": "ok", "bytes": dest.stat().st_size, "seconds": time.monotonic() - t0}
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 err = _classify(exc)
-                if time.monotonic() - t0 >= cfg.budget:
+                if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and time.monotonic() - t0 >= cfg.budget:
                     # the budget cut this attempt short: say so, keeping the last real error
                     err = FetchError(f"{row['error'] or err} (time budget of {cfg.budget:g} s spent)", False)
                 row["error"] = str(err)
