@@ -215,20 +215,40 @@ def test_unreadable_archive_files_are_named_in_the_run(sky_qr2, tmp_path):
     assert re.search(r"unreadable\s+3", out)
 
 
+def _served(found, archive, server, n):
+    """The first ``n`` observations of ``found`` with URLs on ``server`` (serving ``archive``)."""
+    import dataclasses
+
+    frame = found.frame.iloc[:n].copy()
+    frame["url"] = [server.url + "/" + u[len(str(archive)) + 1:] for u in frame.url]
+    return dataclasses.replace(found, frame=frame)
+
+
 @pytest.mark.service
 def test_fetch_budget_is_respected(sky_qr2, tmp_path):
     found = LocalArchive(sky_qr2.archive, index_path=tmp_path / "i.parquet").query(RegionQuery(circle=(150.1, 2.2, 1.0)))
     with FileServer(sky_qr2.archive) as server:
-        frame = found.frame.iloc[:2].copy()
-        frame["url"] = [server.url + "/" + u[len(str(sky_qr2.archive)) + 1:] for u in frame.url]
         server.add_faults("*", [503] * 1000)
         t0 = time.monotonic()
-        import dataclasses
-        result = fetch(dataclasses.replace(found, frame=frame).to_bag(), tmp_path / "images",
+        result = fetch(_served(found, sky_qr2.archive, server, 2).to_bag(), tmp_path / "images",
                        FetchConfig(retries=50, backoff=0.2, max_backoff=0.4, budget=2.0))
         elapsed = time.monotonic() - t0
     assert (result.status == "failed").all() and result.error.str.contains("HTTP 503").all()
     assert elapsed < 6 and (result.attempts < 50).all() and (result.attempts > 2).all()
+
+
+@pytest.mark.service
+def test_fetch_budget_starts_when_the_file_s_turn_comes(sky_qr2, tmp_path):
+    """Three files that take 0.8 s each, one at a time, with a budget of 2 s per file: all
+    arrive (the third waited 1.6 s in the queue, which is not its own time)."""
+    found = LocalArchive(sky_qr2.archive, index_path=tmp_path / "i.parquet").query(RegionQuery(circle=(150.1, 2.2, 1.0)))
+    with FileServer(sky_qr2.archive, slow_seconds=0.8) as server:
+        server.add_faults("*", ["slow"] * 3)
+        observations = _served(found, sky_qr2.archive, server, 3)
+        result = fetch(observations.to_bag(partition_size=3), tmp_path / "images",
+                       FetchConfig(concurrency=1, retries=0, budget=2.0))
+    assert len(result) == 3 and (result.status == "ok").all(), result[["status", "error"]]
+    assert (result.seconds < 2.0).all()
 
 
 # -- safety ----------------------------------------------------------------------------------------

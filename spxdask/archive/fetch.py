@@ -33,7 +33,8 @@ class FetchConfig(Config):
     """Download behaviour.
 
     ``concurrency`` downloads run at once per partition; each file gets at most ``retries``
-    retries and ``budget`` seconds in all; waits grow as ``backoff`` x 2^attempt (at most
+    retries and ``budget`` seconds in all, counted from its first attempt (not while it waits
+    for its turn); waits grow as ``backoff`` x 2^attempt (at most
     ``max_backoff``) times a random factor in [0.5, 1.5]; ``timeout`` bounds one request's
     silence (seconds without data)."""
 
@@ -60,6 +61,10 @@ class FetchError(RuntimeError):
         super().__init__(message)
         self.retry = retry
         self.wait = wait
+
+
+class BudgetSpent(Exception):
+    """An attempt cut short because the file's time budget ran out (not a network timeout)."""
 
 
 def destination(obs: Observation, image_dir: str | Path) -> Path:
@@ -151,7 +156,13 @@ async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_optio
         if protocol == "file":
             await asyncio.to_thread(shutil.copyfile, fs._strip_protocol(obs.url), tmp)
         else:
-            await asyncio.wait_for(fs._get_file(obs.url, str(tmp)), timeout=budget)
+            try:
+                async with asyncio.timeout(budget) as window:
+                    await fs._get_file(obs.url, str(tmp))
+            except TimeoutError:
+                if window.expired():
+                    raise BudgetSpent from None
+                raise
         problem = verified(tmp, obs, cfg.verify_md5)
         if problem:
             raise FetchError(f"downloaded file is bad: {problem}", True)
@@ -165,7 +176,6 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
                      gate: asyncio.Semaphore) -> dict:
     row = {"obs_id": obs.obs_id, "detector": obs.detector, "url": obs.url, "path": None, "error": None,
            "bytes": 0, "attempts": 0}
-    t0 = time.monotonic()
     try:
         dest = destination(obs, image_dir)
     except ValueError as exc:
@@ -175,16 +185,17 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
         return {**row, "status": "skipped", "bytes": dest.stat().st_size, "seconds": 0.0}
     dest.parent.mkdir(parents=True, exist_ok=True)
     async with gate:
+        t0 = time.monotonic()  # the budget starts when the file's turn comes, not in the queue
         for attempt in range(cfg.retries + 1):
             row["attempts"] = attempt + 1
             try:
                 await _attempt(obs, dest, cfg, storage_options, cfg.budget - (time.monotonic() - t0))
                 return {**row, "status": "ok", "bytes": dest.stat().st_size, "seconds": time.monotonic() - t0}
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-                err = _classify(exc)
-                if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and time.monotonic() - t0 >= cfg.budget:
-                    # the budget cut this attempt short: say so, keeping the last real error
-                    err = FetchError(f"{row['error'] or err} (time budget of {cfg.budget:g} s spent)", False)
+                if isinstance(exc, BudgetSpent):  # say so, keeping the last real error
+                    err = FetchError(f"{row['error'] or 'no answer'} (time budget of {cfg.budget:g} s spent)", False)
+                else:
+                    err = _classify(exc)
                 row["error"] = str(err)
                 backoff = min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.5, 1.5)
                 wait = err.wait if err.wait is not None else backoff
