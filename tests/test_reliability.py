@@ -3,6 +3,7 @@ send hostile or broken things. Everything on loopback, every loop bounded."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -217,8 +218,6 @@ def test_unreadable_archive_files_are_named_in_the_run(sky_qr2, tmp_path):
 
 def _served(found, archive, server, n):
     """The first ``n`` observations of ``found`` with URLs on ``server`` (serving ``archive``)."""
-    import dataclasses
-
     frame = found.frame.iloc[:n].copy()
     frame["url"] = [server.url + "/" + u[len(str(archive)) + 1:] for u in frame.url]
     return dataclasses.replace(found, frame=frame)
