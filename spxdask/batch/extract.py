@@ -35,7 +35,8 @@ from .. import __version__
 from .._io import is_transient, write_parquet_atomic
 from ..archive.local import observation_of
 from ..archive.observation import Observation
-from ..cluster import compute
+from ..cluster import compute, running_client
+from ..kernels import warm_workers
 from ..photometry import COLUMNS, PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
@@ -292,6 +293,9 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     tasks = [dask.delayed(measure, pure=False)(image, shared, shared_neighbours,
                                                dask_key_name=f"photometry-{_label(image, k)}")
              for k, image in enumerate(images)]
+    client = client or running_client()
+    if tasks and client is not None:
+        warm_workers(client)
     rows = list(compute(*tasks, client=client)) if tasks else []
     # a reused file keeps the manifest record of the run that made it
     known = set(pd.read_parquet(manifest, columns=["image"])["image"]) if manifest.exists() else set()

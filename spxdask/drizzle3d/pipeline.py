@@ -15,6 +15,7 @@ from ..archive.local import mirror_path, named_detector
 from ..archive.query import RegionQuery
 from ..batch.query import archive_for
 from ..geometry import grid_corners
+from ..kernels import warm_workers
 from .accumulate import OutputGrid, PartialCube, combine, rejected
 from .config import Drizzle3DConfig
 from .cube import DrizzleCube
@@ -74,6 +75,7 @@ def _sums(jobs: dict, config: Drizzle3DConfig, client, storage_options: dict | N
     otherwise."""
     client = client or cluster.running_client()
     if client is not None:
+        warm_workers(client)
         return reduce_partials(jobs, config, client, storage_options)
     trees = [tree_partials(paths, grid, config, storage_options) for paths, grid in jobs.values()]
     return dict(zip(jobs, cluster.compute(*trees)))
