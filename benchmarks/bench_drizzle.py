@@ -13,7 +13,8 @@ from astropy.wcs import WCS
 from photutils.aperture import CircularAperture, aperture_photometry
 
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, extract_spectrum
-from spxdask.drizzle3d.pipeline import output_grid
+from spxdask.drizzle3d.grid import output_grid
+from spxdask.drizzle3d.io import as_loaded
 from spxdask.drizzle3d.reduce import image_partial, reduce_partials
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spherex import L2File
@@ -28,7 +29,7 @@ def _cube_spectra(path: str, cfg: Drizzle3DConfig) -> list[Result]:
     photutils' exact apertures on every plane (values only: no background, no correlated
     errors)."""
     grid = output_grid(cfg, 3)
-    cube = DrizzleCube.from_partial(image_partial(path, grid, cfg), grid, cfg).as_loaded()
+    cube = as_loaded(DrizzleCube.from_partial(image_partial(path, grid, cfg), grid, cfg))
     covered = np.argwhere(cube["count"].max(axis=0) > 0)
     rng = np.random.default_rng(0)
     picks = covered[rng.choice(len(covered), 1000, replace=False)]

@@ -16,10 +16,11 @@ import pandas as pd
 import pyarrow as pa
 
 from spxdask.batch import read_lightcurve, read_spectrum
-from spxdask.batch.extract import _write
 from spxdask.catalog import build_catalog
-from spxdask.catalog.build import HISTOGRAMS, PARTITION_ROWS, current_version
+from spxdask.catalog.build import PARTITION_ROWS
 from spxdask.catalog.plan import HIGHEST_ORDER, align
+from spxdask.catalog.versions import HISTOGRAMS, current_version
+from spxdask.per_image import write as write_per_image
 from spxdask.photometry import COLUMNS
 from spxdask.spectra import SpectraConfig
 from spxdask.spherex import channels
@@ -57,7 +58,7 @@ def make_per_image(folder: Path, files: range = range(N_FILES), corner: bool = F
                        mjd=61000.0 + k / 10, wavelength=pick.uniform(det.em_min_um, det.em_max_um, n),
                        flux_total=pick.normal(100.0, 5.0, n), flux_total_error=np.full(n, 5.0),
                        flux_psf=pick.normal(100.0, 4.0, n), flux_psf_error=np.full(n, 4.0))
-        _write(df[list(COLUMNS)], folder / f"img{k:04d}_D{det.number}.parquet", pa.int64())
+        write_per_image(df[list(COLUMNS)], folder / f"img{k:04d}_D{det.number}.parquet", pa.int64())
 
 
 @register("lightcurves")

@@ -105,14 +105,31 @@ class Config:
         return cls.from_dict(json.loads(text))
 
     def to_yaml_file(self, filepath: str | Path) -> None:
-        """Write the config as YAML (atomically), under a comment naming its class."""
+        """Write the config as YAML (atomically), under a comment naming its class.
+
+        Parameters
+        ----------
+        filepath : path
+            The YAML file.
+        """
         header = f"# spxdask {type(self).__name__}\n"
         with atomic_path(filepath) as tmp:
             tmp.write_text(header + yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml_file(cls: type[C], filepath: str | Path) -> C:
-        """Read a config written by :meth:`to_yaml_file` (safe YAML: no Python tags)."""
+        """Read a config written by :meth:`to_yaml_file` (safe YAML: no Python tags).
+
+        Parameters
+        ----------
+        filepath : path
+            The YAML file.
+
+        Returns
+        -------
+        Config
+            An instance of the class it is called on.
+        """
         path = Path(filepath)
         if not path.exists():
             raise FileNotFoundError(f"no config file at {path}")

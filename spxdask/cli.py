@@ -79,12 +79,12 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace):
+    from .archive.open import open_archive
     from .archive.query import RegionQuery
-    from .batch.query import archive_for
 
     q = RegionQuery(circle=(args.ra, args.dec, args.radius), coverage=args.coverage, bands=args.bands or None,
                     mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images)
-    return archive_for(args.archive, args.tap).query(q)
+    return open_archive(args.archive, args.tap).query(q)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:

@@ -8,18 +8,20 @@ the user set it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dask
 import dask.config
 import yaml
+from distributed.diagnostics.plugin import WorkerPlugin
 
 _DEFAULTS = Path(__file__).with_name("spxdask.yaml")
 
@@ -147,10 +149,9 @@ def _show_progress() -> bool:
 
 
 @contextlib.contextmanager
-def run_context(output_dir: str | Path, name: str, client=None,
-                report: str = "performance-report.html") -> Iterator[None]:
-    """Print the dashboard link and save ``<output_dir>/<report>`` (when the
-    ``spxdask.performance_report`` setting is on and a Client runs)."""
+def run_context(name: str, report: str | Path, *, client=None) -> Iterator[None]:
+    """Print the dashboard link of stage ``name`` and save its performance report at ``report``
+    (when the ``spxdask.performance_report`` setting is on and a Client runs)."""
     from distributed import performance_report
 
     client = client or running_client()
@@ -166,8 +167,8 @@ def run_context(output_dir: str | Path, name: str, client=None,
         logging.getLogger(__name__).warning("no performance report for %s: bokeh is not installed", name)
         yield
         return
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    recorder = performance_report(filename=str(Path(output_dir) / report))
+    Path(report).parent.mkdir(parents=True, exist_ok=True)
+    recorder = performance_report(filename=str(report))
     recorder.__enter__()
     try:
         yield
@@ -176,3 +177,44 @@ def run_context(output_dir: str | Path, name: str, client=None,
             recorder.__exit__(None, None, None)
         except Exception as exc:  # noqa: BLE001 - a missing report never fails a finished run
             logging.getLogger(__name__).warning("no performance report for %s: %s", name, exc)
+
+
+class CompileLoops(WorkerPlugin):
+    """Have each worker run ``compile`` (a function that compiles numba loops, once per
+    process) on a thread of its own when the plugin is registered, and every worker that joins
+    later (an adaptive Gateway or Kubernetes cluster) when it starts.
+
+    No profiler samples that thread: a compilation inside a task makes the profile a stage's
+    performance report fetches deeper than ``dask.sizeof`` can walk.
+
+    Parameters
+    ----------
+    compile : callable
+        Importable by reference (a module-level function), taking no argument.
+    """
+
+    idempotent = True  # registered again by each stage: set up once per worker
+
+    def __init__(self, compile: Callable[[], None]):
+        self.compile = compile
+        self.name = f"spxdask-compile-{compile.__module__}"
+
+    async def setup(self, worker) -> None:
+        await asyncio.to_thread(self.compile)
+
+
+def compile_ahead(client, compile: Callable[[], None]) -> None:
+    """Register :class:`CompileLoops` for ``compile`` on ``client``'s workers (at once where it is).
+
+    A worker that cannot compile is named in a warning: its tasks compile what they call.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    compile : callable
+        See :class:`CompileLoops`.
+    """
+    try:
+        client.register_plugin(CompileLoops(compile))
+    except Exception as exc:  # noqa: BLE001 - the tasks still compile what they call
+        logging.getLogger(__name__).warning("workers did not compile spxdask's loops ahead: %r", exc)

@@ -15,7 +15,12 @@ from ._config import require_position
 class Source:
     """A sky position with an optional identifier (the reference's ``Source``).
 
-    ``name`` carries a catalog ``targetid`` in batch work.
+    Parameters
+    ----------
+    ra, dec : float
+        Position (deg).
+    name : str, optional
+        An identifier; a target's ``targetid`` in batch work.
     """
 
     ra: float

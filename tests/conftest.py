@@ -8,8 +8,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from spxdask.catalog.build import SORT_KEYS, current_version, partition_files
-from spxdask.catalog.nested import LIGHTCURVE, flatten, keys
+from spxdask.catalog.nested import LIGHTCURVE, SORT_KEYS, flatten, keys
+from spxdask.catalog.versions import current_version, partition_files
 from spxdask.drizzle3d import Drizzle3DConfig, build_output_wcs
 from spxdask.geometry import grid_corners
 from spxdask.simulate import SimConfig, simulate_sky

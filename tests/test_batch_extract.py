@@ -12,7 +12,7 @@ from distributed import Client, LocalCluster
 
 from spxdask import PhotometryConfig, Source
 from spxdask.batch import process_single_image, run_extraction
-from spxdask.batch.extract import output_name
+from spxdask.per_image import file_name as output_name
 
 
 def _read_dir(path):

@@ -32,12 +32,12 @@ from spxdask.batch import (
     read_spectrum,
     run_extraction,
 )
-from spxdask.batch.aggregate import csv_name
-from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_lightcurve, plot_spectrum
 from spxdask.catalog import build_catalog
-from spxdask.catalog.build import current_version, partition_files
+from spxdask.catalog.export import csv_name
 from spxdask.catalog.plan import align, fine_pixels, plan
+from spxdask.catalog.versions import current_version, partition_files
+from spxdask.per_image import write as write_per_image
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spectra import SpectraConfig
@@ -278,6 +278,26 @@ def test_read_one_source_returns_exactly_its_rows(field, tmp_path):
     assert len(read_lightcurve(tmp_path, str(two[0]))) == (per_image.targetid == two[0]).sum()
 
 
+def test_readers_take_the_folder_the_writer_wrote(field, tmp_path):
+    """``aggregate_lightcurves(image_dir, lightcurve_dir)`` then ``read_lightcurve(lightcurve_dir,
+    tid)``, as ``lsdb.open_catalog`` takes the catalog folder; a run folder (its ``catalog/``) too."""
+    lightcurve_dir = tmp_path / "my_lightcurves"
+    n = aggregate_lightcurves(field / "per_image", lightcurve_dir, spectra=SpectraConfig())
+    per_image = _rows(field / "per_image")
+    assert n == per_image.targetid.nunique() == len(lsdb.open_catalog(lightcurve_dir).compute())
+    build_catalog(field / "per_image", tmp_path / "run" / "catalog", spectra=SpectraConfig())
+    for tid in per_image.targetid.drop_duplicates().sample(3, random_state=2):
+        want = per_image[per_image.targetid == tid].reset_index(drop=True)
+        for folder in (lightcurve_dir, tmp_path / "run"):
+            got = read_lightcurve(folder, tid)
+            pd.testing.assert_frame_equal(got[list(want.columns)], want, check_dtype=False)
+        spectrum = read_spectrum(lightcurve_dir, tid)
+        assert len(spectrum) > 0
+        pd.testing.assert_frame_equal(spectrum, read_spectrum(tmp_path / "run", tid))
+    with pytest.raises(FileNotFoundError, match="no catalog in"):
+        read_lightcurve(tmp_path / "nothing", 1)
+
+
 def test_csv_export_and_plots(field, tmp_path):
     aggregate_lightcurves(field / "per_image", tmp_path / "catalog", csv_dir=tmp_path / "csv")
     stray = tmp_path / "csv" / "999.csv"
@@ -305,7 +325,7 @@ def _synthetic(root, ids, tid_type):
                        quality="", psf_quality="", pipeline_version="6.5.7", release="qr2",
                        flag=np.int32(0), detector=np.int8(1), n_bad=np.int16(0), ra=150 + 0.01 * np.arange(n),
                        dec=2.0, psf_n_neighbours=np.int32(0), mjd=61000.0 + k)
-        _write(df[list(COLUMNS)], root / f"img{k}_D1.parquet", tid_type)
+        write_per_image(df[list(COLUMNS)], root / f"img{k}_D1.parquet", tid_type)
 
 
 def test_17_digit_ids_that_float_cannot_separate(tmp_path):
@@ -344,7 +364,7 @@ def test_the_catalog_is_valid_hats(field, tmp_path):
 def test_no_rows_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no per-image Parquet files"):
         build_catalog(tmp_path / "nothing", tmp_path / "catalog")
-    _write(pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS}).assign(
+    write_per_image(pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS}).assign(
         targetid=pd.Series(dtype="int64"), obs_id=pd.Series(dtype="str")), tmp_path / "per_image" / "img_D1.parquet",
         pa.int64())
     with pytest.raises(ValueError, match="no photometry rows in .*per_image"):

@@ -27,7 +27,7 @@ from spxdask.drizzle3d import (
     partial_cube,
     save_cube,
 )
-from spxdask.drizzle3d.pipeline import output_grid
+from spxdask.drizzle3d.grid import output_grid
 from spxdask.drizzle3d.reduce import image_partial, reduce_partials, tree_partials
 from spxdask.drizzle3d.spatial import PixelTransform, input_window, map_window
 from spxdask.photometry import PhotometryConfig

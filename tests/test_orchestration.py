@@ -18,10 +18,10 @@ from spxdask import PhotometryConfig, Source
 from spxdask.archive.fetch import FetchConfig
 from spxdask.archive.query import RegionQuery
 from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
-from spxdask.batch.extract import recorded_fingerprint
-from spxdask.catalog.build import HISTOGRAMS, PARTITIONS, current_version
+from spxdask.catalog.versions import HISTOGRAMS, PARTITIONS, current_version
 from spxdask.compat import KNOBS, ReferenceKnobWarning
 from spxdask.drizzle3d import Drizzle3DConfig, drizzle
+from spxdask.per_image import recorded_fingerprint
 from spxdask.simulate import SimConfig
 
 from .conftest import lightcurve_rows

@@ -27,7 +27,7 @@ from spxdask import PhotometryConfig
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
 from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, drizzle, load_cube
-from spxdask.drizzle3d.pipeline import output_grid
+from spxdask.drizzle3d.grid import output_grid
 from spxdask.drizzle3d.reduce import tree_partials
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.testing.http_server import FileServer

@@ -12,11 +12,12 @@ import pytest
 from distributed import Client, LocalCluster
 
 from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, read_lightcurve, read_spectrum
-from spxdask.batch.extract import _write
 from spxdask.batch.plot import plot_spectrum
 from spxdask.catalog import build_catalog
-from spxdask.catalog.build import current_version, write_sources
+from spxdask.catalog.export import write_sources
+from spxdask.catalog.versions import current_version
 from spxdask.cli import main
+from spxdask.per_image import write as write_per_image
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky, true_flux
 from spxdask.spectra import SOURCE_COLUMNS, SPECTRUM_COLUMNS, SpectraConfig
@@ -204,7 +205,7 @@ def test_sparse_and_flagged_sources_are_reported(tmp_path):
     rows = pd.concat([one_image, one_channel_once, all_flagged, outside, nan_flux], ignore_index=True)
     per_image = tmp_path / "per_image"
     for k in range(3):
-        _write(rows.iloc[k::3][list(COLUMNS)], per_image / f"img{k}_D1.parquet", pa.int64())
+        write_per_image(rows.iloc[k::3][list(COLUMNS)], per_image / f"img{k}_D1.parquet", pa.int64())
     aggregate_lightcurves(per_image, tmp_path / "catalog", spectra=SpectraConfig())
     write_sources(tmp_path / "catalog", tmp_path / "sources.parquet")
     sources = pd.read_parquet(tmp_path / "sources.parquet").set_index("targetid")
@@ -236,7 +237,7 @@ def test_config_errors_name_the_field(bad, field):
 
 def test_a_flux_column_the_run_lacks_is_a_clear_error(tmp_path):
     per_image = tmp_path / "per_image"
-    _write(_rows(39627000000000001, 2, [1.30, 1.31], [100.0, 99.0], [5.0, 5.0])[list(COLUMNS)],
+    write_per_image(_rows(39627000000000001, 2, [1.30, 1.31], [100.0, 99.0], [5.0, 5.0])[list(COLUMNS)],
            per_image / "img0_D2.parquet", pa.int64())
     with pytest.raises(ValueError, match="flux_column.*flux_psf.*psf_fit"):
         build_catalog(per_image, tmp_path / "catalog", spectra=SpectraConfig(flux_column="flux_psf"))

@@ -10,8 +10,9 @@ import pandas as pd
 
 from .._config import Config, require, require_position
 from .._io import is_http_url, is_remote
-from ..catalog.build import PARTITION_ROWS
+from ..catalog import PARTITION_ROWS
 from ..compat import check_config
+from ..layout import RunLayout
 from ..photometry import PhotometryConfig
 from ..spectra import SpectraConfig
 from ..spherex.channels import parse_band
@@ -19,20 +20,57 @@ from ..spherex.channels import parse_band
 
 @dataclass
 class BatchConfig(Config):
-    """Multi-source batch photometry over a sky region.
+    """Multi-source batch photometry over a sky region (the reference's fields keep their names and defaults).
 
-    The fields up to ``keep_bucket_files`` are the reference's (``num_buckets`` and
-    ``keep_bucket_files`` are accepted and unused: there are no buckets). spxdask
-    adds where the observations come from (``archive``: a local folder / fsspec URL of L2 files,
-    or ``tap_url``: IRSA's TAP service, the default), where they are read (a local or mounted
-    ``archive`` in place, unless ``copy_images``; remote files are downloaded into
-    ``output_dir/images/``, unless ``read_in_place``), ``collections``, ``export_csv`` and ``storage_options``
-    (fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket) and
-    ``spectra`` (how the catalog stage bins measurements and tests variability),
-    ``neighbour_catalog_path``: a deeper catalog (CSV or Parquet with ra, dec, and any id
-    column) whose sources enter the joint PSF fit of every image they fall in, so that the
-    targets' PSF fluxes are deblended from them (only the targets get rows), and
-    ``partition_rows``: light-curve rows per partition of the run's catalog at most.
+    Parameters
+    ----------
+    center_ra, center_dec : float
+        Centre of the region (deg).
+    radius : float
+        Radius of the region (deg).
+    catalog_path : Path
+        The targets: a CSV or Parquet file with an id column and ra, dec (deg).
+    coverage_mode : {"any", "full"}
+        Images overlapping the region, or containing it.
+    bands : list of str, optional
+        Detectors to use ("D1"... "D6", or 1-6); default all.
+    mjd_range : (float, float), optional
+        Only images taken within these MJDs.
+    max_images : int
+        At most this many images; more stops the query before any download.
+    output_dir : Path
+        The run folder (:class:`spxdask.layout.RunLayout`).
+    max_download_workers : int
+        Concurrent downloads.
+    max_extract_workers : int
+        The reference's pool size, accepted and ignored: the cluster decides.
+    photometry : PhotometryConfig
+        How each image is measured.
+    num_buckets, keep_bucket_files
+        The reference's knobs, accepted and ignored: there are no bucket files.
+    archive : str, optional
+        A local folder or fsspec URL of L2 files (IRSA's layout); default: the TAP service.
+    tap_url : str, optional
+        The TAP service (default: the ``spxdask.irsa.tap_url`` setting, IRSA).
+    read_in_place : bool
+        Measure remote files where they are (ranged reads of the rows used) instead of
+        downloading them into ``output_dir/images/``.
+    copy_images : bool
+        Copy a local archive's files into the run instead of reading them in place.
+    collections : list of str, optional
+        Only these collections (e.g. ``["spherex_qr2"]``).
+    export_csv : bool
+        Also write the reference's per-source CSV files.
+    storage_options : dict, optional
+        fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket.
+    spectra : SpectraConfig
+        How the catalog stage bins measurements and tests variability.
+    neighbour_catalog_path : Path, optional
+        A deeper catalog (CSV or Parquet with ra, dec) whose sources enter the joint PSF fit of
+        every image they fall in, so the targets' PSF fluxes are deblended from them (only the
+        targets get rows).
+    partition_rows : int
+        Light-curve rows per partition of the run's catalog at most.
     """
 
     center_ra: float
@@ -94,28 +132,39 @@ class BatchConfig(Config):
         return self.read_in_place or (local and not self.copy_images)
 
     @property
+    def layout(self) -> RunLayout:
+        """Where each output of the run lies."""
+        return RunLayout(self.output_dir)
+
+    @property
     def image_dir(self) -> Path:
-        return self.output_dir / "images"
+        """Downloaded files."""
+        return self.layout.images
 
     @property
     def per_image_dir(self) -> Path:
-        return self.output_dir / "per_image"
+        """The per-image Parquet files."""
+        return self.layout.per_image
 
     @property
     def catalog_dir(self) -> Path:
-        return self.output_dir / "catalog"
+        """The run's HATS catalog."""
+        return self.layout.catalog
 
     @property
     def spectra_dir(self) -> Path:
-        return self.output_dir / "spectra"
+        """The catalog's flat channel spectra."""
+        return self.layout.spectra
 
     @property
     def sources_path(self) -> Path:
-        return self.output_dir / "sources.parquet"
+        """Per-source summaries."""
+        return self.layout.sources
 
     @property
     def csv_dir(self) -> Path:
-        return self.output_dir / "lightcurves_csv"
+        """The per-source CSV export."""
+        return self.layout.csv
 
     @property
     def bucket_dir(self) -> Path:
@@ -124,7 +173,8 @@ class BatchConfig(Config):
 
     @property
     def manifest_path(self) -> Path:
-        return self.output_dir / "manifest.parquet"
+        """Per image: status, error, timings."""
+        return self.layout.manifest
 
 
 class CatalogError(ValueError):
@@ -143,7 +193,17 @@ def load_catalog(catalog_path: str | Path) -> pd.DataFrame:
     """Read a catalog CSV with columns targetid, ra, dec (extra columns are dropped).
 
     ``targetid`` keeps its exact value: int64 when every id is an integer that fits, string
-    otherwise (never float). Vectorised: a million rows load in about a second.
+    otherwise (never float).
+
+    Parameters
+    ----------
+    catalog_path : path
+        The CSV file.
+
+    Returns
+    -------
+    DataFrame
+        targetid, ra, dec (deg), in file order.
 
     Raises
     ------
@@ -195,6 +255,16 @@ def load_catalog(catalog_path: str | Path) -> pd.DataFrame:
 def load_neighbours(path: str | Path) -> pd.DataFrame:
     """Read a neighbour catalog (CSV for a ``.csv`` file, else Parquet) with columns
     ra, dec in degrees (other columns, such as an id, are dropped).
+
+    Parameters
+    ----------
+    path : path
+        The CSV or Parquet file.
+
+    Returns
+    -------
+    DataFrame
+        ra, dec (deg).
 
     Raises
     ------

@@ -15,10 +15,7 @@ measured again. Failures are recorded in the run manifest and never stop the oth
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import random
-import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -28,59 +25,27 @@ from pathlib import Path
 import dask
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dask.base import tokenize
 
-from .. import __version__
+from .. import __version__, per_image
 from .._io import is_transient, write_parquet_atomic
 from ..archive.local import observation_of
 from ..archive.observation import Observation
-from ..cluster import compute, running_client
-from ..kernels import warm_workers
-from ..photometry import COLUMNS, PhotometryConfig, measure_image
+from ..cluster import compile_ahead, compute, running_client
+from ..photometry import PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
 from .select import CatalogIndex
+from .warmup import compile_loops
 
-UNITS = {"ra": "deg", "dec": "deg", "mjd": "d", "x": "pix", "y": "pix", "flux": "uJy", "flux_error": "uJy",
-         "mag_ab": "mag(AB)", "mag_ab_error": "mag", "wavelength": "um", "bandwidth": "um",
-         "bg_level": "uJy/arcsec2", "bg_error": "uJy/arcsec2", "aperture_radius": "pix",
-         "flux_total": "uJy", "flux_total_error": "uJy", "flux_psf": "uJy", "flux_psf_error": "uJy",
-         "mag_psf_ab": "mag(AB)", "mag_psf_ab_error": "mag"}
-_TYPES = {"obs_id": pa.string(), "band": pa.string(), "filename": pa.string(), "quality": pa.string(),
-          "psf_quality": pa.string(), "pipeline_version": pa.string(), "release": pa.string(),
-          "flag": pa.int32(), "detector": pa.int8(), "n_bad": pa.int16(),
-          "psf_n_neighbours": pa.int32()}
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
                     "seconds", "fingerprint")
-FINGERPRINT_KEY = b"spxdask.fingerprint"
-RUN_KEY = b"spxdask.run"
 #: Sources within this margin (deg) outside a footprint are still handed to its task.
 MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
 #: retries of a remote file read in place after a network fault, the first after ~READ_BACKOFF s
 READ_RETRIES = 4
 READ_BACKOFF = 0.5
-
-
-def per_image_schema(targetid_type: pa.DataType, fingerprint: str = "", run: str = "") -> pa.Schema:
-    """The one Arrow schema of per-image Parquet files; units in the field metadata and in the
-    schema metadata key ``spxdask.units``, what made the file under ``spxdask.fingerprint`` and
-    the run that wrote it under ``spxdask.run``."""
-    fields = [pa.field(c, targetid_type if c == "targetid" else _TYPES.get(c, pa.float64()),
-                       metadata={"unit": UNITS[c]} if c in UNITS else None) for c in COLUMNS]
-    return pa.schema(fields, metadata={"spxdask.units": json.dumps(UNITS), FINGERPRINT_KEY.decode(): fingerprint,
-                                       RUN_KEY.decode(): run})
-
-
-def targetid_type(catalog: pd.DataFrame) -> pa.DataType:
-    """int64 for integer target ids, string otherwise (never float)."""
-    return pa.int64() if pd.api.types.is_integer_dtype(catalog["targetid"]) else pa.string()
-
-
-def output_name(obs_id: str, detector: int) -> str:
-    """``<obs_id>_D<n>.parquet``, with anything but [A-Za-z0-9_.-] in obs_id replaced."""
-    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', obs_id).lstrip('.')}_D{int(detector)}.parquet"
 
 
 def fingerprint(observation: Observation, sources: pd.DataFrame, config: PhotometryConfig,
@@ -89,39 +54,11 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     aside), the catalog rows measured, the neighbour rows fitted with them, the photometry
     config and the package version."""
     image = {k: v for k, v in asdict(observation).items() if k != "url"}
-    made_from = {"image": image, "sources": _rows_hash(sources[["targetid", "ra", "dec"]]),
+    made_from = {"image": image, "sources": per_image.rows_digest(sources[["targetid", "ra", "dec"]]),
                  "config": config.to_dict(), "spxdask": __version__}
     if neighbours is not None:
-        made_from["neighbours"] = _rows_hash(neighbours[["ra", "dec"]])
-    return hashlib.sha256(json.dumps(made_from, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _rows_hash(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
-
-
-def _footer(path: Path) -> pq.FileMetaData | None:
-    """A per-image file's Parquet footer (None for a missing or unreadable file): its row count
-    and, as key-value metadata, what made it."""
-    try:
-        return pq.read_metadata(path)
-    except (OSError, pa.ArrowInvalid):
-        return None
-
-
-def recorded_fingerprint(path: Path) -> str | None:
-    """The fingerprint a per-image file was written with (None for a missing or older file)."""
-    footer = _footer(path)
-    if footer is None:
-        return None
-    return (footer.metadata or {}).get(FINGERPRINT_KEY, b"").decode() or None
-
-
-def _write(table: pd.DataFrame, path: Path, tid_type: pa.DataType, made_from: str = "", run: str = "") -> None:
-    schema = per_image_schema(tid_type, made_from, run)
-    if tid_type == pa.string():
-        table = table.assign(targetid=table["targetid"].astype(str))
-    write_parquet_atomic(pa.Table.from_pandas(table, schema=schema, preserve_index=False), path)
+        made_from["neighbours"] = per_image.rows_digest(neighbours[["ra", "dec"]])
+    return per_image.digest(made_from)
 
 
 def _in_image(index: CatalogIndex, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
@@ -175,14 +112,14 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     catalog = sources_frame(sources)
     with L2File(image_path) as l2:
         observation = observation_of(l2, str(image_path))
-        out = Path(output_dir) / output_name(observation.obs_id, observation.detector)
+        out = Path(output_dir) / per_image.file_name(observation.obs_id, observation.detector)
         mine = _in_image(CatalogIndex(catalog), observation)
         near = _neighbours_in_image(_neighbour_index(neighbours), observation, config)
         made_from = fingerprint(observation, mine, config, near)
-        if skip_existing and recorded_fingerprint(out) == made_from:
+        if skip_existing and per_image.recorded_fingerprint(out) == made_from:
             return None
         table = measure_image(l2, mine, config, neighbours=near)
-    _write(table, out, targetid_type(catalog), made_from)
+    per_image.write(table, out, per_image.targetid_type(catalog), fingerprint=made_from)
     return out
 
 
@@ -199,20 +136,19 @@ def _extract(image: Observation | str, index: CatalogIndex, neighbour_index: Cat
         if not isinstance(image, Observation):
             with L2File(image, storage_options=storage_options) as l2:
                 image = observation_of(l2, image)
-        out = Path(out_dir) / output_name(image.obs_id, image.detector)
+        out = Path(out_dir) / per_image.file_name(image.obs_id, image.detector)
         sources = _in_image(index, image)
         near = _neighbours_in_image(neighbour_index, image, config)
         made_from = fingerprint(image, sources, config, near)
         row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
                    n_sources=len(sources), fingerprint=made_from)
-        footer = _footer(out) if skip_existing else None
-        recorded = (footer.metadata or {}) if footer else {}
-        if footer and recorded.get(FINGERPRINT_KEY) == made_from.encode():
-            status = "ok" if recorded.get(RUN_KEY) == run.encode() else "skipped"
+        footer = per_image.footer(out) if skip_existing else None
+        if footer and per_image.recorded(footer, per_image.FINGERPRINT_KEY) == made_from:
+            status = "ok" if per_image.recorded(footer, per_image.RUN_KEY) == run else "skipped"
             row.update(status=status, n_rows=footer.num_rows)
         else:
             table = _measured(image.url, sources, config, near, storage_options)
-            _write(table, out, tid_type, made_from, run)
+            per_image.write(table, out, tid_type, fingerprint=made_from, run=run)
             row.update(status="ok", n_rows=len(table))
     except Exception as exc:  # recorded in the manifest; the run goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -288,14 +224,15 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     neighbour_index = _neighbour_index(neighbours)
     shared_neighbours = (None if neighbour_index is None
                          else dask.delayed(neighbour_index, name=f"neighbours-{tokenize(neighbour_index.catalog)}"))
-    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targetid_type(catalog),
+    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=per_image.targetid_type(catalog),
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
+    images = [image if isinstance(image, Observation) else str(image) for image in images]  # paths as text
     tasks = [dask.delayed(measure, pure=False)(image, shared, shared_neighbours,
                                                dask_key_name=f"photometry-{_label(image, k)}")
              for k, image in enumerate(images)]
     client = client or running_client()
     if tasks and client is not None:
-        warm_workers(client)
+        compile_ahead(client, compile_loops)
     rows = list(compute(*tasks, client=client)) if tasks else []
     # a reused file keeps the manifest record of the run that made it
     known = set(pd.read_parquet(manifest, columns=["image"])["image"]) if manifest.exists() else set()
@@ -308,7 +245,7 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
 
 def _label(image: Observation | str, k: int) -> str:
     if isinstance(image, Observation):
-        return Path(output_name(image.obs_id, image.detector)).stem
+        return Path(per_image.file_name(image.obs_id, image.detector)).stem
     return f"{Path(str(image)).stem}-{k}"
 
 
@@ -318,11 +255,30 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
                    client=None) -> int:
     """Measure every L2 image under ``image_dir`` (recursively) with Dask (reference name).
 
-    Each ``photometry-…`` task reads its file's record from the headers, selects the catalog
-    sources in its footprint (the catalog and its index are shared by all tasks) and measures
-    them, fitting them jointly with the ``neighbours`` (ra, dec) in the footprint.
-    ``n_workers`` is the reference's pool size, accepted and ignored (the cluster decides;
-    :mod:`spxdask.compat`).
+    Each ``photometry-…`` task reads its file's record from the headers, selects the targets
+    in its footprint (the targets and their index are shared by all tasks) and measures them,
+    fitting them jointly with the ``neighbours`` in the footprint.
+
+    Parameters
+    ----------
+    image_dir : path
+        A folder of L2 files.
+    sources : DataFrame (targetid, ra, dec) or list of Source
+        The targets.
+    config : PhotometryConfig
+        How each image is measured.
+    output_dir : path
+        The folder of the per-image files.
+    n_workers : int
+        The reference's pool size, accepted and ignored (the cluster decides; :mod:`spxdask.compat`).
+    skip_existing : bool
+        Reuse per-image files made from the same image, targets and config.
+    manifest_path : path, optional
+        Default ``<output_dir>/../manifest.parquet``.
+    neighbours : DataFrame (ra, dec), optional
+        A deeper catalog whose sources enter the joint PSF fit; they get no rows.
+    client : distributed.Client, optional
+        Where the tasks run (default: the running Client, else local threads).
 
     Returns
     -------

@@ -19,25 +19,64 @@ from ..archive.observation import Observation
 from ..archive.query import load as load_query
 from ..archive.query import load_summary
 from ..catalog import build_catalog
-from ..catalog.build import write_sources
+from ..catalog.export import export_csv, write_sources
+from ..catalog.versions import SPECTRA
 from ..photometry import PhotometryConfig
-from .aggregate import export_csv
 from .config import BatchConfig, load_catalog, load_neighbours
 from .extract import extract_images, write_manifest
 from .query import query_region_observations
 
 
 def load_query_summary(output_dir: str | Path) -> dict:
-    """The ``query_summary.yaml`` of a batch run."""
+    """The ``query_summary.yaml`` of a batch run (reference name).
+
+    Parameters
+    ----------
+    output_dir : path
+        The run folder.
+
+    Returns
+    -------
+    dict
+    """
     return load_summary(output_dir)
 
 
 @dataclass
 class RunSummary:
-    """What a run did: images found / fetched / measured / failed, archive files that could not
-    be read (named in the manifest), catalog sources, light-curve rows, channel-spectrum rows,
-    sources flagged variable, catalog partitions in all and rewritten by this run, wall time,
-    and a ``note`` when there was nothing to measure."""
+    """What a run did.
+
+    Parameters
+    ----------
+    images : int
+        Images found.
+    unreadable : int
+        Archive files that could not be read (named in the manifest).
+    fetched : int
+        Files downloaded.
+    measured : int
+        Images measured by this run.
+    failed : int
+        Images that failed (named in the manifest with their error).
+    sources : int
+        Targets in the input list.
+    rows : int
+        Light-curve rows in the catalog.
+    spectrum_rows : int
+        Channel-spectrum rows.
+    variable : int
+        Sources flagged variable.
+    mixed_releases : int
+        Sources measured in more than one release.
+    partitions : int
+        Catalog partitions in all.
+    partitions_rewritten : int
+        Catalog partitions this run wrote.
+    seconds : dict
+        Wall time of each stage.
+    note : str
+        Why there is nothing to measure, when there is not.
+    """
 
     images: int = 0
     unreadable: int = 0
@@ -106,9 +145,20 @@ class BatchPipeline:
         return load_query(self.config.output_dir)
 
     def run_download(self, skip_existing: bool = True) -> pd.DataFrame:
-        """Stage 2: fetch the files into ``images/D<n>/`` (nothing when they are read in
-        place: :attr:`BatchConfig.in_place`).
-        Returns one row per file; failures also go to the manifest."""
+        """Stage 2: fetch the files into ``images/D<n>/``.
+
+        Nothing is fetched when the files are read in place (:attr:`BatchConfig.in_place`).
+
+        Parameters
+        ----------
+        skip_existing : bool
+            Keep files already downloaded.
+
+        Returns
+        -------
+        DataFrame
+            One row per file; failures also go to the manifest.
+        """
         t0 = time.perf_counter()
         found = self._observations()
         if self.config.in_place:
@@ -117,7 +167,7 @@ class BatchPipeline:
             for o in found.observations:
                 destination(o, self.config.image_dir).unlink(missing_ok=True)
         cfg = FetchConfig(concurrency=self.config.max_download_workers)
-        with cluster.run_context(self.config.output_dir, "download", self.client, "performance-report-download.html"):
+        with cluster.run_context("download", self.config.layout.performance_report("download"), client=self.client):
             result = fetch(found.to_bag(), self.config.image_dir, cfg, storage_options=self.config.storage_options,
                            client=self.client)
         failed = result[result.status == "failed"]
@@ -141,11 +191,21 @@ class BatchPipeline:
         return [replace(o, url=str(w)) for o, w in zip(found, where) if w.exists()]
 
     def run_extract(self, skip_existing: bool = True) -> int:
-        """Stage 3: photometry of every catalog source in every image; returns the number of
-        images newly measured."""
+        """Stage 3: photometry of every target in every image.
+
+        Parameters
+        ----------
+        skip_existing : bool
+            Reuse per-image files made from the same image, targets and config.
+
+        Returns
+        -------
+        int
+            The number of images newly measured.
+        """
         t0 = time.perf_counter()
         catalog, neighbours = self._catalogs
-        with cluster.run_context(self.config.output_dir, "extract", self.client, "performance-report-extract.html"):
+        with cluster.run_context("extract", self.config.layout.performance_report("extract"), client=self.client):
             n = extract_images(self._images(), catalog, self.config.photometry, self.config.per_image_dir,
                                skip_existing=skip_existing, manifest_path=self.config.manifest_path,
                                storage_options=self.config.storage_options, neighbours=neighbours,
@@ -159,13 +219,25 @@ class BatchPipeline:
         return n
 
     def run_aggregate(self, clean: bool = False) -> int:
-        """Stage 4: the run's catalog (``catalog/``: light curves, channel spectra and
-        per-source summaries with the variability test, built or brought up to date: only
-        partitions whose sources gained or lost rows, or whose config changed, are rewritten),
-        ``sources.parquet``, ``spectra/`` and the per-source CSVs when ``export_csv``.
-        Returns the number of targets."""
+        """Stage 4: the run's catalog, ``sources.parquet``, ``spectra/`` and the CSVs.
+
+        The catalog (light curves, channel spectra and per-source summaries with the
+        variability test) is built or brought up to date: only partitions whose sources gained
+        or lost rows, or whose config changed, are rewritten. The per-source CSV files are
+        written when ``export_csv``.
+
+        Parameters
+        ----------
+        clean : bool
+            Remove the CSV folder before exporting.
+
+        Returns
+        -------
+        int
+            The number of sources in the catalog.
+        """
         t0 = time.perf_counter()
-        with cluster.run_context(self.config.output_dir, "aggregate", self.client, "performance-report-aggregate.html"):
+        with cluster.run_context("aggregate", self.config.layout.performance_report("aggregate"), client=self.client):
             made = build_catalog(self.config.per_image_dir, self.config.catalog_dir, spectra=self.config.spectra,
                                  partition_rows=self.config.partition_rows, client=self.client)
             if self.config.export_csv:
@@ -175,7 +247,7 @@ class BatchPipeline:
         if not link.is_symlink():
             if link.exists():
                 shutil.rmtree(link)  # a folder of an earlier layout
-            link.symlink_to(Path(self.config.catalog_dir.name) / "spectra", target_is_directory=True)
+            link.symlink_to(Path(self.config.catalog_dir.name) / SPECTRA, target_is_directory=True)
         s = self.summary
         s.rows, s.spectrum_rows, s.variable, s.mixed_releases = made.rows, made.spectrum_rows, made.variable, made.mixed_releases
         s.partitions, s.partitions_rewritten = made.partitions, made.rewritten
@@ -204,9 +276,21 @@ class BatchPipeline:
         _ = self._catalogs  # read once, here, for its errors
 
     def run_all(self, skip_existing: bool = True) -> RunSummary:
-        """All four stages, after :meth:`check_inputs`; a rerun resumes: the query runs again,
-        finished downloads and images are skipped, catalog partitions whose inputs are
-        unchanged are kept."""
+        """All four stages, after :meth:`check_inputs`.
+
+        A rerun resumes: the query runs again, finished downloads and images are skipped,
+        catalog partitions whose inputs are unchanged are kept.
+
+        Parameters
+        ----------
+        skip_existing : bool
+            Keep finished downloads and per-image files.
+
+        Returns
+        -------
+        RunSummary
+            What the run did.
+        """
         t0 = time.perf_counter()
         self.check_inputs()
         self.run_query()  # again on a rerun: images that appeared since are measured, the rest skipped
@@ -225,8 +309,38 @@ def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, 
               bands: list[str] | None = None, coverage_mode: str = "any", max_images: int = 500,
               max_download_workers: int = 4, max_extract_workers: int = 12, skip_existing: bool = True,
               photometry_config: PhotometryConfig | None = None, **options) -> BatchPipeline:
-    """Run the whole batch pipeline with one call (reference signature; ``options`` are further
-    :class:`BatchConfig` fields such as ``archive`` or ``tap_url``). Returns the pipeline."""
+    """Run the whole batch pipeline with one call (reference signature).
+
+    Parameters
+    ----------
+    catalog : str
+        The targets (``BatchConfig.catalog_path``).
+    center_ra, center_dec, radius : float
+        The region (deg).
+    output_dir : str
+        The run folder.
+    bands : list of str, optional
+        Detectors to use; default all.
+    coverage_mode : {"any", "full"}
+        Images overlapping the region, or containing it.
+    max_images : int
+        At most this many images.
+    max_download_workers : int
+        Concurrent downloads.
+    max_extract_workers : int
+        The reference's pool size, accepted and ignored.
+    skip_existing : bool
+        Resume: keep finished downloads and per-image files.
+    photometry_config : PhotometryConfig, optional
+        How each image is measured.
+    **options
+        Further :class:`BatchConfig` fields, such as ``archive`` or ``tap_url``.
+
+    Returns
+    -------
+    BatchPipeline
+        The pipeline, its ``summary`` filled.
+    """
     config = BatchConfig(center_ra=center_ra, center_dec=center_dec, radius=radius, catalog_path=Path(catalog),
                          coverage_mode=coverage_mode, bands=bands, max_images=max_images, output_dir=Path(output_dir),
                          max_download_workers=max_download_workers, max_extract_workers=max_extract_workers,

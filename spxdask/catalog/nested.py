@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 #: the nested columns
 LIGHTCURVE, SPECTRUM = "lightcurve", "spectrum"
 HEALPIX_29 = "_healpix_29"
+#: the order of the light-curve rows within a partition
+SORT_KEYS = ["targetid", "mjd", "wavelength"]
 #: sources per Parquet row group of a partition: a one-source read opens one group
 SOURCES_PER_ROW_GROUP = 250
 

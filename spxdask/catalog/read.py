@@ -1,6 +1,9 @@
-"""A few sources from the catalog, fast: the id index (sorted by targetid, its row groups'
-statistics skip all but one) names each source's partition and row; one row group of that
-partition is read (pyarrow, no Dask)."""
+"""The readers of the run's catalog: a few sources, fast.
+
+The id index (sorted by targetid, its row groups' statistics skip all but one) names each
+source's partition and row; one row group of that partition is read (pyarrow, no Dask). Every
+reader takes the catalog folder, as ``lsdb.open_catalog`` does, or the run folder that holds
+it (:func:`spxdask.layout.catalog_folder`)."""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from hats.pixel_math import HealpixPixel
 
-from .build import ID_INDEX, _partition_path, current_version, partition_files
-from .nested import SOURCES_PER_ROW_GROUP, SPECTRUM, flatten, keys
+from ..layout import catalog_folder
+from .nested import LIGHTCURVE, SORT_KEYS, SOURCES_PER_ROW_GROUP, SPECTRUM, flatten, keys
+from .versions import ID_INDEX, current_version, partition_files, partition_path
 
 
 def _ids(index_path: Path, targetids: Sequence) -> list:
@@ -29,25 +33,38 @@ def _ids(index_path: Path, targetids: Sequence) -> list:
     return [str(t) for t in ids]
 
 
-def read_nested(catalog_dir: str | Path, targetids: Sequence, column: str) -> pd.DataFrame:
-    """The rows of nested ``column`` (``lightcurve`` or ``spectrum``) of the given sources, in
-    stored order (the light curves: targetid, ra, dec and the per-image columns).
+def read_nested(catalog: str | Path, targetids: Sequence, column: str) -> pd.DataFrame:
+    """The rows of nested ``column`` of the given sources, in stored order.
+
+    Parameters
+    ----------
+    catalog : path
+        The catalog folder, or the run folder that holds it.
+    targetids : sequence
+        The sources (their type is the catalog's: integers stay integers).
+    column : {"lightcurve", "spectrum"}
+        The nested column (the light curves: targetid, ra, dec and the per-image columns).
+
+    Returns
+    -------
+    DataFrame
 
     Raises
     ------
     FileNotFoundError
         When there is no catalog yet.
     """
-    version = current_version(Path(catalog_dir))
+    folder = catalog_folder(catalog)
+    version = current_version(folder)
     if version is None:
-        raise FileNotFoundError(f"no catalog in {catalog_dir}: run the batch pipeline (its catalog stage) first")
+        raise FileNotFoundError(f"no catalog in {folder}: run the batch pipeline (its catalog stage) first")
     ids = _ids(version / ID_INDEX, targetids)
     where = pq.read_table(version / ID_INDEX, filters=[("targetid", "in", ids)]) if ids else None
     frames = []
     if where is not None and where.num_rows:
         located = where.to_pandas()
         for (order, npix), rows in located.groupby(["norder", "npix"]):
-            part = pq.ParquetFile(_partition_path(version, HealpixPixel(int(order), int(npix))))
+            part = pq.ParquetFile(partition_path(version, HealpixPixel(int(order), int(npix))))
             groups = sorted(set((rows["row"] // SOURCES_PER_ROW_GROUP).tolist()))
             table = part.read_row_groups(groups, columns=[*keys(column), column])
             frames.append(flatten(table.filter(pc.is_in(table["targetid"], value_set=pa.array(ids))), column))
@@ -57,14 +74,77 @@ def read_nested(catalog_dir: str | Path, targetids: Sequence, column: str) -> pd
     return flatten(schema.empty_table().select([*keys(column), column]), column)
 
 
-def read_spectra(output_dir: str | Path, targetids: Sequence) -> pd.DataFrame:
-    """Channel spectra of the given targets (:data:`~spxdask.spectra.binning.SPECTRUM_COLUMNS`),
-    sorted by targetid then wavelength, from the run's catalog."""
-    rows = read_nested(Path(output_dir) / "catalog", targetids, SPECTRUM)
+def read_lightcurves(catalog: str | Path, targetids: Sequence) -> pd.DataFrame:
+    """The light-curve rows of the given targets: one row group of one partition per target.
+
+    Parameters
+    ----------
+    catalog : path
+        The catalog folder (``lightcurve_dir`` of :func:`~spxdask.batch.aggregate_lightcurves`),
+        or the run folder that holds it.
+    targetids : sequence
+        The targets.
+
+    Returns
+    -------
+    DataFrame
+        Sorted by (targetid, mjd, wavelength); the per-image file's columns
+        (:mod:`spxdask.per_image`).
+    """
+    rows = read_nested(catalog, targetids, LIGHTCURVE)
+    return rows.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+
+
+def read_lightcurve(catalog: str | Path, targetid) -> pd.DataFrame:
+    """One target's light-curve rows (reference name).
+
+    Parameters
+    ----------
+    catalog : path
+        The catalog folder, or the run folder that holds it.
+    targetid : int or str
+        The target.
+
+    Returns
+    -------
+    DataFrame
+        Sorted by mjd then wavelength; empty when it was never measured.
+    """
+    return read_lightcurves(catalog, [targetid])
+
+
+def read_spectra(catalog: str | Path, targetids: Sequence) -> pd.DataFrame:
+    """Channel spectra of the given targets.
+
+    Parameters
+    ----------
+    catalog : path
+        The catalog folder, or the run folder that holds it.
+    targetids : sequence
+        The targets.
+
+    Returns
+    -------
+    DataFrame
+        :data:`~spxdask.spectra.binning.SPECTRUM_COLUMNS`, sorted by targetid then wavelength.
+    """
+    rows = read_nested(catalog, targetids, SPECTRUM)
     return rows.sort_values(["targetid", "wavelength"], kind="stable", ignore_index=True)
 
 
-def read_spectrum(output_dir: str | Path, targetid) -> pd.DataFrame:
-    """One target's channel spectrum (one row per channel with measurements, by wavelength;
-    empty when it has none)."""
-    return read_spectra(output_dir, [targetid])
+def read_spectrum(catalog: str | Path, targetid) -> pd.DataFrame:
+    """One target's channel spectrum.
+
+    Parameters
+    ----------
+    catalog : path
+        The catalog folder, or the run folder that holds it.
+    targetid : int or str
+        The target.
+
+    Returns
+    -------
+    DataFrame
+        One row per channel with measurements, by wavelength; empty when it has none.
+    """
+    return read_spectra(catalog, [targetid])

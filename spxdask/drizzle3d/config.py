@@ -22,28 +22,71 @@ WEIGHTINGS = ("background", "ivar")
 
 @dataclass
 class Drizzle3DConfig(Config):
-    """Where and how to build (λ, y, x) cubes.
+    """Where and how to build (λ, y, x) cubes (the reference's fields keep their names and defaults).
 
-    The reference's fields keep their names and defaults. Sizes ``width`` / ``height`` are in
-    arcmin; ``detector`` 0 means every detector (one cube each). spxdask adds where the data
-    come from (``archive``: a local folder, read in place, or an fsspec URL, whose files are
-    downloaded into ``output_dir/images/``, ``storage_options`` its fsspec options, e.g.
-    ``{"anon": True}``; ``tap_url``; ``data_mirror`` maps IRSA URLs to a local mirror), the
-    spatial ``kernel`` ("square": exact pixel-footprint overlap, the drizzle algorithm;
-    "bilinear": the reference's kernel, for comparison) and ``split_every`` (fan-in of the sums
-    of partial cubes).
-
-    ``exclude_flags`` (FLAGS bit numbers whose pixels are left out) defaults to the bad bits
-    photometry leaves out (``PhotometryConfig().bad_flags``: hot, cold, dead, transient...
-    pixels), not to the reference's ``[]``, which lets flagged pixels into the cube (a hot
-    pixel of +50 MJy/sr biased a simulated cube's sources 4x high). ``exclude_flags=[]`` gives
-    the reference's behaviour back. Cube files record the bits in ``EXCLMASK`` / ``EXCLBITS``.
-
-    ``weighting``: each input pixel is weighted by the inverse of a variance, capped at
-    ``ivar_max``: its row's median VARIANCE (``"background"``, default) or its own
-    (``"ivar"``, the reference). A pixel's own variance holds the source's photon noise, so
-    ``"ivar"`` weights each image's brightest source pixels down and biases point-source
-    fluxes low (to 0.4x for bright simulated sources).
+    Parameters
+    ----------
+    center_ra, center_dec : float
+        Centre of the box (deg).
+    width, height : float
+        Size of the box (arcmin).
+    detector : int
+        1-6; 0: every detector, one cube each.
+    xy_shrink : float
+        Spatial size of an input pixel's droplet, as a fraction of the pixel (the drizzle's pixfrac).
+    z_shrink : float, optional
+        Spectral droplet size as a fraction of the pixel's bandwidth; default ``xy_shrink``.
+    xy_oversample : float
+        Output pixels per native 6.15" pixel.
+    z_oversample : float
+        Output planes per native channel.
+    z_lambda_edges : ndarray, optional
+        Custom plane edges (µm), instead of the native channels.
+    mjd_range : (float, float), optional
+        Only images taken within these MJDs.
+    max_images : int
+        At most this many images; more stops the query before any download.
+    download_workers : int
+        Concurrent downloads.
+    skip_existing : bool
+        The reference's knob, accepted and ignored: cubes are replaced only with ``overwrite``.
+    data_mirror : Path, optional
+        A local mirror of IRSA's layout: files are read there instead of downloaded.
+    subtract_zodi : bool
+        Subtract each image's ZODI model, scaled by a fit over background pixels.
+    static_zodi : bool
+        Subtract the ZODI model as stored, unscaled.
+    exclude_flags : list of int
+        FLAGS bit numbers whose pixels are left out. Default: the bad bits photometry leaves out
+        (``PhotometryConfig().bad_flags``: hot, cold, dead, transient... pixels), not the
+        reference's ``[]``, which lets flagged pixels into the cube (a hot pixel of +50 MJy/sr
+        biased a simulated cube's sources 4x high). Cube files record the bits in ``EXCLMASK`` /
+        ``EXCLBITS``.
+    ivar_max : float
+        Cap of an input pixel's inverse-variance weight.
+    min_overlap : float
+        Input pixels overlapping an output pixel by less than this fraction are left out.
+    output_dir : Path
+        Where the cubes (``drizzle_D<n>.fits``) and the lists of rejected images go.
+    overwrite : bool
+        Replace existing cubes (otherwise ``FileExistsError`` before any work).
+    archive : str, optional
+        A local folder (read in place) or fsspec URL (downloaded into ``output_dir/images/``) of
+        L2 files; default: the TAP service.
+    tap_url : str, optional
+        The TAP service (default: the ``spxdask.irsa.tap_url`` setting, IRSA).
+    kernel : {"square", "bilinear"}
+        "square": exact pixel-footprint overlap (the drizzle algorithm); "bilinear": the
+        reference's kernel, for comparison.
+    split_every : int
+        Fan-in of the sums of partial cubes.
+    weighting : {"background", "ivar"}
+        Each input pixel is weighted by the inverse of a variance, capped at ``ivar_max``: its
+        row's median VARIANCE ("background") or its own ("ivar", the reference). A pixel's own
+        variance holds the source's photon noise, so "ivar" weights each image's brightest
+        source pixels down and biases point-source fluxes low (to 0.4x for bright sources).
+    storage_options : dict, optional
+        fsspec options of a remote archive, e.g. ``{"anon": True}``.
     """
 
     center_ra: float

@@ -21,9 +21,37 @@ def correlation_columns() -> list[str]:
 class DrizzleCube:
     """Accumulation buffers, shape (n_z, n_y, n_x) (FITS order, spectral axis first).
 
-    ``count_map`` counts distinct contributing images per voxel (int32: no wrap);
-    ``plane_inputs`` the images contributing to each plane; ``cov_accum`` (len(OFFSETS), n_z,
-    n_y, n_x) the noise shared by each voxel and its neighbour at each offset, Σ w w' σ².
+    Parameters
+    ----------
+    wcs : WCS
+        The celestial grid.
+    pixscale : float
+        Output pixel scale (arcsec).
+    zgrid : ZGrid
+        The planes.
+    flux_weighted : ndarray
+        Σ w f per voxel.
+    weight_total : ndarray
+        Σ w per voxel.
+    var_accum : ndarray
+        Σ w² σ² per voxel.
+    count_map : ndarray
+        Distinct contributing images per voxel (int32: no wrap).
+    and_mask, or_mask : ndarray
+        AND and OR of the contributing pixels' FLAGS.
+    config : Drizzle3DConfig
+        How the cube was made.
+    detector : int
+        Its detector.
+    n_inputs, n_rejected : int
+        Images that contributed, and that did not.
+    plane_inputs : ndarray, optional
+        Images contributing to each plane.
+    rejected : list
+        (image, reason) of each rejected image.
+    cov_accum : ndarray
+        (len(OFFSETS), n_z, n_y, n_x): the noise shared by each voxel and its neighbour at
+        each offset, Σ w w' σ².
     """
 
     wcs: WCS
@@ -45,7 +73,21 @@ class DrizzleCube:
 
     @classmethod
     def create(cls, wcs: WCS, pixscale: float, zgrid: ZGrid, config: Drizzle3DConfig, detector: int) -> DrizzleCube:
-        """An empty cube (zero sums, all-ones AND mask)."""
+        """An empty cube (zero sums, all-ones AND mask).
+
+        Parameters
+        ----------
+        wcs : WCS
+        pixscale : float
+        zgrid : ZGrid
+        config : Drizzle3DConfig
+        detector : int
+            As the fields of the same names.
+
+        Returns
+        -------
+        DrizzleCube
+        """
         shape = (zgrid.n_z, config.output_ny(), config.output_nx())
         return cls(wcs, pixscale, zgrid, np.zeros(shape), np.zeros(shape), np.zeros(shape),
                    np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),
@@ -54,7 +96,21 @@ class DrizzleCube:
 
     @classmethod
     def from_partial(cls, partial: PartialCube, grid: OutputGrid, config: Drizzle3DConfig) -> DrizzleCube:
-        """Place the reduced partial into the full grid."""
+        """Place a reduced partial cube into the full grid.
+
+        Parameters
+        ----------
+        partial : PartialCube
+            The sum of the images' partial cubes.
+        grid : OutputGrid
+            The cube's grid.
+        config : Drizzle3DConfig
+            How the cube is made.
+
+        Returns
+        -------
+        DrizzleCube
+        """
         cube = cls.create(grid.wcs, config.pixscale, grid.zgrid, config, grid.detector)
         if partial.flux.size:
             box = partial.box
@@ -105,11 +161,3 @@ class DrizzleCube:
                 out[z, k] = (self.cov_accum[k, z][a][both] / ww).sum() / scale if scale > 0 else 0.0
         return out
 
-    def as_loaded(self) -> dict:
-        """The cube as :func:`~spxdask.drizzle3d.load_cube` returns it from its file."""
-        from .io import cube_hdus
-
-        hdus = cube_hdus(self)
-        return {"header": hdus[0].header, "sci": hdus[1].data, "variance": hdus[2].data,
-                "and_mask": hdus[3].data, "or_mask": hdus[4].data, "count": hdus[5].data,
-                "wavelength": hdus[6].data, "sci_header": hdus[1].header}

@@ -23,7 +23,7 @@ from ..photometry.overlap import circle_weights
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from .accumulate import OFFSETS, neighbour_slices
 from .cube import DrizzleCube, correlation_columns
-from .io import load_cube
+from .io import as_loaded, load_cube
 
 #: Columns of :func:`extract_spectrum`, in order.
 SPECTRUM_COLUMNS = ("wavelength", "flux", "flux_error", "n_images", "flag")
@@ -148,7 +148,7 @@ def _loaded(cube: str | Path | dict | DrizzleCube) -> dict:
     if isinstance(cube, (str, Path)):
         return load_cube(cube)
     if isinstance(cube, DrizzleCube):
-        return cube.as_loaded()
+        return as_loaded(cube)
     return cube
 
 

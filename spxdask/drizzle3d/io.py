@@ -36,8 +36,21 @@ def _cube_wcs(cube: DrizzleCube) -> fits.Header:
 
 
 def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> Path:
-    """Write the cube as 7-HDU FITS, atomically. Raises FileExistsError when ``path`` exists
-    and not ``overwrite``."""
+    """Write the cube as 7-HDU FITS, atomically.
+
+    Parameters
+    ----------
+    cube : DrizzleCube
+    path : path
+        The FITS file.
+    overwrite : bool
+        Replace an existing file (otherwise ``FileExistsError``).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (set overwrite=True to replace it)")
@@ -95,9 +108,37 @@ def cube_hdus(cube: DrizzleCube) -> list:
     return [primary, sci, var, and_hdu, or_hdu, count, table]
 
 
+def as_loaded(cube: DrizzleCube) -> dict:
+    """The cube as :func:`load_cube` returns it from its file (without writing one).
+
+    Parameters
+    ----------
+    cube : DrizzleCube
+
+    Returns
+    -------
+    dict
+    """
+    hdus = cube_hdus(cube)
+    return {"header": hdus[0].header, "sci": hdus[1].data, "variance": hdus[2].data,
+            "and_mask": hdus[3].data, "or_mask": hdus[4].data, "count": hdus[5].data,
+            "wavelength": hdus[6].data, "sci_header": hdus[1].header}
+
+
 def load_cube(path: str | Path) -> dict:
-    """The cube's arrays: ``header`` (PRIMARY), ``sci``, ``variance``, ``and_mask``,
-    ``or_mask``, ``count`` and ``wavelength`` (a FITS record array)."""
+    """A cube's arrays, from its FITS file (reference name).
+
+    Parameters
+    ----------
+    path : path
+        A file written by :func:`save_cube`.
+
+    Returns
+    -------
+    dict
+        ``header`` (PRIMARY), ``sci``, ``variance``, ``and_mask``, ``or_mask``, ``count``,
+        ``wavelength`` (a FITS record array) and ``sci_header``.
+    """
     with fits.open(path) as h:
         return {"header": h[0].header.copy(), "sci": h["SCI"].data.copy(), "variance": h["VARIANCE"].data.copy(),
                 "and_mask": h["AND_MASK"].data.copy(), "or_mask": h["OR_MASK"].data.copy(),

@@ -12,22 +12,17 @@ from .. import cluster
 from .._io import is_remote, write_parquet_atomic
 from ..archive.fetch import FetchConfig, fetch
 from ..archive.local import mirror_path, named_detector
+from ..archive.open import open_archive
 from ..archive.query import RegionQuery
-from ..batch.query import archive_for
 from ..geometry import grid_corners
-from ..kernels import warm_workers
+from ..layout import RunLayout
 from .accumulate import OutputGrid, PartialCube, combine, rejected
 from .config import Drizzle3DConfig
 from .cube import DrizzleCube
-from .grid import build_output_wcs
+from .grid import build_output_wcs, output_grid
 from .io import save_cube
 from .reduce import reduce_partials, tree_partials
-from .spectral import z_grid_for
-
-
-def output_grid(config: Drizzle3DConfig, detector: int, output_wcs=None) -> OutputGrid:
-    return OutputGrid(output_wcs or build_output_wcs(config), (config.output_ny(), config.output_nx()),
-                      z_grid_for(detector, config.z_oversample, config.z_lambda_edges), detector)
+from .warmup import compile_loops
 
 
 def cube_path(config: Drizzle3DConfig, detector: int) -> Path:
@@ -59,10 +54,31 @@ def _finish(partial, grid: OutputGrid, config: Drizzle3DConfig) -> Path | None:
 
 def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, output_wcs=None,
                      storage_options: dict | None = None, *, client=None) -> Path | None:
-    """Drizzle the given files of one detector into ``drizzle_D<n>.fits``; None when nothing
-    contributed. Images of other detectors, unreadable or non-overlapping images are
-    rejected (listed in ``drizzle_D<n>_rejected.parquet``), never fatal. Runs on ``client``
-    (default: the running Client, else local threads)."""
+    """Drizzle the given files of one detector into ``drizzle_D<n>.fits`` (reference name).
+
+    Images of other detectors, unreadable or non-overlapping images are rejected (listed in
+    ``drizzle_D<n>_rejected.parquet``), never fatal.
+
+    Parameters
+    ----------
+    fits_paths : list
+        L2 files (paths or URLs).
+    config : Drizzle3DConfig
+        The box and how the cube is made.
+    detector : int
+        The detector.
+    output_wcs : WCS, optional
+        Default: :func:`build_output_wcs` of ``config``.
+    storage_options : dict, optional
+        fsspec options for remote files.
+    client : distributed.Client, optional
+        Where the tasks run (default: the running Client, else local threads).
+
+    Returns
+    -------
+    Path or None
+        The cube, or None when nothing contributed.
+    """
     _check_outputs(config, [detector])
     grid = output_grid(config, detector, output_wcs)
     (partial,) = _sums({detector: ([str(p) for p in fits_paths], grid)}, config, client, storage_options).values()
@@ -75,7 +91,7 @@ def _sums(jobs: dict, config: Drizzle3DConfig, client, storage_options: dict | N
     otherwise."""
     client = client or cluster.running_client()
     if client is not None:
-        warm_workers(client)
+        cluster.compile_ahead(client, compile_loops)
         return reduce_partials(jobs, config, client, storage_options)
     trees = [tree_partials(paths, grid, config, storage_options) for paths, grid in jobs.values()]
     return dict(zip(jobs, cluster.compute(*trees)))
@@ -90,9 +106,8 @@ def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[
     query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
                         mjd_range=config.mjd_range, max_images=config.max_images)
     remote = bool(config.archive) and is_remote(str(config.archive))
-    index = config.output_dir / "archive_index.parquet" if remote else None  # a remote root stays read-only
-    found = archive_for(config.archive, config.tap_url, index_path=index, storage_options=config.storage_options,
-                        client=client).query(query)
+    found = open_archive(config.archive, config.tap_url, run_dir=config.output_dir,
+                         storage_options=config.storage_options, client=client).query(query)
     frame = found.frame
     lost: dict[int, list[tuple[str, str]]] = {}
     for url, error in found.unreadable:
@@ -107,7 +122,7 @@ def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[
     elif config.archive and not remote:
         paths = list(frame["url"])  # a local archive is read in place
     else:
-        result = fetch(found.to_bag(), config.output_dir / "images", FetchConfig(concurrency=config.download_workers),
+        result = fetch(found.to_bag(), RunLayout(config.output_dir).images, FetchConfig(concurrency=config.download_workers),
                        storage_options=config.storage_options, client=client)
         ok = result["status"] != "failed"
         paths = list(result["path"].where(ok))
@@ -121,22 +136,29 @@ def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[
 
 
 def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
-    """Query → files → one cube per detector (detectors in parallel) → {detector: path}.
+    """Query → files → one cube per detector (detectors in parallel) (reference name).
+
+    Existing outputs are detected before anything is computed (``FileExistsError`` unless
+    ``overwrite``).
 
     Parameters
     ----------
     config : Drizzle3DConfig
+        The box, the detectors and where the images come from.
     client : distributed.Client, optional
         Where every task runs (index, fetch, partial cubes). Default: the running Client,
         else local threads (:func:`spxdask.cluster.compute`).
 
-    Existing outputs are detected before anything is computed (FileExistsError unless
-    ``overwrite``)."""
+    Returns
+    -------
+    dict
+        {detector: path of its cube}, for each detector some image contributed to.
+    """
     detectors = [config.detector] if config.detector else list(range(1, 7))
     _check_outputs(config, detectors)
     files, lost = _files(config, client)
     grids = {det: output_grid(config, det) for det in sorted(set(files) | set(lost))}
-    with cluster.run_context(config.output_dir, "drizzle", client, report="performance-report-drizzle.html"):
+    with cluster.run_context("drizzle", RunLayout(config.output_dir).performance_report("drizzle"), client=client):
         partials = _sums({d: (files[d], grids[d]) for d in files}, config, client)
     results = {}
     for det, grid in grids.items():

@@ -168,8 +168,24 @@ def map_window(transform: PixelTransform, window: tuple[slice, slice], output_sh
 def compute_spatial_mapping(input_wcs: WCS, input_shape: tuple[int, int], output_wcs: WCS,
                             output_shape: tuple[int, int], xy_shrink: float,
                             kernel: str = "square") -> tuple[np.ndarray, ...]:
-    """Reference API: ``(valid_mask, pixel_idx, out_y, out_x, f_xy)`` for a whole input image;
-    ``pixel_idx`` is the flat index into the input image."""
+    """The overlaps of a whole input image with the output grid (reference name).
+
+    Parameters
+    ----------
+    input_wcs : WCS
+    input_shape : (int, int)
+    output_wcs : WCS
+    output_shape : (int, int)
+        The input image and the output grid, (ny, nx).
+    xy_shrink : float
+        Droplet size, as a fraction of the input pixel.
+    kernel : {"square", "bilinear"}
+
+    Returns
+    -------
+    valid_mask, pixel_idx, out_y, out_x, f_xy : ndarray
+        ``pixel_idx`` is the flat index into the input image.
+    """
     valid = np.zeros(input_shape, bool)
     window = input_window(input_wcs, input_shape, output_wcs, output_shape)
     if window is None:

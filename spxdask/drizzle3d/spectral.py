@@ -14,7 +14,15 @@ C_M_PER_S = 299_792_458.0
 
 @dataclass(frozen=True)
 class ZGrid:
-    """Spectral bins: ``edges`` (n_z + 1), ``centers`` and ``widths`` (n_z), in micron."""
+    """Spectral bins (µm).
+
+    Parameters
+    ----------
+    edges : ndarray
+        n_z + 1 edges.
+    centers, widths : ndarray
+        n_z each.
+    """
 
     edges: np.ndarray
     centers: np.ndarray
@@ -49,14 +57,33 @@ def detector_spectral_table(detector: int):
 
 def build_z_grid_native(detector: int) -> ZGrid:
     """The 17 native channels: edges are the WL_MIN of each channel plus the last WL_MAX
-    (adjacent channels overlap in the table; each is cut at the next one's WL_MIN)."""
+    (adjacent channels overlap in the table; each is cut at the next one's WL_MIN).
+
+    Parameters
+    ----------
+    detector : int
+
+    Returns
+    -------
+    ZGrid
+    """
     t = detector_spectral_table(detector)
     return ZGrid.from_edges(np.append(t["wl_min"].to_numpy(float), t["wl_max"].iloc[-1]))
 
 
 def build_z_grid_oversampled(detector: int, z_oversample: float) -> ZGrid:
     """Constant resolving power R_eff = mean(R) x ``z_oversample``: edges grow by
-    (1 + 1/R_eff) from the first WL_MIN until past the last WL_MAX."""
+    (1 + 1/R_eff) from the first WL_MIN until past the last WL_MAX.
+
+    Parameters
+    ----------
+    detector : int
+    z_oversample : float
+
+    Returns
+    -------
+    ZGrid
+    """
     t = detector_spectral_table(detector)
     r_eff = float(t["r"].mean()) * z_oversample
     lo, hi = float(t["wl_min"].iloc[0]), float(t["wl_max"].iloc[-1])
@@ -65,7 +92,17 @@ def build_z_grid_oversampled(detector: int, z_oversample: float) -> ZGrid:
 
 
 def build_z_grid_custom(lambda_edges: np.ndarray) -> ZGrid:
-    """Bins from user edges (micron, strictly increasing, at least two)."""
+    """Bins from user edges.
+
+    Parameters
+    ----------
+    lambda_edges : ndarray
+        µm, strictly increasing, at least two.
+
+    Returns
+    -------
+    ZGrid
+    """
     edges = np.asarray(lambda_edges, float)
     if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
         raise ValueError("z_lambda_edges must be >= 2 strictly increasing values (micron)")

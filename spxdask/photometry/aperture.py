@@ -24,6 +24,7 @@ import pandas as pd
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
+from .. import per_image
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
@@ -32,12 +33,8 @@ from .config import PhotometryConfig
 from .pixels import measure_pixels
 from .psf_fit import DEGENERATE_CORRELATION, fit_psf
 
-#: Output columns of :func:`measure_image`, in order (the reference's, then spxdask's).
-COLUMNS = ("targetid", "ra", "dec", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab",
-           "mag_ab_error", "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius",
-           "filename", "detector", "n_bad", "aperture_correction", "flux_total", "flux_total_error",
-           "zodi_scale", "quality", "flux_psf", "flux_psf_error", "mag_psf_ab", "mag_psf_ab_error", "psf_chi2",
-           "psf_n_neighbours", "psf_corr_max", "psf_quality", "pipeline_version", "release")
+#: Output columns of :func:`measure_image`, in order: the per-image file's (:mod:`spxdask.per_image`).
+COLUMNS = per_image.NAMES
 #: The reasons ``quality`` can list (comma-separated), see :func:`measure_image`.
 QUALITY_REASONS = ("edge", "bad_pixels", "background_source_pixels", "no_background")
 #: The reasons ``psf_quality`` can list.
@@ -107,8 +104,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     rows = np.flatnonzero(keep)[order]
     x, y = x[rows], y[rows]
     if not keep.any():
-        return pd.DataFrame({c: pd.Series(dtype=_EMPTY_DTYPES.get(c, "float64")) for c in COLUMNS}).assign(
-            targetid=sources["targetid"].iloc[:0].reset_index(drop=True))
+        return per_image.empty_frame(sources["targetid"])
 
     r = aperture_radius(l2, config)
     m = max(1, int(math.ceil(r)))
@@ -247,12 +243,6 @@ def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.n
                        psf_degenerate=fit.corr_max[:n] > DEGENERATE_CORRELATION, no_pixels=~np.isfinite(fit.flux[:n]))
     return {"flux_psf": fit.flux[:n], "flux_psf_error": np.sqrt(fit.variance[:n]), "psf_chi2": fit.chi2[:n],
             "psf_n_neighbours": fit.n_neighbours[:n], "psf_corr_max": fit.corr_max[:n], "psf_quality": quality}
-
-
-_EMPTY_DTYPES = {"obs_id": "object", "band": "object", "filename": "object", "quality": "object",
-                 "pipeline_version": "object", "release": "object",
-                 "psf_quality": "object", "flag": "int32", "detector": "int8", "n_bad": "int16",
-                 "psf_n_neighbours": "int32"}
 
 
 def _reasons(**conditions: np.ndarray) -> np.ndarray:

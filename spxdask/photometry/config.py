@@ -50,10 +50,18 @@ class PhotometryConfig(Config):
     subtract_zodi : bool
         Subtract the file's ZODI model, scaled by a weighted least-squares fit over background
         pixels clipped to [``zodi_scale_min``, ``zodi_scale_max``].
+    zodi_scale_min, zodi_scale_max : float
+        Bounds of the fitted ZODI scale.
     pixel_scale_fallback : float
         Pixel scale (arcsec) when the WCS gives none.
+    max_annulus_attempts : int
+        Times the annulus grows.
+    annulus_expansion_step : float
+        How much its outer radius grows each time (px).
     background_method : {"annulus", "window"}
-        Local annulus, or a ``window_size`` box (int or (h, w)) as the reference batch path.
+        Local annulus, or a ``window_size`` box as the reference batch path.
+    window_size : int or (int, int)
+        Side, or (height, width), of the background box of ``background_method="window"`` (px).
     pixel_area : {"wcs", "local"}
         µJy per (MJy/sr x pixel): ``"wcs"`` uses the square of the linear WCS pixel scale (the
         reference); ``"local"`` the solid angle of the source's pixel through the SIP WCS. The

@@ -12,7 +12,7 @@ import pandas as pd
 from .._io import atomic_path, write_parquet_atomic
 from ..cluster import running_client
 from .config import SimConfig
-from .sky import make_catalog, plan_survey
+from .sky import ImageSpec, make_catalog, plan_survey
 from .writer import write_image
 
 
@@ -52,3 +52,26 @@ def simulate_sky(out: str | Path, cfg: SimConfig = SimConfig(), *, client=None,
     write_parquet_atomic(pd.concat(frames, ignore_index=True), truth_dir / "detections.parquet")
     return SimulatedSky(root, archive, root / "catalog.csv", truth_dir / "sources.parquet",
                         truth_dir / "detections.parquet", [archive / s.relpath for s in specs])
+
+
+def write_tiny_image(folder: str | Path) -> tuple[Path, ImageSpec, pd.DataFrame]:
+    """One 64² QR2 image of 20 sources, written into ``folder`` (what the loops are compiled on).
+
+    Parameters
+    ----------
+    folder : path
+
+    Returns
+    -------
+    path : Path
+        The file.
+    spec : ImageSpec
+        Its pointing and epoch.
+    catalog : DataFrame
+        Its sources (targetid, ra, dec, ...).
+    """
+    cfg = SimConfig(n_images=1, size=64, n_sources=20, detectors=(1,), n_epochs=1, min_separation_arcsec=0.0)
+    catalog = make_catalog(cfg)
+    spec = plan_survey(cfg, catalog)[0]
+    write_image(spec, cfg, Path(folder))
+    return Path(folder) / spec.relpath, spec, catalog

@@ -23,8 +23,20 @@ UNITS = {"wavelength": "um", "wavelength_min": "um", "wavelength_max": "um", "fl
 
 
 def assign_channels(detector: np.ndarray, wavelength: np.ndarray) -> np.ndarray:
-    """Row of :func:`~spxdask.spherex.channels.channel_table` of each measurement's channel,
-    or -1 when its wavelength lies outside every channel of its detector."""
+    """Row of :func:`~spxdask.spherex.channels.channel_table` of each measurement's channel.
+
+    Parameters
+    ----------
+    detector : ndarray
+        Each measurement's detector, 1-6.
+    wavelength : ndarray
+        Each measurement's wavelength (µm).
+
+    Returns
+    -------
+    ndarray of int64
+        The channel's row, or -1 when the wavelength lies outside every channel of the detector.
+    """
     table = channel_table()
     detector = np.asarray(detector)
     wavelength = np.asarray(wavelength, float)

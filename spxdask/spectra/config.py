@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from .._config import Config, require
 from ..photometry import QUALITY_REASONS
@@ -52,11 +56,59 @@ class SpectraConfig(Config):
         need(0.0 < self.false_positive_rate < 1.0, "false_positive_rate", "must be within (0, 1)")
 
     def resolve_flux(self, columns, psf_measured: bool = True) -> tuple[str, str]:
-        """The (flux, error) column pair to use among ``columns``; ``psf_measured``: whether
-        the PSF columns hold measurements (they are NaN when the PSF fit was off)."""
+        """The (flux, error) column pair to use among ``columns``.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            The columns of the measurements.
+        psf_measured : bool
+            Whether the PSF columns hold measurements (they are NaN when the PSF fit was off).
+
+        Returns
+        -------
+        flux, error : str
+        """
         name = self.flux_column
         if name == "auto":
             name = "flux_psf" if "flux_psf" in columns and psf_measured else "flux_total"
         if name not in columns or f"{name}_error" not in columns:
             raise ValueError(f"SpectraConfig.flux_column: the measurements have no {name!r} / {name}_error columns")
         return name, f"{name}_error"
+
+
+def chosen_flux(config: SpectraConfig, files: Sequence[Path]) -> SpectraConfig:
+    """``config`` with its flux column resolved for a whole run, so every partition takes the same one.
+
+    Parameters
+    ----------
+    config : SpectraConfig
+    files : sequence of Path
+        The run's per-image files (``"auto"``: the PSF flux when any of them has a value, read
+        from the footers' null counts).
+
+    Returns
+    -------
+    SpectraConfig
+    """
+    names = pq.read_schema(files[0]).names
+    measured = "flux_psf" in names and any(_has_values(f, "flux_psf") for f in files)
+    if config.flux_column == "flux_psf" and not measured:
+        raise ValueError("SpectraConfig.flux_column: the run has no 'flux_psf' values (measured with "
+                         "PhotometryConfig.psf_fit=False); take 'auto' or 'flux_total'")
+    return replace(config, flux_column=config.resolve_flux(names, measured)[0])
+
+
+def _has_values(path: Path, column: str) -> bool:
+    """Whether a Parquet file's ``column`` holds a non-null value (footer statistics, or the
+    column itself when a row group has none)."""
+    meta = pq.read_metadata(path)
+    index = meta.schema.names.index(column)
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(index).statistics
+        if stats is None or not stats.has_null_count:
+            values = pq.read_table(path, columns=[column]).column(0)
+            return values.null_count < len(values)
+        if stats.null_count < meta.row_group(rg).num_rows:
+            return True
+    return False

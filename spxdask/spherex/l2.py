@@ -55,6 +55,13 @@ class L2FormatError(ValueError):
     """An L2 file is unreadable, truncated, incomplete or malformed.
 
     The message names the file and what is wrong with it.
+
+    Parameters
+    ----------
+    source : str
+        The file.
+    problem : str
+        What is wrong with it.
     """
 
     def __init__(self, source: str, problem: str):
@@ -310,7 +317,16 @@ class L2File:
 
     def raw(self, name: str) -> np.ndarray:
         """The data of image HDU ``name`` as stored: memory-mapped for local files (pages are
-        read when touched), possibly big-endian. For kernels that touch only some pixels."""
+        read when touched), possibly big-endian. For kernels that touch only some pixels.
+
+        Parameters
+        ----------
+        name : {"IMAGE", "FLAGS", "VARIANCE", "ZODI"}
+
+        Returns
+        -------
+        ndarray
+        """
         if name not in IMAGE_HDUS:
             raise ValueError(f"raw() serves the image HDUs {IMAGE_HDUS}, not {name!r}")
         with _reading(self.source, f"cannot read {name} data"):
@@ -325,6 +341,17 @@ class L2File:
         ranged requests; tile-compressed HDUs by their row tiles), the others hold NaN or, in
         integer HDUs, every bit set (all flags raised): a kernel straying outside ``rows``
         finds no usable pixel there.
+
+        Parameters
+        ----------
+        names : list of str
+            Image HDUs.
+        rows : ndarray of bool
+            One per image row: the rows read.
+
+        Returns
+        -------
+        list of ndarray
         """
         if not is_remote(self.source):
             return [self.raw(name) for name in names]
@@ -352,19 +379,59 @@ class L2File:
         return out
 
     def image(self, section: Section | None = None) -> np.ndarray:
-        """IMAGE (MJy/sr, not zodi-subtracted), float32, native byte order."""
+        """IMAGE (MJy/sr, not zodi-subtracted), float32, native byte order.
+
+        Parameters
+        ----------
+        section : (slice, slice), optional
+            Rows and columns to read; default the whole image.
+
+        Returns
+        -------
+        ndarray
+        """
         return self._read(IMAGE, section, "=f4")
 
     def flags(self, section: Section | None = None) -> np.ndarray:
-        """FLAGS bitmask, int32 (see :mod:`spxdask.spherex.flags`)."""
+        """FLAGS bitmask, int32 (see :mod:`spxdask.spherex.flags`).
+
+        Parameters
+        ----------
+        section : (slice, slice), optional
+            Rows and columns to read; default the whole image.
+
+        Returns
+        -------
+        ndarray
+        """
         return self._read(FLAGS, section, "=i4")
 
     def variance(self, section: Section | None = None) -> np.ndarray:
-        """VARIANCE ((MJy/sr)^2), float32."""
+        """VARIANCE ((MJy/sr)^2), float32.
+
+        Parameters
+        ----------
+        section : (slice, slice), optional
+            Rows and columns to read; default the whole image.
+
+        Returns
+        -------
+        ndarray
+        """
         return self._read(VARIANCE, section, "=f4")
 
     def zodi(self, section: Section | None = None) -> np.ndarray:
-        """ZODI model (MJy/sr, not subtracted from IMAGE), float32."""
+        """ZODI model (MJy/sr, not subtracted from IMAGE), float32.
+
+        Parameters
+        ----------
+        section : (slice, slice), optional
+            Rows and columns to read; default the whole image.
+
+        Returns
+        -------
+        ndarray
+        """
         return self._read(ZODI, section, "=f4")
 
     # -- celestial WCS -------------------------------------------------------------------
@@ -398,13 +465,33 @@ class L2File:
         """Solid angle (arcsec^2) of the pixels at 0-based (x, y), through the SIP WCS: exact
         on a 33 x 33 grid over the image, interpolated bilinearly between (the SIP area
         changes by ~5e-3 across a detector; the interpolation is good to ~3e-6). Positions
-        beyond the image take the area at its edge."""
+        beyond the image take the area at its edge.
+
+        Parameters
+        ----------
+        x, y : ndarray
+            0-based pixel positions.
+
+        Returns
+        -------
+        ndarray
+        """
         ny, nx = self.shape
         points = np.column_stack([np.clip(np.ravel(y), -0.5, ny - 0.5), np.clip(np.ravel(x), -0.5, nx - 0.5)])
         return self._area_grid(points)
 
     def parent_pixel(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """0-based parent-detector pixel of 0-based file pixel (x, y) (the 'A' WCS)."""
+        """0-based parent-detector pixel of 0-based file pixel (x, y) (the 'A' WCS).
+
+        Parameters
+        ----------
+        x, y : ndarray
+            0-based pixel positions.
+
+        Returns
+        -------
+        x, y : ndarray
+        """
         h = self.header
         return (np.asarray(x) + 1 - float(h.get("CRPIX1A", 1.0)),
                 np.asarray(y) + 1 - float(h.get("CRPIX2A", 1.0)))
@@ -426,6 +513,15 @@ class L2File:
 
         A numpy bilinear evaluation of the WAVE-TAB lookup, equal to astropy/wcslib's
         (:meth:`spectral_wcs`) to better than 1e-6 micron inside the control grid.
+
+        Parameters
+        ----------
+        x, y : ndarray
+            0-based pixel positions.
+
+        Returns
+        -------
+        wavelength, bandwidth : ndarray
         """
         xs, ys, values = self._wave_table
         return wave_lookup(xs, ys, values, *self._table_coords(x, y))
@@ -438,7 +534,17 @@ class L2File:
         return px, py
 
     def wavelength_map(self, section: Section | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-pixel wavelength and bandwidth maps (micron) for the image or a section of it."""
+        """Per-pixel wavelength and bandwidth maps (micron) for the image or a section of it.
+
+        Parameters
+        ----------
+        section : (slice, slice), optional
+            Rows and columns; default the whole image.
+
+        Returns
+        -------
+        wavelength, bandwidth : ndarray
+        """
         ny, nx = self.shape
         sy, sx = section if section is not None else (slice(0, ny), slice(0, nx))
         xs, ys, values = self._wave_table
