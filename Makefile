@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-local lint tap-service bench clean-venv
+.PHONY: demo test test-local lint docs tap-service bench clean-venv
 
 $(BIN)/spxdask: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,docs]'
 	touch $@
 
 demo: $(BIN)/spxdask
@@ -29,6 +29,10 @@ lint: $(BIN)/spxdask
 # The TAP tests talk to a real GAVO DaCHS service on loopback (Debian packages; needs root).
 tap-service:
 	if [ "$$(id -u)" = 0 ]; then sh spxdask/testing/dachs/setup.sh; else sudo -n sh spxdask/testing/dachs/setup.sh; fi
+
+# The Sphinx docs: API reference from the numpy docstrings, warnings are errors
+docs: $(BIN)/spxdask
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 bench: $(BIN)/spxdask
 	$(BIN)/python -m benchmarks
