@@ -21,6 +21,7 @@ nb_execution_mode = "off"  # executed by tests/test_notebooks.py; no network, no
 myst_heading_anchors = 3
 
 autosummary_generate = True
+templates_path = ["_templates"]  # classes: their own members, not those of dict, enum or WorkerPlugin
 autodoc_typehints = "none"  # numpydoc sections say the types
 autodoc_default_options = {"members": False}
 numpydoc_show_class_members = False

@@ -35,7 +35,7 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace):
     from .cluster import get_client
 
-    client = get_client(getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False))
+    client = get_client(scheduler=getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False))
     try:
         yield client
     finally:
@@ -49,12 +49,12 @@ def _client(args: argparse.Namespace):
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import SimConfig, simulate_sky
 
-    cfg = SimConfig(n_images=args.images, size=args.size, n_sources=args.sources, seed=args.seed,
+    config = SimConfig(n_images=args.images, size=args.size, n_sources=args.sources, seed=args.seed,
                     layout=args.layout, center=tuple(args.center), radius=args.radius, detectors=tuple(args.detectors),
                     min_separation_arcsec=args.min_separation, count_slope=args.count_slope,
                     uncatalogued_below_ujy=args.uncatalogued_below, psf_gradient=args.psf_gradient)
     t0 = time.perf_counter()
-    sky = simulate_sky(args.out, cfg)
+    sky = simulate_sky(args.out, config)
     print(f"wrote {len(sky.files)} L2 files under {sky.archive} in {time.perf_counter() - t0:.1f} s")
     print(f"catalog: {sky.catalog}\ntruth:   {sky.truth_sources}, {sky.truth_detections}")
     return 0
@@ -84,7 +84,7 @@ def _query(args: argparse.Namespace):
 
     q = RegionQuery(circle=(args.ra, args.dec, args.radius), coverage=args.coverage, bands=args.bands or None,
                     mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images)
-    return open_archive(args.archive, args.tap).query(q)
+    return open_archive(archive=args.archive, tap_url=args.tap).query(q)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -122,8 +122,6 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_drizzle(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from .drizzle3d import Drizzle3DConfig, drizzle
     from .drizzle3d.pipeline import rejected_path
 
@@ -135,10 +133,8 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
                              **({} if args.exclude_flags is None else {"exclude_flags": args.exclude_flags}))
     with _client(args) as client:
         cubes = drizzle(config, client=client)
-    for det in [config.detector] if config.detector else range(1, 7):
-        listed = rejected_path(config, det)
-        if listed.exists():
-            print(f"D{det}: {len(pd.read_parquet(listed))} image(s) rejected, listed with the reasons in {listed}")
+    for det, images in cubes.rejected.items():
+        print(f"D{det}: {len(images)} image(s) rejected, listed with the reasons in {rejected_path(config, det)}")
     if not cubes:
         print("spxdask drizzle: error: no cube: no image covers the box, or none has a valid pixel in it",
               file=sys.stderr)

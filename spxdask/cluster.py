@@ -23,6 +23,9 @@ import dask.config
 import yaml
 from distributed.diagnostics.plugin import WorkerPlugin
 
+__all__ = ["CompileLoops", "compile_ahead", "compute", "gather", "get_client", "progress_line", "run_context",
+           "running_client", "setting"]
+
 _DEFAULTS = Path(__file__).with_name("spxdask.yaml")
 
 
@@ -31,10 +34,22 @@ def _defaults() -> dict:
     return yaml.safe_load(_DEFAULTS.read_text())["spxdask"]
 
 
-def setting(key: str, default: Any = None) -> Any:
+def setting(key: str, *, default: Any = None) -> Any:
     """A value of the ``spxdask`` dask-config section, e.g. ``setting("gateway.address")``:
     the user's dask configuration (files, ``DASK_SPXDASK__...`` variables, ``dask.config.set``)
-    over the package defaults (a section given as a mapping is merged key by key)."""
+    over the package defaults (a section given as a mapping is merged key by key).
+
+    Parameters
+    ----------
+    key : str
+        Dotted, below ``spxdask``.
+    default : object
+        When neither the user nor the package sets it.
+
+    Returns
+    -------
+    object
+    """
     fallback: Any = _defaults()
     for part in key.split("."):
         fallback = fallback.get(part, default) if isinstance(fallback, dict) else default
@@ -46,7 +61,7 @@ def setting(key: str, default: Any = None) -> Any:
     return value
 
 
-def get_client(scheduler: str | None = None, *, gateway: bool = False):
+def get_client(*, scheduler: str | None = None, gateway: bool = False):
     """The Client to run on.
 
     Parameters
@@ -70,7 +85,7 @@ def get_client(scheduler: str | None = None, *, gateway: bool = False):
     if scheduler == "gateway":
         return _gateway_client()
     if scheduler == "local":
-        local = setting("local", {})
+        local = setting("local", default={})
         cluster = LocalCluster(n_workers=local.get("n_workers") or os.cpu_count(),
                                threads_per_worker=local.get("threads_per_worker") or 1,
                                memory_limit=local.get("memory_limit", "auto"))
@@ -83,11 +98,11 @@ def _gateway_client():
         from dask_gateway import Gateway
     except ImportError as exc:
         raise RuntimeError("Dask Gateway needs the dask-gateway package: pip install 'spxdask[gateway]'") from exc
-    cfg = setting("gateway", {})
-    auth = cfg.get("auth")
-    gw = Gateway(address=cfg.get("address"), proxy_address=cfg.get("proxy_address"), auth=auth)
-    cluster = gw.new_cluster(**(cfg.get("cluster_options") or {}))
-    cluster.scale(int(cfg.get("workers") or 2))
+    gateway = setting("gateway", default={})
+    auth = gateway.get("auth")
+    gw = Gateway(address=gateway.get("address"), proxy_address=gateway.get("proxy_address"), auth=auth)
+    cluster = gw.new_cluster(**(gateway.get("cluster_options") or {}))
+    cluster.scale(int(gateway.get("workers") or 2))
     return cluster.get_client()
 
 
@@ -103,7 +118,19 @@ def running_client():
 
 def compute(*collections, client=None):
     """Compute Dask collections on ``client`` (or the running Client, or local threads),
-    with a progress bar in terminals and notebooks when the ``spxdask.progress`` setting is on."""
+    with a progress bar in terminals and notebooks when the ``spxdask.progress`` setting is on.
+
+    Parameters
+    ----------
+    *collections
+        Dask collections or delayed objects.
+    client : distributed.Client, optional
+
+    Returns
+    -------
+    tuple
+        Their results.
+    """
     client = client or running_client()
     if client is None:
         if _show_progress():
@@ -117,7 +144,17 @@ def compute(*collections, client=None):
 
 def gather(futures: list, client) -> list:
     """The results of distributed ``futures``, with a progress bar as :func:`compute` (watching
-    ``client``'s scheduler, not the default client's)."""
+    ``client``'s scheduler, not the default client's).
+
+    Parameters
+    ----------
+    futures : list of distributed.Future
+    client : distributed.Client
+
+    Returns
+    -------
+    list
+    """
     if _show_progress():
         from distributed import progress
 
@@ -131,7 +168,13 @@ def gather(futures: list, client) -> list:
 
 def progress_line(label: str, done: int, total: int) -> None:
     """A one-line progress count (``label: done/total``), redrawn in place, for loops that
-    drive futures themselves; shown where :func:`compute` shows its bars."""
+    drive futures themselves; shown where :func:`compute` shows its bars.
+
+    Parameters
+    ----------
+    label : str
+    done, total : int
+    """
     if _show_progress():
         print(f"\r{label}: {done}/{total}", end="\n" if done == total else "", flush=True)
 
@@ -145,17 +188,30 @@ def _in_notebook() -> bool:
 
 def _show_progress() -> bool:
     """Progress bars where someone watches: a terminal or a notebook, not a log file."""
-    return setting("progress", True) and (sys.stdout.isatty() or _in_notebook())
+    return setting("progress", default=True) and (sys.stdout.isatty() or _in_notebook())
 
 
 @contextlib.contextmanager
 def run_context(name: str, report: str | Path, *, client=None) -> Iterator[None]:
     """Print the dashboard link of stage ``name`` and save its performance report at ``report``
-    (when the ``spxdask.performance_report`` setting is on and a Client runs)."""
+    (when the ``spxdask.performance_report`` setting is on and a Client runs).
+
+    Parameters
+    ----------
+    name : str
+        The stage.
+    report : path
+        Where its performance report goes (:meth:`spxdask.layout.RunLayout.performance_report`).
+    client : distributed.Client, optional
+
+    Yields
+    ------
+    None
+    """
     from distributed import performance_report
 
     client = client or running_client()
-    if client is None or not setting("performance_report", True):
+    if client is None or not setting("performance_report", default=True):
         yield
         return
     link = getattr(client, "dashboard_link", None)

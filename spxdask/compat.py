@@ -26,6 +26,22 @@ KNOBS: dict[str, tuple[Any, str]] = {
 }
 
 
+#: The functions whose signatures are the reference's (spxquery 0.4.1): their parameters keep
+#: the reference's names and order, and may be given by position. Every other public function
+#: takes its options (parameters with defaults) by keyword only (``tests/test_api.py``).
+REFERENCE_SIGNATURES = frozenset({
+    "spxdask.batch.aggregate_lightcurves", "spxdask.batch.load_catalog", "spxdask.batch.process_single_image",
+    "spxdask.batch.query_region_observations", "spxdask.batch.run_batch", "spxdask.batch.run_extraction",
+    "spxdask.batch.BatchPipeline.run_query", "spxdask.batch.BatchPipeline.run_download",
+    "spxdask.batch.BatchPipeline.run_extract", "spxdask.batch.BatchPipeline.run_aggregate",
+    "spxdask.batch.BatchPipeline.run_all",
+    "spxdask.drizzle3d.drizzle", "spxdask.drizzle3d.drizzle_detector", "spxdask.drizzle3d.build_output_wcs",
+    "spxdask.drizzle3d.build_z_grid_custom", "spxdask.drizzle3d.build_z_grid_native",
+    "spxdask.drizzle3d.build_z_grid_oversampled", "spxdask.drizzle3d.compute_spatial_mapping",
+    "spxdask.drizzle3d.load_cube", "spxdask.drizzle3d.save_cube",
+})
+
+
 class ReferenceKnobWarning(UserWarning):
     """A setting of the reference package was given a value that spxdask ignores."""
 

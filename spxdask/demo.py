@@ -23,7 +23,7 @@ def run_demo(out: str | Path = "spxdask_demo", n_images: int = 36, n_sources: in
     ``out/drizzle`` with a PNG of one plane; returns what was written."""
     out = Path(out)
     t0 = time.perf_counter()
-    client = get_client("local")
+    client = get_client(scheduler="local")
     try:
         print(f"Dask dashboard: {client.dashboard_link}")
         sky = simulate_sky(out / "sky", SimConfig(n_images=n_images, size=256, n_sources=n_sources, seed=seed,

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = ["RunLayout", "catalog_folder"]
+
 
 @dataclass(frozen=True)
 class RunLayout:

@@ -23,6 +23,10 @@ import pyarrow.parquet as pq
 
 from ._io import write_parquet_atomic
 
+__all__ = ["COLUMNS", "FINGERPRINT_KEY", "NAMES", "RUN_KEY", "UNITS", "UNITS_KEY", "Column", "digest", "empty_frame",
+           "file_name", "footer", "read", "recorded", "recorded_fingerprint", "rows_digest", "schema", "targetid_type",
+           "write"]
+
 #: Metadata key of what made a file (:func:`digest` of its inputs).
 FINGERPRINT_KEY = b"spxdask.fingerprint"
 #: Metadata key of the run that wrote a file.
@@ -228,7 +232,7 @@ def write(rows: pd.DataFrame, path: str | Path, targetid_type: pa.DataType, *, f
     write_parquet_atomic(table, Path(path))
 
 
-def read(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+def read(path: str | Path, *, columns: list[str] | None = None) -> pa.Table:
     """One per-image file, or some of its columns.
 
     Parameters

@@ -317,3 +317,6 @@ def test_a_drizzle_names_the_files_it_could_not_download(archive, tmp_path):
     reason = rejected.loc[f"{server.url}/{lost}", "reason"]
     assert reason.startswith("download failed: not found")
     assert load_cube(cubes[2])["header"]["N_INPUTS"] == len(d2)
+    # the result names them too (and is still the reference's {detector: path})
+    assert dict(cubes) == cubes.cubes == {2: tmp_path / "drizzle_D2.fits"}
+    assert dict(cubes.rejected[2]) == rejected["reason"].to_dict()

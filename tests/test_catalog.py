@@ -41,7 +41,7 @@ from spxdask.per_image import write as write_per_image
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spectra import SpectraConfig
-from spxdask.spectra.kernel import SOURCE_COLUMNS
+from spxdask.spectra.compute import SOURCE_COLUMNS
 
 KEYS = ["targetid", "mjd", "wavelength"]
 

@@ -97,5 +97,5 @@ def test_settings_come_from_the_environment():
 def test_get_client_reuses_arunning_client():
     with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         assert get_client() is client
-        with get_client(cluster.scheduler_address) as by_address:
+        with get_client(scheduler=cluster.scheduler_address) as by_address:
             assert by_address is not client and by_address.scheduler.address == client.scheduler.address

@@ -304,6 +304,22 @@ def test_drizzle_end_to_end_fits_layout(many, tmp_path):
         assert n_sc.max() <= p["N_INPUTS"] and (n_sc > 0).sum() >= 5
     loaded = load_cube(result[2])
     assert loaded["sci"].shape == (17, cfg.output_ny(), cfg.output_nx())
+    # load_cube gives a DrizzleCube that also answers the reference's dict keys
+    assert isinstance(loaded, DrizzleCube) and set(dict(loaded)) == {
+        "header", "sci", "variance", "and_mask", "or_mask", "count", "wavelength", "sci_header"}
+    with fits.open(result[2]) as h:
+        for key, hdu in (("sci", "SCI"), ("variance", "VARIANCE"), ("count", "COUNT"), ("and_mask", "AND_MASK")):
+            np.testing.assert_array_equal(loaded[key], h[hdu].data, err_msg=key)
+        np.testing.assert_allclose(loaded.zgrid.centers, h["WAVELENGTH"].data["LAMBDA"])
+    assert (loaded.config.output_ny(), loaded.config.output_nx()) == (cfg.output_ny(), cfg.output_nx())
+    assert (loaded.config.detector, loaded.config.exclude_flags) == (2, sorted(cfg.exclude_flags))
+    np.testing.assert_allclose(loaded.wcs.pixel_to_world_values(3.0, 4.0), build_output_wcs(cfg).pixel_to_world_values(3.0, 4.0),
+                               rtol=0, atol=1e-9)
+    again = load_cube(save_cube(loaded, tmp_path / "again.fits"))  # a loaded cube saves to the same cube
+    for key in ("sci", "variance", "count", "and_mask", "or_mask"):
+        np.testing.assert_array_equal(again[key], loaded[key], err_msg=key)
+    np.testing.assert_array_equal(again.correlation, loaded.correlation)
+    assert again["header"]["N_INPUTS"] == loaded["header"]["N_INPUTS"] and np.any(loaded.correlation != 0)
     # the region polygon, not its centre, selects the inputs
     from spxdask.archive import LocalArchive, RegionQuery
     by_point = len(LocalArchive(many.archive).query(RegionQuery(point=(150.17, 2.2), bands=(2,))))

@@ -181,7 +181,7 @@ def test_spxdask_leaves_the_users_global_state_alone(sky_qr2, tmp_path):
         assert setting("progress") is True
         with L2File({str(sky_qr2.files[0])!r}) as l2:
             l2.spectral_wcs()
-        client = get_client("local")
+        client = get_client(scheduler="local")
         client.close(); client.cluster.close()
         import pandas as pd
         rows = pd.DataFrame({{"targetid": [1, 1], "mjd": [1.0, 2.0], "wavelength": [1.0, 1.2], "detector": [2, 2],

@@ -19,7 +19,7 @@ from spxdask.photometry import measure_image
 from spxdask.photometry.psf_fit import fit_psf
 from spxdask.simulate import SimConfig, psf_pixels, simulate_sky
 from spxdask.spectra import SpectraConfig
-from spxdask.spectra.kernel import resolve
+from spxdask.spectra.compute import resolve
 from spxdask.spherex import L2File
 from spxdask.spherex.headers import psf_header_transposed
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR

@@ -45,7 +45,7 @@ def test_l2_file_over_s3_reads_sections(s3, sky_qr2):
     with L2File(f"{s3.url}/{rel}", storage_options=s3.storage_options) as remote, L2File(sky_qr2.files[0]) as local:
         assert remote.meta == local.meta
         sec = (slice(10, 50), slice(100, 140))
-        np.testing.assert_array_equal(remote.image(sec), local.image(sec))
+        np.testing.assert_array_equal(remote.image(section=sec), local.image(section=sec))
         np.testing.assert_allclose(remote.footprint(), local.footprint())
 
 

@@ -87,7 +87,7 @@ def test_reader_fields_equal_what_was_written(layout, tmp_path):
             assert full.dtype.isnative
             np.testing.assert_array_equal(full, hdul[name].data)
             sec = (slice(10, 40), slice(100, 131))
-            np.testing.assert_array_equal(read(sec), full[sec])
+            np.testing.assert_array_equal(read(section=sec), full[sec])
         assert hdul["IMAGE"].header["BUNIT"] == "MJy / sr"
         assert hdul["VARIANCE"].header["BUNIT"] == "MJy2 / sr2"
         # NaN variance only on flagged pixels
@@ -116,7 +116,7 @@ def test_fast_wavelength_agrees_with_astropy(det, tmp_path):
         assert np.max(np.abs(wl - ref_wl.to_value("um"))) < 1e-6
         assert np.max(np.abs(bw - ref_bw.to_value("um"))) < 1e-6
         sec = (slice(100, 2040, 97), slice(3, 2040, 101))
-        wl_map, bw_map = f.wavelength_map(sec)
+        wl_map, bw_map = f.wavelength_map(section=sec)
         yy, xx = np.mgrid[sec]
         ref_wl, ref_bw = f.spectral_wcs().pixel_to_world(xx, yy)
         assert np.max(np.abs(wl_map - ref_wl.to_value("um"))) < 1e-6
@@ -377,8 +377,8 @@ def test_http_reads_only_what_is_asked(tmp_path):
         assert remote.meta == local.meta
         opened = server.bytes_sent
         sec = (slice(1000, 1064), slice(500, 564))
-        np.testing.assert_array_equal(remote.flags(sec), local.flags(sec))
-        np.testing.assert_array_equal(remote.image(sec), local.image(sec))
+        np.testing.assert_array_equal(remote.flags(section=sec), local.flags(section=sec))
+        np.testing.assert_array_equal(remote.image(section=sec), local.image(section=sec))
         assert opened < 0.03 * size
         assert server.bytes_sent < 0.06 * size
         np.testing.assert_allclose(remote.wavelength(5.0, 7.0), local.wavelength(5.0, 7.0))

@@ -32,11 +32,23 @@ RESULT_COLUMNS = ("obs_id", "detector", "url", "path", "status", "error", "bytes
 class FetchConfig(Config):
     """Download behaviour.
 
-    ``concurrency`` downloads run at once per partition; each file gets at most ``retries``
-    retries and ``budget`` seconds in all, counted from its first attempt (not while it waits
-    for its turn); waits grow as ``backoff`` x 2^attempt (at most
-    ``max_backoff``) times a random factor in [0.5, 1.5]; ``timeout`` bounds one request's
-    silence (seconds without data)."""
+    Parameters
+    ----------
+    concurrency : int
+        Downloads at once per partition.
+    retries : int
+        Retries of a file at most.
+    backoff : float
+        Waits between attempts grow as backoff x 2^attempt times a random factor in [0.5, 1.5] (s).
+    max_backoff : float
+        The longest wait (s).
+    budget : float
+        Seconds per file in all, counted from its first attempt (not while it waits for its turn).
+    timeout : float
+        One request's silence at most (seconds without data).
+    verify_md5 : bool
+        Check each file against the archive's checksum when it publishes one.
+    """
 
     concurrency: int = 4
     retries: int = 5
@@ -148,9 +160,9 @@ def _filesystem(url: str, storage_options: dict, timeout: float):
     return fsspec.filesystem(protocol, **options), protocol
 
 
-async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_options: dict, budget: float) -> None:
+async def _attempt(obs: Observation, dest: Path, config: FetchConfig, storage_options: dict, budget: float) -> None:
     """One download of ``obs`` into ``dest`` within ``budget`` seconds."""
-    fs, protocol = _filesystem(obs.url, storage_options, cfg.timeout)
+    fs, protocol = _filesystem(obs.url, storage_options, config.timeout)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         if protocol == "file":
@@ -163,7 +175,7 @@ async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_optio
                 if window.expired():
                     raise BudgetSpent from None
                 raise
-        problem = verified(tmp, obs, cfg.verify_md5)
+        problem = verified(tmp, obs, config.verify_md5)
         if problem:
             raise FetchError(f"downloaded file is bad: {problem}", True)
         os.replace(tmp, dest)
@@ -172,7 +184,7 @@ async def _attempt(obs: Observation, dest: Path, cfg: FetchConfig, storage_optio
             tmp.unlink()
 
 
-async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storage_options: dict,
+async def _fetch_one(obs: Observation, image_dir: Path, config: FetchConfig, storage_options: dict,
                      gate: asyncio.Semaphore) -> dict:
     row = {"obs_id": obs.obs_id, "detector": obs.detector, "url": obs.url, "path": None, "error": None,
            "bytes": 0, "attempts": 0}
@@ -181,48 +193,65 @@ async def _fetch_one(obs: Observation, image_dir: Path, cfg: FetchConfig, storag
     except ValueError as exc:
         return {**row, "status": "failed", "error": str(exc), "seconds": 0.0}
     row["path"] = str(dest)
-    if verified(dest, obs, cfg.verify_md5) is None:
+    if verified(dest, obs, config.verify_md5) is None:
         return {**row, "status": "skipped", "bytes": dest.stat().st_size, "seconds": 0.0}
     dest.parent.mkdir(parents=True, exist_ok=True)
     async with gate:
         t0 = time.monotonic()  # the budget starts when the file's turn comes, not in the queue
-        for attempt in range(cfg.retries + 1):
+        for attempt in range(config.retries + 1):
             row["attempts"] = attempt + 1
             try:
-                await _attempt(obs, dest, cfg, storage_options, cfg.budget - (time.monotonic() - t0))
+                await _attempt(obs, dest, config, storage_options, config.budget - (time.monotonic() - t0))
                 return {**row, "status": "ok", "bytes": dest.stat().st_size, "seconds": time.monotonic() - t0}
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 if isinstance(exc, BudgetSpent):  # say so, keeping the last real error
-                    err = FetchError(f"{row['error'] or 'no answer'} (time budget of {cfg.budget:g} s spent)", False)
+                    err = FetchError(f"{row['error'] or 'no answer'} (time budget of {config.budget:g} s spent)", False)
                 else:
                     err = _classify(exc)
                 row["error"] = str(err)
-                backoff = min(cfg.max_backoff, cfg.backoff * 2**attempt) * random.uniform(0.5, 1.5)
+                backoff = min(config.max_backoff, config.backoff * 2**attempt) * random.uniform(0.5, 1.5)
                 wait = err.wait if err.wait is not None else backoff
-                if not err.retry or attempt == cfg.retries or time.monotonic() - t0 + wait > cfg.budget:
+                if not err.retry or attempt == config.retries or time.monotonic() - t0 + wait > config.budget:
                     break
                 await asyncio.sleep(wait)
     return {**row, "status": "failed", "seconds": time.monotonic() - t0}
 
 
-def fetch_partition(observations: list[Observation], image_dir: str, cfg: FetchConfig,
+def fetch_partition(observations: list[Observation], image_dir: str, config: FetchConfig,
                     storage_options: dict | None = None) -> list[dict]:
     """Download one partition's files concurrently on fsspec's I/O event loop."""
     async def run():
-        gate = asyncio.Semaphore(cfg.concurrency)
-        return await asyncio.gather(*(_fetch_one(o, Path(image_dir), cfg, storage_options or {}, gate)
+        gate = asyncio.Semaphore(config.concurrency)
+        return await asyncio.gather(*(_fetch_one(o, Path(image_dir), config, storage_options or {}, gate)
                                       for o in observations))
     return list(fsspec.asyn.sync(fsspec.asyn.get_loop(), run))
 
 
-def fetch(bag, image_dir: str | Path, cfg: FetchConfig = FetchConfig(), *,
+def fetch(bag, image_dir: str | Path, config: FetchConfig = FetchConfig(), *,
           storage_options: dict | None = None, client=None) -> pd.DataFrame:
     """Fetch every Observation of a Dask bag (one ``fetch-*`` task per partition, on ``client``,
     by default the running Client or local threads: downloads wait on the network, not the
-    GIL); returns one row per file: status ``ok`` / ``skipped`` (already complete) / ``failed``
-    with the error."""
+    GIL).
+
+    Parameters
+    ----------
+    bag : dask.bag.Bag
+        :class:`Observation` records (:meth:`ObservationSet.to_bag`).
+    image_dir : path
+        The files go to ``<image_dir>/D<n>/``.
+    config : FetchConfig
+        Concurrency, retries and budget.
+    storage_options : dict, optional
+        fsspec options for the source.
+    client : distributed.Client, optional
+
+    Returns
+    -------
+    DataFrame
+        One row per file: status ``ok`` / ``skipped`` (already complete) / ``failed`` with the error.
+    """
     from ..cluster import compute
 
-    (rows,) = compute(bag.map_partitions(fetch_partition, str(image_dir), cfg, storage_options, token="fetch"),
+    (rows,) = compute(bag.map_partitions(fetch_partition, str(image_dir), config, storage_options, token="fetch"),
                       client=client)
     return pd.DataFrame(list(rows), columns=list(RESULT_COLUMNS))

@@ -116,7 +116,18 @@ class LocalArchive:
         """Build or update the index: only files not yet indexed, whose size changed or that
         could not be read last time (a broken file may be replaced, a network fault pass) are
         read, in parallel with Dask (on the archive's client, or the local ``scheduler`` when
-        given), from their headers. Returns the whole index."""
+        given), from their headers.
+
+        Parameters
+        ----------
+        scheduler : str, optional
+            A local dask scheduler, used when the archive has no client.
+
+        Returns
+        -------
+        DataFrame
+            The whole index: one row per file, ``error`` for those that cannot be read.
+        """
         import dask.bag as db
 
         from ..cluster import compute
@@ -149,7 +160,16 @@ class LocalArchive:
     def query(self, q: RegionQuery) -> ObservationSet:
         """Observations matching ``q``, with the INTERSECTS / CONTAINS semantics of IRSA's TAP,
         from the index brought up to date first (files added since are read, removed ones
-        dropped: a listing, and the headers of the new files only)."""
+        dropped: a listing, and the headers of the new files only).
+
+        Parameters
+        ----------
+        q : RegionQuery
+
+        Returns
+        -------
+        ObservationSet
+        """
         table = self.index()
         broken = table[table["error"].notna()] if "error" in table else table.iloc[:0]
         if q.bands:  # what the file names say of the unreadable files' detectors
@@ -192,7 +212,20 @@ def named_detector(url: str) -> int | None:
 
 def mirror_path(url: str, mirror_root: str | Path) -> str:
     """The reference's ``data_mirror`` rule: an IRSA download URL maps to the same key under a
-    local mirror (``<mirror>/qr2/level2/...``). Keys that would leave the mirror are refused."""
+    local mirror (``<mirror>/qr2/level2/...``). Keys that would leave the mirror are refused.
+
+    Parameters
+    ----------
+    url : str
+        An IRSA download URL (HTTPS or S3).
+    mirror_root : path
+        The mirror.
+
+    Returns
+    -------
+    str
+        The file's path in the mirror.
+    """
     key = url.split("?")[0]
     for prefix in (IRSA_DATA_ROOT, "s3://nasa-irsa-spherex/", "https://nasa-irsa-spherex.s3.amazonaws.com/",
                    "https://nasa-irsa-spherex.s3.us-east-1.amazonaws.com/"):

@@ -35,7 +35,33 @@ _VERSION = re.compile(r"l2b-v(\d+)-(\d{4})-(\d{3})")
 
 @dataclass(frozen=True)
 class Observation:
-    """One SPHEREx L2 file: exposure ``obs_id`` seen by ``detector``."""
+    """One SPHEREx L2 file: exposure ``obs_id`` seen by ``detector``.
+
+    Parameters
+    ----------
+    obs_id : str
+        The exposure.
+    detector : int
+        1-6.
+    mjd : float
+        Mid-exposure MJD.
+    t_min, t_max : float
+        Start and end of the exposure (MJD).
+    wavelength_min, wavelength_max : float
+        The wavelengths the image spans (µm).
+    footprint : tuple of float
+        The four corners, (ra, dec) pairs in degrees, flattened.
+    url : str
+        Where the file is read: a URL, or a local path once fetched.
+    size : int, optional
+        Its size in bytes.
+    checksum : str, optional
+        Its MD5, when the archive publishes one.
+    collection : str
+        IRSA's collection (``spherex_qr2``, ...).
+    version : str
+        The processing version (``l2b-v21-2026-017``, ...).
+    """
 
     obs_id: str
     detector: int

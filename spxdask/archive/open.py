@@ -11,7 +11,7 @@ from .irsa import IrsaArchive
 from .local import LocalArchive
 
 
-def open_archive(archive: str | None = None, tap_url: str | None = None, *, run_dir: str | Path | None = None,
+def open_archive(*, archive: str | None = None, tap_url: str | None = None, run_dir: str | Path | None = None,
                  storage_options: dict | None = None, client=None) -> LocalArchive | IrsaArchive:
     """The archive to query, for the batch pipeline and the drizzle alike.
 

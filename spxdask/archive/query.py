@@ -32,6 +32,25 @@ class RegionQuery:
     ``coverage`` applies to circles: ``"any"`` = INTERSECTS (the footprint touches the circle),
     ``"full"`` = CONTAINS(CIRCLE, footprint) (the circle lies inside the footprint).
     ``collections``: exact names (``spherex_qr2_deep``) or ``qr2``/``qr3``/``wide``/``deep``.
+
+    Parameters
+    ----------
+    circle : (float, float, float), optional
+        (ra, dec, radius), deg.
+    point : (float, float), optional
+        (ra, dec), deg.
+    polygon : tuple of (float, float), optional
+        A convex polygon's vertices, deg.
+    coverage : {"any", "full"}
+        For circles: footprints touching it, or containing it.
+    bands : tuple of int, optional
+        Detectors.
+    mjd_range : (float, float), optional
+        Images taken within these MJDs.
+    collections : tuple of str, optional
+        Collections, by name or kind.
+    max_images : int
+        More images than this raise :class:`TooManyImagesError` (0: no limit).
     """
 
     circle: tuple[float, float, float] | None = None
@@ -88,7 +107,21 @@ def collection_matches(names: pd.Series, wanted: tuple[str, ...]) -> pd.Series:
 
 @dataclass
 class ObservationSet:
-    """The observations a query found (newest processing version per file)."""
+    """The observations a query found (newest processing version per file).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per file (the :class:`Observation` fields).
+    query : RegionQuery or None
+        What was asked (None when read back from disk).
+    source : str
+        The archive or service asked.
+    query_time : datetime
+        When.
+    unreadable : list of (str, str)
+        (url, reason) of the archive's files that could belong to the answer but cannot be read.
+    """
 
     frame: pd.DataFrame
     query: RegionQuery | None  # None when read back from disk
@@ -107,8 +140,18 @@ class ObservationSet:
     def to_pandas(self) -> pd.DataFrame:
         return self.frame.copy()
 
-    def to_bag(self, partition_size: int = PARTITION_SIZE):
-        """A Dask bag of :class:`Observation` with ``partition_size`` records per partition."""
+    def to_bag(self, *, partition_size: int = PARTITION_SIZE):
+        """A Dask bag of the :class:`Observation` records.
+
+        Parameters
+        ----------
+        partition_size : int
+            Records per partition.
+
+        Returns
+        -------
+        dask.bag.Bag
+        """
         import dask.bag as db
 
         records = self.observations
@@ -142,7 +185,17 @@ class ObservationSet:
         }
 
     def save(self, output_dir: str | Path) -> tuple[Path, Path]:
-        """Write ``query.parquet`` and ``query_summary.yaml`` atomically into ``output_dir``."""
+        """Write ``query.parquet`` and ``query_summary.yaml`` atomically into ``output_dir``.
+
+        Parameters
+        ----------
+        output_dir : path
+            The run folder.
+
+        Returns
+        -------
+        query, summary : Path
+        """
         out = Path(output_dir)
         table = obs.save(self.frame, out / "query.parquet")
         with atomic_path(out / "query_summary.yaml") as tmp:

@@ -2,13 +2,13 @@
 
 Images arrive as :class:`~spxdask.archive.observation.Observation` records (from a query:
 identity, footprint, processing version) or as bare files (their record is read from their
-headers inside the task). The catalog and its spatial index enter the task graph once, shared
+headers inside the task). The targets and their spatial index enter the task graph once, shared
 by every task; each task selects the sources inside its image's footprint, measures them and
 writes one file, also when no source falls in the image.
 
 Each file records in its metadata what made it (``spxdask.fingerprint``: the photometry
-config, the catalog rows it measured, the image record and the package version). A rerun
-reuses a file only when that fingerprint is unchanged, so a changed config or catalog is
+config, the target rows it measured, the image record and the package version). A rerun
+reuses a file only when that fingerprint is unchanged, so a changed config or target list is
 measured again. Failures are recorded in the run manifest and never stop the other images.
 """
 
@@ -36,7 +36,7 @@ from ..photometry import PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
-from .select import CatalogIndex
+from .select import TargetIndex
 from .warmup import compile_loops
 
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
@@ -51,7 +51,7 @@ READ_BACKOFF = 0.5
 def fingerprint(observation: Observation, sources: pd.DataFrame, config: PhotometryConfig,
                 neighbours: pd.DataFrame | None = None) -> str:
     """What a per-image file is made from, hashed: the image record (where it was read from
-    aside), the catalog rows measured, the neighbour rows fitted with them, the photometry
+    aside), the target rows measured, the neighbour rows fitted with them, the photometry
     config and the package version."""
     image = {k: v for k, v in asdict(observation).items() if k != "url"}
     made_from = {"image": image, "sources": per_image.rows_digest(sources[["targetid", "ra", "dec"]]),
@@ -61,11 +61,11 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     return per_image.digest(made_from)
 
 
-def _in_image(index: CatalogIndex, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
-    return index.catalog.take(index.in_polygon(observation.corners, margin_deg=margin_deg))
+def _in_image(index: TargetIndex, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
+    return index.rows.take(index.in_polygon(observation.corners, margin_deg=margin_deg))
 
 
-def _neighbours_in_image(index: CatalogIndex | None, observation: Observation,
+def _neighbours_in_image(index: TargetIndex | None, observation: Observation,
                          config: PhotometryConfig) -> pd.DataFrame | None:
     """The neighbour rows whose PSF can reach the image's pixels (None without a neighbour
     catalog or a PSF fit)."""
@@ -74,13 +74,13 @@ def _neighbours_in_image(index: CatalogIndex | None, observation: Observation,
     return _in_image(index, observation, MARGIN_DEG + (config.psf_fit_radius + 1) * PIXEL_SCALE_ARCSEC / 3600)
 
 
-def _neighbour_index(neighbours: pd.DataFrame | None) -> CatalogIndex | None:
+def _neighbour_index(neighbours: pd.DataFrame | None) -> TargetIndex | None:
     if neighbours is None:
         return None
     missing = {"ra", "dec"} - set(neighbours.columns)
     if missing:
         raise ValueError(f"neighbours lack column(s) {sorted(missing)}")
-    return CatalogIndex(neighbours[["ra", "dec"]])
+    return TargetIndex(neighbours[["ra", "dec"]])
 
 
 def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequence[Source],
@@ -109,21 +109,21 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     Path or None
         The file written (also when no source falls in the image), or None when skipped.
     """
-    catalog = sources_frame(sources)
+    targets = sources_frame(sources)
     with L2File(image_path) as l2:
         observation = observation_of(l2, str(image_path))
         out = Path(output_dir) / per_image.file_name(observation.obs_id, observation.detector)
-        mine = _in_image(CatalogIndex(catalog), observation)
+        mine = _in_image(TargetIndex(targets), observation)
         near = _neighbours_in_image(_neighbour_index(neighbours), observation, config)
         made_from = fingerprint(observation, mine, config, near)
         if skip_existing and per_image.recorded_fingerprint(out) == made_from:
             return None
         table = measure_image(l2, mine, config, neighbours=near)
-    per_image.write(table, out, per_image.targetid_type(catalog), fingerprint=made_from)
+    per_image.write(table, out, per_image.targetid_type(targets), fingerprint=made_from)
     return out
 
 
-def _extract(image: Observation | str, index: CatalogIndex, neighbour_index: CatalogIndex | None, *, out_dir: str,
+def _extract(image: Observation | str, index: TargetIndex, neighbour_index: TargetIndex | None, *, out_dir: str,
              config: PhotometryConfig, tid_type: pa.DataType, skip_existing: bool, run: str,
              storage_options: dict | None = None) -> dict:
     """Measure one image (a record, or a file whose record its headers give); the manifest row.
@@ -216,15 +216,15 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(manifest_path) if manifest_path else output_dir.parent / "manifest.parquet"
-    catalog = sources_frame(sources)
-    index = CatalogIndex(catalog)
-    # the catalog and its index travel once, as one shared input of every task; the shared
+    targets = sources_frame(sources)
+    index = TargetIndex(targets)
+    # the targets and their index travel once, as one shared input of every task; the shared
     # options sit in a partial, which dask does not traverse for every task
-    shared = dask.delayed(index, name=f"catalog-{tokenize(index.catalog)}")
+    shared = dask.delayed(index, name=f"targets-{tokenize(index.rows)}")
     neighbour_index = _neighbour_index(neighbours)
     shared_neighbours = (None if neighbour_index is None
-                         else dask.delayed(neighbour_index, name=f"neighbours-{tokenize(neighbour_index.catalog)}"))
-    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=per_image.targetid_type(catalog),
+                         else dask.delayed(neighbour_index, name=f"neighbours-{tokenize(neighbour_index.rows)}"))
+    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=per_image.targetid_type(targets),
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
     images = [image if isinstance(image, Observation) else str(image) for image in images]  # paths as text
     tasks = [dask.delayed(measure, pure=False)(image, shared, shared_neighbours,

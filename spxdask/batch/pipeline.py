@@ -166,9 +166,9 @@ class BatchPipeline:
         if not skip_existing:
             for o in found.observations:
                 destination(o, self.config.image_dir).unlink(missing_ok=True)
-        cfg = FetchConfig(concurrency=self.config.max_download_workers)
+        fetch_config = FetchConfig(concurrency=self.config.max_download_workers)
         with cluster.run_context("download", self.config.layout.performance_report("download"), client=self.client):
-            result = fetch(found.to_bag(), self.config.image_dir, cfg, storage_options=self.config.storage_options,
+            result = fetch(found.to_bag(), self.config.image_dir, fetch_config, storage_options=self.config.storage_options,
                            client=self.client)
         failed = result[result.status == "failed"]
         if len(failed):
@@ -204,15 +204,15 @@ class BatchPipeline:
             The number of images newly measured.
         """
         t0 = time.perf_counter()
-        catalog, neighbours = self._catalogs
+        targets, neighbours = self._targets
         with cluster.run_context("extract", self.config.layout.performance_report("extract"), client=self.client):
-            n = extract_images(self._images(), catalog, self.config.photometry, self.config.per_image_dir,
+            n = extract_images(self._images(), targets, self.config.photometry, self.config.per_image_dir,
                                skip_existing=skip_existing, manifest_path=self.config.manifest_path,
                                storage_options=self.config.storage_options, neighbours=neighbours,
                                client=self.client)
         manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
         self.summary.measured = n
-        self.summary.sources = len(catalog)
+        self.summary.sources = len(targets)
         if manifest is not None:
             self.summary.failed = int((manifest.status == "failed").sum())
         self.summary.seconds["extract"] = time.perf_counter() - t0
@@ -259,13 +259,13 @@ class BatchPipeline:
         return sum(pq.read_metadata(f).num_rows for f in self.config.per_image_dir.glob("*.parquet"))
 
     @cached_property
-    def _catalogs(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        """The catalog and the neighbour catalog (None without one), read once per pipeline."""
+    def _targets(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The targets and the neighbour catalog (None without one), read once per pipeline."""
         path = self.config.neighbour_catalog_path
         return load_catalog(self.config.catalog_path), (load_neighbours(path) if path is not None else None)
 
     def check_inputs(self) -> None:
-        """Read the catalog (and the neighbour catalog), so that a typo fails in a second,
+        """Read the targets (and the neighbour catalog), so that a typo fails in a second,
         naming the file, before any query or download runs (a missing archive folder fails
         as the query opens it, also before any work).
 
@@ -273,7 +273,7 @@ class BatchPipeline:
         ------
         CatalogError
         """
-        _ = self._catalogs  # read once, here, for its errors
+        _ = self._targets  # read once, here, for its errors
 
     def run_all(self, skip_existing: bool = True) -> RunSummary:
         """All four stages, after :meth:`check_inputs`.

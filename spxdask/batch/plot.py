@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..spectra import SpectraConfig, spectra_of
-from ..spectra.kernel import resolve
+from ..spectra.compute import resolve
 
 
 def _axes():

@@ -1,5 +1,5 @@
-"""Which catalog sources fall in which image: one spatial index of the catalog on the client,
-queried once per image footprint (no projection of the whole catalog through every WCS)."""
+"""Which targets (the input list) fall in which image: one spatial index of the targets,
+queried once per image footprint (no projection of the whole list through every WCS)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ from scipy.spatial import cKDTree
 from ..geometry import contains_points, polygons, unit_vectors
 
 
-class CatalogIndex:
-    """A k-d tree over the catalog's unit vectors.
+class TargetIndex:
+    """A k-d tree over the targets' unit vectors.
 
     Parameters
     ----------
-    catalog : DataFrame
-        Columns targetid, ra, dec (degrees).
+    rows : DataFrame
+        Columns ra, dec (degrees), and targetid for targets.
     """
 
-    def __init__(self, catalog: pd.DataFrame):
-        self.catalog = catalog.reset_index(drop=True)
-        self._xyz = unit_vectors(self.catalog["ra"].to_numpy(float), self.catalog["dec"].to_numpy(float))
+    def __init__(self, rows: pd.DataFrame):
+        self.rows = rows.reset_index(drop=True)
+        self._xyz = unit_vectors(self.rows["ra"].to_numpy(float), self.rows["dec"].to_numpy(float))
         self._tree = cKDTree(self._xyz)
 
     def in_polygon(self, corners: np.ndarray, margin_deg: float = 0.0) -> np.ndarray:
-        """Positions (sorted, in ``self.catalog``) of the rows inside the convex spherical polygon
+        """Positions (sorted, in ``self.rows``) of the rows inside the convex spherical polygon
         through ``corners`` ((k, 2) ra, dec in degrees), or within ``margin_deg`` of it."""
         poly = polygons(np.asarray(corners)[None])
         centre = poly[0].sum(axis=0)

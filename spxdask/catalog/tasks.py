@@ -3,7 +3,7 @@
 :func:`histogram` counts one per-image file's rows per fine pixel; :func:`split` writes the
 rows of one file that fall in the partitions being written as one shard per partition (each
 file read once); :func:`write_partition` gathers a partition's shards, computes the spectra
-and summaries of its sources (:func:`~spxdask.spectra.kernel.spectra_of`) and writes the
+and summaries of its sources (:func:`~spxdask.spectra.compute.spectra_of`) and writes the
 partition (:mod:`.nested`) and its flat spectra. Memory per task: one partition or one file.
 """
 
@@ -26,7 +26,7 @@ from .. import per_image
 from .._io import coded_columns, write_parquet_atomic
 from ..spectra import SpectraConfig
 from ..spectra.binning import UNITS as SPECTRUM_UNITS
-from ..spectra.kernel import INPUT_COLUMNS, spectra_of
+from ..spectra.compute import INPUT_COLUMNS, spectra_of
 from .nested import LIGHTCURVE, SORT_KEYS, SOURCES_PER_ROW_GROUP, keys, nest, unnest
 from .plan import fine_pixels, pixel_range
 from .versions import partition_path, spectra_path

@@ -19,9 +19,9 @@ from ..photometry.background import fit_zodi_scale
 from ..spherex.flags import DEFAULT_BAD, Flag
 from ..spherex.l2 import L2File
 from .config import Drizzle3DConfig
-from .kernel import accumulate_square
 from .spatial import PixelTransform, input_window, map_window, pixel_geometry
 from .spectral import ZGrid, spectral_overlaps
+from .square import accumulate_square
 
 ALL_BITS = np.uint32(0xFFFFFFFF)
 #: In-plane voxel offsets (dy, dx) whose shared noise the partial cubes record (a drizzle
@@ -38,7 +38,18 @@ def neighbour_slices(dy: int, dx: int, ny: int, nx: int) -> tuple[tuple[slice, s
 
 @dataclass(frozen=True)
 class OutputGrid:
-    """The cube's geometry, shared by every task of a detector (sent once)."""
+    """The cube's geometry, shared by every task of a detector (sent once).
+
+    Parameters
+    ----------
+    wcs : WCS
+        The celestial grid.
+    shape : (int, int)
+        (ny, nx).
+    zgrid : ZGrid
+        The planes.
+    detector : int
+    """
 
     wcs: WCS
     shape: tuple[int, int]  # (ny, nx)
@@ -48,7 +59,27 @@ class OutputGrid:
 
 @dataclass
 class PartialCube:
-    """Accumulation buffers over the box starting at (z0, y0, x0)."""
+    """Accumulation buffers over the box starting at (z0, y0, x0).
+
+    Parameters
+    ----------
+    z0, y0, x0 : int
+        The box's first plane, row and column in the cube.
+    flux, weight, var : ndarray
+        Σ w f, Σ w, Σ w² σ² per voxel of the box.
+    count : ndarray
+        Contributing images per voxel.
+    and_mask, or_mask : ndarray
+        AND and OR of the contributing pixels' FLAGS.
+    plane_inputs : ndarray
+        Images contributing to each plane (the full z axis).
+    cov : ndarray
+        (len(OFFSETS), nz, ny, nx) float32: Σ w_o w_o+d σ² per offset d.
+    n_inputs, n_rejected : int
+        Images summed, and those that contributed nothing.
+    rejected : list
+        (image, reason) of each of those.
+    """
 
     z0: int
     y0: int
@@ -77,7 +108,7 @@ class PartialCube:
         return slice(self.z0, self.z0 + nz), slice(self.y0, self.y0 + ny), slice(self.x0, self.x0 + nx)
 
     @classmethod
-    def empty(cls, n_z: int, box: tuple[slice, slice, slice] = (slice(0, 0),) * 3, **meta) -> PartialCube:
+    def empty(cls, n_z: int, *, box: tuple[slice, slice, slice] = (slice(0, 0),) * 3, **meta) -> PartialCube:
         shape = tuple(s.stop - s.start for s in box)
         return cls(box[0].start, box[1].start, box[2].start, np.zeros(shape), np.zeros(shape), np.zeros(shape),
                    np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),
@@ -90,7 +121,16 @@ def rejected(n_z: int, image: str, reason: str) -> PartialCube:
 
 
 def combine(*partials: PartialCube) -> PartialCube:
-    """The sum of partials over the union of their boxes (one allocation, each added once)."""
+    """The sum of partials over the union of their boxes (one allocation, each added once).
+
+    Parameters
+    ----------
+    *partials : PartialCube
+
+    Returns
+    -------
+    PartialCube
+    """
     full = [p for p in partials if p.flux.size]
     inputs = np.sum([p.plane_inputs for p in partials], axis=0)
     n_inputs, n_rejected = sum(p.n_inputs for p in partials), sum(p.n_rejected for p in partials)
@@ -101,7 +141,7 @@ def combine(*partials: PartialCube) -> PartialCube:
                            keep.or_mask, inputs, keep.cov, n_inputs, n_rejected, rejected)
     za, ya, xa = (slice(min(p.box[k].start for p in full), max(p.box[k].stop for p in full)) for k in range(3))
     box = (za, ya, xa)
-    out = PartialCube.empty(inputs.size, box, n_inputs=n_inputs, n_rejected=n_rejected, rejected=rejected)
+    out = PartialCube.empty(inputs.size, box=box, n_inputs=n_inputs, n_rejected=n_rejected, rejected=rejected)
     out.plane_inputs = inputs
     for p in full:
         sl = tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(p.box, box))
@@ -116,19 +156,34 @@ def combine(*partials: PartialCube) -> PartialCube:
 
 
 def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> PartialCube:
-    """Drizzle one image into a partial cube cropped to the output box it touches."""
+    """Drizzle one image into a partial cube cropped to the output box it touches.
+
+    Parameters
+    ----------
+    l2 : L2File
+        The image.
+    grid : OutputGrid
+        The cube's grid.
+    config : Drizzle3DConfig
+        How the cube is made.
+
+    Returns
+    -------
+    PartialCube
+        Rejected (empty, with the reason) when the image does not overlap the grid.
+    """
     n_z = grid.zgrid.n_z
     window = input_window(l2.wcs, l2.shape, grid.wcs, grid.shape)
     if window is None:
         return rejected(n_z, l2.source, "no spatial overlap with the output grid")
-    data = l2.image(window).astype(np.float64)
-    var = l2.variance(window).astype(np.float64)
-    flags = l2.flags(window).astype(np.uint32)
+    data = l2.image(section=window).astype(np.float64)
+    var = l2.variance(section=window).astype(np.float64)
+    flags = l2.flags(section=window).astype(np.uint32)
     if config.subtract_zodi:
         scale = 1.0 if config.static_zodi else fit_zodi_scale(
             l2.raw("IMAGE"), l2.raw("ZODI"), l2.raw("VARIANCE"), l2.raw("FLAGS"), DEFAULT_BAD | Flag.SOURCE, 0.0, 10.0)
-        data -= scale * l2.zodi(window)
-    lam, dlam = l2.wavelength_map(window)
+        data -= scale * l2.zodi(section=window)
+    lam, dlam = l2.wavelength_map(section=window)
     with np.errstate(invalid="ignore", divide="ignore"):
         good = (np.isfinite(data) & np.isfinite(var) & (var > 0) & np.isfinite(lam) & (lam > 0)
                 & np.isfinite(dlam) & (dlam > 0) & ((flags & np.uint32(config.exclude_mask)) == 0))
@@ -175,7 +230,7 @@ def _square(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, 
     zs = z_all[hit][f_all[hit] > 0]
     if x0 >= x1 or y0 >= y1:
         return None
-    out = PartialCube.empty(grid.zgrid.n_z, (slice(int(zs.min()), int(zs.max()) + 1), slice(y0, y1), slice(x0, x1)),
+    out = PartialCube.empty(grid.zgrid.n_z, box=(slice(int(zs.min()), int(zs.max()) + 1), slice(y0, y1), slice(x0, x1)),
                             n_inputs=1)
     n = accumulate_square(kx, ky, cx, cy, float(config.xy_shrink), hit, weight, data.ravel(), var.ravel(),
                           flags.ravel(), z_all, f_all, float(config.min_overlap), ny, nx, out.z0, out.y0, out.x0,
@@ -198,7 +253,7 @@ def _pairs(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, w
     wf, z, src, yy, xx = wf[row, col], z_all[pixel[row], col], pixel[row], oy[row], ox[row]
     box = (slice(int(z.min()), int(z.max()) + 1), slice(int(yy.min()), int(yy.max()) + 1),
            slice(int(xx.min()), int(xx.max()) + 1))
-    out = PartialCube.empty(grid.zgrid.n_z, box, n_inputs=1)
+    out = PartialCube.empty(grid.zgrid.n_z, box=box, n_inputs=1)
     shape = out.flux.shape
     flat = np.ravel_multi_index((z - box[0].start, yy - box[1].start, xx - box[2].start), shape)
     size = int(np.prod(shape))

@@ -52,6 +52,11 @@ class DrizzleCube:
     cov_accum : ndarray
         (len(OFFSETS), n_z, n_y, n_x): the noise shared by each voxel and its neighbour at
         each offset, Σ w w' σ².
+    stored : dict, optional
+        A cube read from its file (:func:`~spxdask.drizzle3d.load_cube`): the file's
+        ``header`` (PRIMARY), ``sci_header`` and ``wavelength`` table. Such a cube holds its
+        planes as sums of weight 1 (the file keeps no weights) and answers the reference's
+        ``load_cube`` keys: ``cube["sci"]``, ``cube["header"]``, ...
     """
 
     wcs: WCS
@@ -70,6 +75,23 @@ class DrizzleCube:
     plane_inputs: np.ndarray | None = None
     rejected: list = field(default_factory=list)
     cov_accum: np.ndarray = field(default_factory=lambda: np.zeros((len(OFFSETS), 0, 0, 0), np.float32))
+    stored: dict | None = field(default=None, repr=False)
+
+    #: The keys of the reference's ``load_cube`` dict, which a cube read from its file answers.
+    KEYS = ("header", "sci", "variance", "and_mask", "or_mask", "count", "wavelength", "sci_header")
+
+    def __getitem__(self, key: str):
+        """A value of the reference's ``load_cube`` dict (:data:`KEYS`), for a cube read from its file."""
+        if self.stored is None:
+            raise TypeError("only a cube read by load_cube answers the reference's keys; "
+                            "spxdask.drizzle3d.io.as_loaded(cube) gives them for any cube")
+        arrays = {"sci": self.sci, "variance": self.variance, "and_mask": self.final_and_mask,
+                  "or_mask": self.or_mask, "count": self.count_map} if key in self.KEYS else {}
+        return arrays[key] if key in arrays else self.stored[key]
+
+    def keys(self) -> tuple[str, ...]:
+        """:data:`KEYS` (so that ``dict(cube)`` gives the reference's dict)."""
+        return self.KEYS
 
     @classmethod
     def create(cls, wcs: WCS, pixscale: float, zgrid: ZGrid, config: Drizzle3DConfig, detector: int) -> DrizzleCube:
@@ -146,8 +168,15 @@ class DrizzleCube:
     def correlation(self) -> np.ndarray:
         """The noise-correlation model, (n_z, len(OFFSETS)): per plane and offset d, the
         correlation of neighbouring voxels, Σ_o C_d(o) / (W_o W_o+d) over Σ_o sqrt(V_o V_o+d)
-        (the average that enters the variance of a sum over an aperture)."""
+        (the average that enters the variance of a sum over an aperture). A cube read from its
+        file gives its WAVELENGTH table's (zeros for a file written without one)."""
         n_z, ny, nx = self.weight_total.shape
+        if self.stored is not None:
+            table = self.stored["wavelength"]
+            names = correlation_columns()
+            if not all(n in table.dtype.names for n in names):
+                return np.zeros((n_z, len(names)))
+            return np.nan_to_num(np.column_stack([np.asarray(table[n], float) for n in names]))
         out = np.zeros((n_z, len(OFFSETS)))
         for z in range(n_z):  # plane by plane: temporaries of one plane only
             w, v = self.weight_total[z], self.var_accum[z]

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS
 
 from .. import __version__
 from .._io import atomic_path
+from .config import Drizzle3DConfig
 from .cube import DrizzleCube, correlation_columns
+from .spectral import ZGrid
 
 
 def _cube_wcs(cube: DrizzleCube) -> fits.Header:
@@ -64,7 +67,7 @@ def cube_hdus(cube: DrizzleCube) -> list:
     """The 7 HDUs of a cube file. The WAVELENGTH table carries, per plane, the correlation of
     neighbouring voxels' noise (``CORR_<dy><dx>`` columns, :data:`~.accumulate.OFFSETS`); the
     primary header the FLAGS bits kept out (``EXCLMASK``, ``EXCLBITS``)."""
-    cfg = cube.config
+    config = cube.config
     z = cube.zgrid
     n_z, ny, nx = cube.flux_weighted.shape
     primary = fits.PrimaryHDU()
@@ -73,16 +76,16 @@ def cube_hdus(cube: DrizzleCube) -> list:
             ("TELESCOP", "SPHEREx", ""), ("INSTRUME", "SPHEREx", ""), ("FILETYPE", "DRIZZLED_CUBE", ""),
             ("DETECTOR", cube.detector, "detector 1-6"), ("N_INPUTS", cube.n_inputs, "input images"),
             ("N_REJECT", cube.n_rejected, "inputs that contributed nothing"),
-            ("XYSHRINK", cfg.xy_shrink, "spatial pixfrac"), ("ZSHRINK", cfg.effective_z_shrink(), "spectral shrink"),
-            ("XYOVRSM", cfg.xy_oversample, ""), ("ZOVRSM", cfg.z_oversample, ""),
-            ("PIXSCALE", cfg.BASE_PIXSCALE, "[arcsec] native pixel scale"),
-            ("EPIXSCLE", cfg.pixscale, "[arcsec] output pixel scale"), ("KERNEL", cfg.kernel, "spatial kernel"),
+            ("XYSHRINK", config.xy_shrink, "spatial pixfrac"), ("ZSHRINK", config.effective_z_shrink(), "spectral shrink"),
+            ("XYOVRSM", config.xy_oversample, ""), ("ZOVRSM", config.z_oversample, ""),
+            ("PIXSCALE", config.BASE_PIXSCALE, "[arcsec] native pixel scale"),
+            ("EPIXSCLE", config.pixscale, "[arcsec] output pixel scale"), ("KERNEL", config.kernel, "spatial kernel"),
             ("BUNIT", "MJy/sr", ""), ("DRIZVER", __version__, "spxdask version"),
             ("DRIZDATE", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "UTC"),
             ("BAND_NM", f"D{cube.detector}", ""), ("LAM_MIN", float(z.edges[0]), "[um]"),
             ("LAM_MAX", float(z.edges[-1]), "[um]"), ("NZ", n_z, ""), ("NX", nx, ""), ("NY", ny, ""),
-            ("EXCLMASK", cfg.exclude_mask, "FLAGS bits whose pixels were left out"),
-            ("EXCLBITS", ",".join(map(str, sorted(cfg.exclude_flags))) or "none", "their bit numbers")):
+            ("EXCLMASK", config.exclude_mask, "FLAGS bits whose pixels were left out"),
+            ("EXCLBITS", ",".join(map(str, sorted(config.exclude_flags))) or "none", "their bit numbers")):
         p[key] = (value, comment)
     wcs = _cube_wcs(cube)
     sci = fits.ImageHDU(cube.sci, header=wcs.copy(), name="SCI")
@@ -119,14 +122,16 @@ def as_loaded(cube: DrizzleCube) -> dict:
     -------
     dict
     """
+    if cube.stored is not None:
+        return {key: cube[key] for key in cube.KEYS}
     hdus = cube_hdus(cube)
     return {"header": hdus[0].header, "sci": hdus[1].data, "variance": hdus[2].data,
             "and_mask": hdus[3].data, "or_mask": hdus[4].data, "count": hdus[5].data,
             "wavelength": hdus[6].data, "sci_header": hdus[1].header}
 
 
-def load_cube(path: str | Path) -> dict:
-    """A cube's arrays, from its FITS file (reference name).
+def load_cube(path: str | Path) -> DrizzleCube:
+    """A cube from its FITS file (reference name).
 
     Parameters
     ----------
@@ -135,12 +140,30 @@ def load_cube(path: str | Path) -> dict:
 
     Returns
     -------
-    dict
-        ``header`` (PRIMARY), ``sci``, ``variance``, ``and_mask``, ``or_mask``, ``count``,
-        ``wavelength`` (a FITS record array) and ``sci_header``.
+    DrizzleCube
+        Its planes as sums of weight 1 (the file keeps no weights), its masks, counts, grid,
+        config and provenance counts; it also answers the reference's dict keys: ``header``
+        (PRIMARY), ``sci``, ``variance``, ``and_mask``, ``or_mask``, ``count``, ``wavelength``
+        (a FITS record array) and ``sci_header``.
     """
     with fits.open(path) as h:
-        return {"header": h[0].header.copy(), "sci": h["SCI"].data.copy(), "variance": h["VARIANCE"].data.copy(),
-                "and_mask": h["AND_MASK"].data.copy(), "or_mask": h["OR_MASK"].data.copy(),
-                "count": h["COUNT"].data.copy(), "wavelength": h["WAVELENGTH"].data.copy(),
-                "sci_header": h["SCI"].header.copy()}
+        primary, sci_header = h[0].header.copy(), h["SCI"].header.copy()
+        sci, variance = h["SCI"].data.astype(np.float64), h["VARIANCE"].data.astype(np.float64)
+        and_mask, or_mask = h["AND_MASK"].data.astype(np.uint32), h["OR_MASK"].data.astype(np.uint32)
+        count, table = h["COUNT"].data.astype(np.int32), h["WAVELENGTH"].data.copy()
+    filled = np.isfinite(sci)
+    bits = str(primary.get("EXCLBITS", "none"))
+    ny, nx = sci.shape[1:]
+    pixscale = float(primary["EPIXSCLE"])
+    config = Drizzle3DConfig(
+        center_ra=float(sci_header["CRVAL1"]), center_dec=float(sci_header["CRVAL2"]), width=nx * pixscale / 60,
+        height=ny * pixscale / 60, detector=int(primary["DETECTOR"]), xy_shrink=float(primary["XYSHRINK"]),
+        z_shrink=float(primary["ZSHRINK"]), xy_oversample=float(primary["XYOVRSM"]),
+        z_oversample=float(primary["ZOVRSM"]), kernel=str(primary["KERNEL"]),
+        exclude_flags=[] if bits == "none" else [int(b) for b in bits.split(",")])
+    return DrizzleCube(
+        WCS(sci_header).celestial, pixscale, ZGrid.from_edges(np.append(table["LAMBDA_MIN"], table["LAMBDA_MAX"][-1])),
+        np.where(filled, sci, 0.0), filled.astype(np.float64), np.where(filled, variance, 0.0), count, and_mask,
+        or_mask, config, int(primary["DETECTOR"]), n_inputs=int(primary["N_INPUTS"]),
+        n_rejected=int(primary["N_REJECT"]), plane_inputs=np.asarray(table["N_INPUT_SC"], np.int32),
+        stored={"header": primary, "sci_header": sci_header, "wavelength": table})

@@ -40,20 +40,45 @@ def _check_outputs(config: Drizzle3DConfig, detectors) -> None:
         raise FileExistsError(f"output exists: {', '.join(existing)} (set overwrite=True to replace)")
 
 
-def _finish(partial, grid: OutputGrid, config: Drizzle3DConfig) -> Path | None:
+class DrizzleResult(dict[int, Path]):
+    """What :func:`drizzle` made: ``{detector: cube path}``, as the reference's answer, with the
+    images that contributed nothing.
+
+    Parameters
+    ----------
+    cubes : dict
+        {detector: path of its cube}, for each detector some image contributed to.
+    rejected : dict
+        {detector: [(image, reason), ...]}: the images of each detector's box that contributed
+        nothing (also listed in ``drizzle_D<n>_rejected.parquet``), why.
+    """
+
+    def __init__(self, cubes: dict[int, Path], rejected: dict[int, list[tuple[str, str]]]):
+        super().__init__(cubes)
+        self.rejected = rejected
+
+    @property
+    def cubes(self) -> dict[int, Path]:
+        """{detector: path of its cube}."""
+        return dict(self)
+
+
+def _finish(partial, grid: OutputGrid, config: Drizzle3DConfig) -> DrizzleCube:
+    """Write the cube of a summed partial (when something contributed) and its list of rejected
+    images (removing an earlier run's when there is none); the cube."""
     cube = DrizzleCube.from_partial(partial, grid, config)
     listed = rejected_path(config, grid.detector)
     if cube.rejected:
         write_parquet_atomic(pd.DataFrame(cube.rejected, columns=["image", "reason"]), listed)
     else:
         listed.unlink(missing_ok=True)  # an earlier run's list
-    if not (cube.weight_total > 0).any():
-        return None
-    return save_cube(cube, cube_path(config, grid.detector), overwrite=True)
+    if (cube.weight_total > 0).any():
+        save_cube(cube, cube_path(config, grid.detector), overwrite=True)
+    return cube
 
 
-def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, output_wcs=None,
-                     storage_options: dict | None = None, *, client=None) -> Path | None:
+def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, output_wcs=None, *,
+                     storage_options: dict | None = None, client=None) -> Path | None:
     """Drizzle the given files of one detector into ``drizzle_D<n>.fits`` (reference name).
 
     Images of other detectors, unreadable or non-overlapping images are rejected (listed in
@@ -82,7 +107,8 @@ def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, o
     _check_outputs(config, [detector])
     grid = output_grid(config, detector, output_wcs)
     (partial,) = _sums({detector: ([str(p) for p in fits_paths], grid)}, config, client, storage_options).values()
-    return _finish(partial, grid, config)
+    cube = _finish(partial, grid, config)
+    return cube_path(config, detector) if (cube.weight_total > 0).any() else None
 
 
 def _sums(jobs: dict, config: Drizzle3DConfig, client, storage_options: dict | None = None) -> dict:
@@ -106,7 +132,7 @@ def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[
     query = RegionQuery(polygon=tuple(map(tuple, corners)), bands=(config.detector,) if config.detector else None,
                         mjd_range=config.mjd_range, max_images=config.max_images)
     remote = bool(config.archive) and is_remote(str(config.archive))
-    found = open_archive(config.archive, config.tap_url, run_dir=config.output_dir,
+    found = open_archive(archive=config.archive, tap_url=config.tap_url, run_dir=config.output_dir,
                          storage_options=config.storage_options, client=client).query(query)
     frame = found.frame
     lost: dict[int, list[tuple[str, str]]] = {}
@@ -135,7 +161,7 @@ def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[
     return out, lost
 
 
-def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
+def drizzle(config: Drizzle3DConfig, *, client=None) -> DrizzleResult:
     """Query → files → one cube per detector (detectors in parallel) (reference name).
 
     Existing outputs are detected before anything is computed (``FileExistsError`` unless
@@ -151,8 +177,9 @@ def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
 
     Returns
     -------
-    dict
-        {detector: path of its cube}, for each detector some image contributed to.
+    DrizzleResult
+        {detector: path of its cube}, for each detector some image contributed to (the
+        reference's answer), and its ``rejected`` images per detector, with the reasons.
     """
     detectors = [config.detector] if config.detector else list(range(1, 7))
     _check_outputs(config, detectors)
@@ -160,12 +187,14 @@ def drizzle(config: Drizzle3DConfig, *, client=None) -> dict[int, Path]:
     grids = {det: output_grid(config, det) for det in sorted(set(files) | set(lost))}
     with cluster.run_context("drizzle", RunLayout(config.output_dir).performance_report("drizzle"), client=client):
         partials = _sums({d: (files[d], grids[d]) for d in files}, config, client)
-    results = {}
+    cubes, rejections = {}, {}
     for det, grid in grids.items():
         n_z = grid.zgrid.n_z
         partial = combine(partials.get(det, PartialCube.empty(n_z, n_inputs=0)),
                           *(rejected(n_z, url, reason) for url, reason in lost.get(det, [])))
-        path = _finish(partial, grid, config)
-        if path is not None:
-            results[det] = path
-    return results
+        cube = _finish(partial, grid, config)
+        if (cube.weight_total > 0).any():
+            cubes[det] = cube_path(config, det)
+        if cube.rejected:
+            rejections[det] = [(str(image), str(reason)) for image, reason in cube.rejected]
+    return DrizzleResult(cubes, rejections)

@@ -166,7 +166,7 @@ def map_window(transform: PixelTransform, window: tuple[slice, slice], output_sh
 
 
 def compute_spatial_mapping(input_wcs: WCS, input_shape: tuple[int, int], output_wcs: WCS,
-                            output_shape: tuple[int, int], xy_shrink: float,
+                            output_shape: tuple[int, int], xy_shrink: float, *,
                             kernel: str = "square") -> tuple[np.ndarray, ...]:
     """The overlaps of a whole input image with the output grid (reference name).
 

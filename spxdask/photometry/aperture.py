@@ -88,8 +88,8 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         them), ``background_source_pixels`` (SOURCE pixels admitted to the background),
         ``no_background`` (too few background pixels: fluxes are NaN). ``psf_quality`` the
         same for the PSF fit (over the fit radius): ``edge``, ``bad_pixels`` (left out of the
-        fit), ``psf_degenerate`` (a neighbour the data cannot split from it: |correlation| >
-        0.9; the error says how little is known), ``no_pixels`` (no usable pixel: NaN).
+        fit), ``psf_degenerate`` (a neighbour the data cannot split from it: absolute correlation
+        above 0.9; the error says how little is known), ``no_pixels`` (no usable pixel: NaN).
     """
     config = config or PhotometryConfig()
     meta = l2.meta

@@ -14,7 +14,7 @@ normal matrix, since a source couples only to the sources whose boxes overlap it
 2. the neighbour pairs (boxes overlap) from a cell list, their normal-matrix entries
    (compiled), the matrix assembled by :mod:`scipy.sparse`;
 3. the system solved by conjugate gradients with a Jacobi preconditioner (sparse LU, SuperLU,
-   when CG stalls on a near-degenerate pair): measured 7x faster than LU at 20,000 sources;
+   when CG stalls on a near-degenerate pair), faster than LU alone (docs' benchmark page);
 4. errors from the inverse of the normal matrix restricted to each source and its direct
    neighbours (sources and tiles): the flux variance with the neighbours' fluxes free.
    Conditioning on the neighbours' neighbours changes it by far less than its own

@@ -20,24 +20,57 @@ ERRATUM_VERSION = "6.5.4"
 class SimConfig(Config):
     """What to simulate.
 
-    ``n_images`` counts L2 files; exposures have one file per detector in ``detectors``.
-    ``radius`` (deg) bounds the catalog and the pointings (default: one image width).
-    ``noiseless`` drops noise and pixel artefacts (for truth checks of the source model);
-    ``artefacts=False`` keeps the noise but drops the hot/cold/transient/dead pixels.
-    Images smaller than the detector are cut-outs of it (IBE style): at its centre
-    (``cutouts="centre"``) or anywhere on it (``"random"``, so the images of one sky position
-    sample every wavelength of the detector).
-
-    Crowding: source fluxes ``f0`` follow dN/dS ∝ S^-``count_slope`` over ``flux_range_ujy``
-    (1: uniform in log S); sources closer than ``min_separation_arcsec`` are redrawn (0 for
-    crowded skies, where neighbours inside one PSF are the rule). Sources fainter than
-    ``uncatalogued_below_ujy`` are drawn in the images but left out of ``catalog.csv``.
-    ``psf_gradient`` makes the PSF width change from zone to zone along the detector's x
-    axis (sigma x (1 + psf_gradient u), u = -1 .. 1 from the left to the right edge), so a
-    source measured with the wrong zone's PSF shows it. ``flat_spectra``: every source has
-    the same flux at every wavelength (f0). ``hot_fraction``: share of pixels made hot (+5 to
-    +50 MJy/sr) and flagged HOT. ``psf_erratum`` (QR2): files of pipeline VERSION 6.5.4 whose
-    PSF header carries the zone centres transposed, as IRSA's PSF erratum describes.
+    Parameters
+    ----------
+    n_images : int
+        L2 files; exposures have one file per detector in ``detectors``.
+    size : int
+        Image side (px); images smaller than the detector (2040) are cut-outs of it (IBE style).
+    n_sources : int
+        Sources drawn.
+    seed : int
+        Random seed: the same config writes the same files.
+    layout : {"qr2", "qr3"}
+        The release layout (PSF cube or ePSF table, their header keywords and VERSION).
+    center : (float, float)
+        Centre of the field (deg).
+    radius : float, optional
+        Bound of the catalog and the pointings (deg); default one image width.
+    detectors : tuple of int
+        Detectors of each exposure.
+    n_epochs : int
+        Epochs over which the exposures are spread (variable sources change between them).
+    variable_fraction : float
+        Share of variable sources.
+    flux_range_ujy : (float, float)
+        Range of the sources' reference fluxes ``f0`` (µJy).
+    read_noise : float
+        Read noise (MJy/sr per pixel).
+    noiseless : bool
+        No noise and no pixel artefacts (for truth checks of the source model).
+    artefacts : bool
+        Hot, cold, transient and dead pixels (False keeps the noise, drops them).
+    cutouts : {"centre", "random"}
+        Where on the detector a cut-out lies: at its centre, or anywhere (so the images of one
+        sky position sample every wavelength of the detector).
+    count_slope : float
+        Source fluxes follow dN/dS ∝ S^-count_slope over ``flux_range_ujy`` (1: uniform in log S).
+    min_separation_arcsec : float
+        Sources closer than this are redrawn (0 for crowded skies, where neighbours inside one
+        PSF are the rule).
+    uncatalogued_below_ujy : float
+        Sources fainter than this are drawn in the images but left out of ``catalog.csv``.
+    psf_gradient : float
+        The PSF width changes from zone to zone along the detector's x axis (sigma x (1 +
+        psf_gradient u), u = -1 .. 1 from the left to the right edge), so a source measured
+        with the wrong zone's PSF shows it.
+    flat_spectra : bool
+        Every source has the same flux at every wavelength (f0).
+    hot_fraction : float
+        Share of pixels made hot (+5 to +50 MJy/sr) and flagged HOT.
+    psf_erratum : bool
+        QR2 files of pipeline VERSION 6.5.4 whose PSF header carries the zone centres
+        transposed, as IRSA's PSF erratum describes.
     """
 
     n_images: int = 24

@@ -18,7 +18,23 @@ from .writer import write_image
 
 @dataclass(frozen=True)
 class SimulatedSky:
-    """Where :func:`simulate_sky` wrote things."""
+    """Where :func:`simulate_sky` wrote things.
+
+    Parameters
+    ----------
+    root : Path
+        The folder given.
+    archive : Path
+        The L2 files, in IRSA's layout.
+    catalog : Path
+        ``catalog.csv``: targetid, ra, dec of the catalogued sources.
+    truth_sources : Path
+        Every source with its SED (Parquet).
+    truth_detections : Path
+        Every source in every image, with its true flux (Parquet).
+    files : list of Path
+        The L2 files.
+    """
 
     root: Path
     archive: Path
@@ -28,7 +44,7 @@ class SimulatedSky:
     files: list[Path]
 
 
-def simulate_sky(out: str | Path, cfg: SimConfig = SimConfig(), *, client=None,
+def simulate_sky(out: str | Path, config: SimConfig = SimConfig(), *, client=None,
                  scheduler: str | None = None) -> SimulatedSky:
     """Write a simulated survey: ``out/archive/<IRSA layout>``, ``out/catalog.csv`` (targetid,
     ra, dec of the catalogued sources) and ``out/truth/{sources,detections}.parquet`` (all).
@@ -36,12 +52,26 @@ def simulate_sky(out: str | Path, cfg: SimConfig = SimConfig(), *, client=None,
     Images are rendered in parallel with Dask: on ``client`` when given, else with the local
     ``scheduler`` ("sync", "threads", "processes") when given, else on the running Client, else
     in local processes (one task per image; "sync" for one or two images).
+
+    Parameters
+    ----------
+    out : path
+        The folder.
+    config : SimConfig
+        What to simulate.
+    client : distributed.Client, optional
+    scheduler : str, optional
+        A local dask scheduler, when no client is given.
+
+    Returns
+    -------
+    SimulatedSky
     """
     root = Path(out)
     archive = root / "archive"
-    catalog = make_catalog(cfg)
-    specs = plan_survey(cfg, catalog)
-    truths = db.from_sequence(specs, npartitions=min(len(specs), 64)).map(write_image, cfg=cfg, archive_dir=archive)
+    catalog = make_catalog(config)
+    specs = plan_survey(config, catalog)
+    truths = db.from_sequence(specs, npartitions=min(len(specs), 64)).map(write_image, config=config, archive_dir=archive)
     where = client or scheduler or running_client() or ("processes" if len(specs) > 2 else "sync")
     (frames,) = dask.compute(truths, scheduler=where)
     truth_dir = root / "truth"
@@ -70,8 +100,8 @@ def write_tiny_image(folder: str | Path) -> tuple[Path, ImageSpec, pd.DataFrame]
     catalog : DataFrame
         Its sources (targetid, ra, dec, ...).
     """
-    cfg = SimConfig(n_images=1, size=64, n_sources=20, detectors=(1,), n_epochs=1, min_separation_arcsec=0.0)
-    catalog = make_catalog(cfg)
-    spec = plan_survey(cfg, catalog)[0]
-    write_image(spec, cfg, Path(folder))
+    config = SimConfig(n_images=1, size=64, n_sources=20, detectors=(1,), n_epochs=1, min_separation_arcsec=0.0)
+    catalog = make_catalog(config)
+    spec = plan_survey(config, catalog)[0]
+    write_image(spec, config, Path(folder))
     return Path(folder) / spec.relpath, spec, catalog

@@ -23,6 +23,15 @@ def wave_table(detector: int, layout: str) -> tuple[np.ndarray, np.ndarray, np.n
     Wavelength falls log-linearly with row and rises along x towards the edges (the "smile",
     +1.04 % as in the real D1 table), spanning the real tables' extremes; bandwidth is
     wavelength / R from the packaged channel table. QR3 shifts D5 and D6 by +0.0064 micron.
+
+    Parameters
+    ----------
+    detector : int
+    layout : {"qr2", "qr3"}
+
+    Returns
+    -------
+    xs, ys, values : ndarray
     """
     det = channels.detector(detector)
     xs = np.array(det.wave_x_control, float)
@@ -38,7 +47,19 @@ def wave_table(detector: int, layout: str) -> tuple[np.ndarray, np.ndarray, np.n
     return xs, ys, np.stack([wl, bw], axis=-1).astype(np.float32)
 
 def zone_grid(detector: int, layout: str) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Zone centres (0-based parent pixels, x-fast) and zone widths of the PSF model."""
+    """Zone centres (0-based parent pixels, x-fast) and zone widths of the PSF model.
+
+    Parameters
+    ----------
+    detector : int
+    layout : {"qr2", "qr3"}
+
+    Returns
+    -------
+    x, y : ndarray
+        The zone centres.
+    width_x, width_y : float
+    """
     nzx, nzy = (11, 11) if layout == "qr2" else ((11, 41) if detector == 3 else (21, 21))
     wx, wy = channels.N_PIX / nzx, channels.N_PIX / nzy
     cx = (np.arange(nzx) + 0.5) * wx - 0.5
@@ -46,9 +67,21 @@ def zone_grid(detector: int, layout: str) -> tuple[np.ndarray, np.ndarray, float
     gx, gy = np.meshgrid(cx, cy)
     return gx.ravel(), gy.ravel(), wx, wy
 
-def psf_sigma(detector: int, xp: np.ndarray, yp: np.ndarray, gradient: float = 0.0) -> np.ndarray:
-    """Core Gaussian sigma (native pixels) at parent pixel (xp, yp): broader at the corners,
-    and changing by the fraction ``gradient`` per detector half-width along x."""
+def psf_sigma(detector: int, xp: np.ndarray, yp: np.ndarray, *, gradient: float = 0.0) -> np.ndarray:
+    """Core Gaussian sigma (native pixels) at parent pixel (xp, yp), broader at the corners.
+
+    Parameters
+    ----------
+    detector : int
+    xp, yp : ndarray
+        0-based parent-detector pixels.
+    gradient : float
+        Fractional change of the width per detector half-width along x.
+
+    Returns
+    -------
+    ndarray
+    """
     base = PSF_FWHM_ARCSEC[detector] / PIXEL_SCALE_ARCSEC / 2.3548
     u = (np.asarray(xp) - DETECTOR_CENTRE) / DETECTOR_CENTRE
     r2 = u**2 + ((np.asarray(yp) - DETECTOR_CENTRE) / DETECTOR_CENTRE) ** 2
@@ -61,8 +94,21 @@ def _box_integral(lo: np.ndarray, hi: np.ndarray, sigma: np.ndarray) -> np.ndarr
     return 0.5 * (erf(hi / s) - erf(lo / s))
 
 def psf_pixels(dx_lo, dx_hi, dy_lo, dy_hi, sigma) -> np.ndarray:
-    """Fraction of the PSF (core + wing) falling in boxes given by edges relative to the
-    source, broadcasting (..., ny, 1) against (..., 1, nx)."""
+    """Fraction of the PSF (core + wing) falling in boxes given by edges relative to the source.
+
+    Parameters
+    ----------
+    dx_lo, dx_hi : ndarray
+        Box edges along x (px from the source), shape (..., 1, nx).
+    dy_lo, dy_hi : ndarray
+        Box edges along y, shape (..., ny, 1).
+    sigma : ndarray or float
+        Core Gaussian sigma (px).
+
+    Returns
+    -------
+    ndarray
+    """
     out: Any = 0.0
     for weight, scale in ((1 - PSF_WING_FRACTION, 1.0), (PSF_WING_FRACTION, PSF_WING_SCALE)):
         out = out + weight * _box_integral(dy_lo, dy_hi, sigma * scale) * _box_integral(dx_lo, dx_hi, sigma * scale)

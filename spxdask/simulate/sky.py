@@ -19,7 +19,35 @@ MJD_START = 61027.0  # 2025-12-18
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """Everything needed to render one L2 file (small; sent to one task)."""
+    """Everything needed to render one L2 file (small; sent to one task).
+
+    Parameters
+    ----------
+    index : int
+        Its number in the survey.
+    obs_id : str
+        Its observation id.
+    expidn : int
+        Its exposure number.
+    detector : int
+        1-6.
+    ra, dec : float
+        Pointing of the image centre (deg).
+    rotation_deg : float
+        Position angle of the image.
+    mjd_beg : float
+        Start of the exposure (MJD).
+    zodi_scale : float
+        Scale of the zodiacal light drawn in it.
+    zodi_gradient : (float, float)
+        Its gradient along x and y.
+    relpath : str
+        Path of the file in the archive (IRSA's layout).
+    origin : (int, int)
+        0-based parent-detector pixel (x, y) of the image's first pixel.
+    sources : DataFrame
+        The sources it may see (with their SEDs).
+    """
 
     index: int
     obs_id: str
@@ -39,18 +67,27 @@ def central_origin(size: int) -> int:
     """0-based parent-detector pixel of a central cut-out's first pixel."""
     return (channels.N_PIX - size) // 2
 
-def make_catalog(cfg: SimConfig) -> pd.DataFrame:
+def make_catalog(config: SimConfig) -> pd.DataFrame:
     """The source catalog with SEDs: targetid (17-digit int64), ra, dec and SED parameters.
 
     f(lambda, t) = f0 (lambda/1.5um)^(alpha + beta ln(lambda/1.5um)) (1 + amp sin(2 pi t / period + phase)).
+
+    Parameters
+    ----------
+    config : SimConfig
+
+    Returns
+    -------
+    DataFrame
+        One row per source; ``catalogued`` says which go into ``catalog.csv``.
     """
-    rng = np.random.default_rng([cfg.seed, 1])
-    ra0, dec0 = cfg.center
-    n = cfg.n_sources
-    min_sep = cfg.min_separation_arcsec / 3600
+    rng = np.random.default_rng([config.seed, 1])
+    ra0, dec0 = config.center
+    n = config.n_sources
+    min_sep = config.min_separation_arcsec / 3600
     xi, eta = np.empty(0), np.empty(0)
     while xi.size < n:  # uniform in the disc, rejecting close pairs
-        r = cfg.region_radius * np.sqrt(rng.uniform(0, 1, n))
+        r = config.region_radius * np.sqrt(rng.uniform(0, 1, n))
         phi = rng.uniform(0, 2 * np.pi, n)
         if min_sep == 0:
             xi, eta = r * np.cos(phi), r * np.sin(phi)
@@ -61,13 +98,13 @@ def make_catalog(cfg: SimConfig) -> pd.DataFrame:
             if xi.size == 0 or np.min(np.hypot(xi - a, eta - b)) > min_sep:
                 xi, eta = np.append(xi, a), np.append(eta, b)
     ra, dec = tangent_to_sky(ra0, dec0, xi, eta)
-    variable = rng.uniform(0, 1, n) < cfg.variable_fraction
+    variable = rng.uniform(0, 1, n) < config.variable_fraction
     frame = pd.DataFrame({
         # consecutive ids differ in the last digits only: float64 cannot tell them apart
         "targetid": (TARGETID_BASE + np.cumsum(rng.integers(1, 4, n))).astype(np.int64),
         "ra": ra,
         "dec": dec,
-        "f0_ujy": _source_counts(rng, n, *cfg.flux_range_ujy, cfg.count_slope),
+        "f0_ujy": _source_counts(rng, n, *config.flux_range_ujy, config.count_slope),
         "alpha": rng.uniform(-2.0, 1.0, n),
         "beta": rng.uniform(-0.5, 0.5, n),
         "variable": variable,
@@ -75,9 +112,9 @@ def make_catalog(cfg: SimConfig) -> pd.DataFrame:
         "period_days": np.where(variable, rng.uniform(0.5, 200.0, n), np.inf),
         "phase": rng.uniform(0, 2 * np.pi, n),
     })
-    if cfg.flat_spectra:
+    if config.flat_spectra:
         frame = frame.assign(alpha=0.0, beta=0.0)
-    return frame.assign(catalogued=frame["f0_ujy"] >= cfg.uncatalogued_below_ujy)
+    return frame.assign(catalogued=frame["f0_ujy"] >= config.uncatalogued_below_ujy)
 
 
 def _source_counts(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
@@ -88,7 +125,21 @@ def _source_counts(rng: np.random.Generator, n: int, lo: float, hi: float, slope
     return (lo**k + u * (hi**k - lo**k)) ** (1 / k)
 
 def true_flux(sed: pd.DataFrame, wavelength_um: np.ndarray, mjd: np.ndarray) -> np.ndarray:
-    """True flux density (microjansky) of each SED row at its wavelength and time."""
+    """True flux density (µJy) of each SED row at its wavelength and time.
+
+    Parameters
+    ----------
+    sed : DataFrame
+        Rows of :func:`make_catalog` (f0_ujy, alpha, beta, amplitude, period_days, phase).
+    wavelength_um : ndarray
+        One wavelength (µm) per row.
+    mjd : ndarray
+        One time (MJD) per row.
+
+    Returns
+    -------
+    ndarray
+    """
     lr = np.log(np.asarray(wavelength_um, float) / 1.5)
     f = sed["f0_ujy"].to_numpy() * np.exp(sed["alpha"].to_numpy() * lr + sed["beta"].to_numpy() * lr**2)
     phase = 2 * np.pi * np.asarray(mjd) / sed["period_days"].to_numpy() + sed["phase"].to_numpy()
@@ -101,54 +152,64 @@ def _obs_id(mjd: float, large: int, small: int) -> tuple[str, str]:
     plan = f"{year}W{week:02d}_{1 if weekday <= 3 else 2}A"
     return plan, f"{plan}_{large:04d}_{small}"
 
-def plan_survey(cfg: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
+def plan_survey(config: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
     """Pointings with dithers and rotations, all requested detectors, several epochs.
 
     Detector pairs (D1, D4), (D2, D5), (D3, D6) see the same sky; the three pairs sit side by
     side, one image width apart, as on the SPHEREx focal plane.
+
+    Parameters
+    ----------
+    config : SimConfig
+    catalog : DataFrame
+        The sources (:func:`make_catalog`).
+
+    Returns
+    -------
+    list of ImageSpec
     """
-    rng = np.random.default_rng([cfg.seed, 2])
-    n_exp = -(-cfg.n_images // len(cfg.detectors))
-    width = cfg.size * SCALE_DEG * 1.02
-    version, _ = QR_VERSIONS[cfg.layout]
+    rng = np.random.default_rng([config.seed, 2])
+    n_exp = -(-config.n_images // len(config.detectors))
+    width = config.size * SCALE_DEG * 1.02
+    version, _ = QR_VERSIONS[config.layout]
     specs: list[ImageSpec] = []
     epoch_start: dict[int, float] = {}  # epochs half a year apart; exposures 2 min apart within one
     for e in range(n_exp):
-        epoch = e % cfg.n_epochs
+        epoch = e % config.n_epochs
         offset = rng.uniform(0, 0.5)
         epoch_start.setdefault(epoch, MJD_START + 182.6 * epoch + offset)
-        mjd = epoch_start[epoch] + (e // cfg.n_epochs) * 0.0014
-        r = 0.5 * cfg.region_radius * np.sqrt(rng.uniform())
+        mjd = epoch_start[epoch] + (e // config.n_epochs) * 0.0014
+        r = 0.5 * config.region_radius * np.sqrt(rng.uniform())
         phi = rng.uniform(0, 2 * np.pi)
         rot = rng.uniform(0, 360)
         large, small = 100 + e // 4, e % 4 + 1
         plan, obs_id = _obs_id(mjd, large, small)
         proc = Time(mjd + 30, format="mjd").to_datetime()
         tag = f"{version}-{proc.year}-{proc.timetuple().tm_yday:03d}"
-        for det in cfg.detectors:
-            if len(specs) == cfg.n_images:
+        for det in config.detectors:
+            if len(specs) == config.n_images:
                 break
             # pair offset along the rotated y axis, centred on the requested detectors
-            k = (det - 1) % 3 - 1 - np.mean([(d - 1) % 3 - 1 for d in cfg.detectors])
+            k = (det - 1) % 3 - 1 - np.mean([(d - 1) % 3 - 1 for d in config.detectors])
             t = np.radians(rot)
             xi = r * np.cos(phi) - k * width * np.sin(t)
             eta = r * np.sin(phi) + k * width * np.cos(t)
-            ra_c, dec_c = tangent_to_sky(*cfg.center, np.array(xi), np.array(eta))
+            ra_c, dec_c = tangent_to_sky(*config.center, np.array(xi), np.array(eta))
             ra, dec = float(ra_c), float(dec_c)
             txi, teta = sky_to_tangent(ra, dec, catalog["ra"].to_numpy(), catalog["dec"].to_numpy())
-            near = np.hypot(txi, teta) < cfg.size * SCALE_DEG * 0.75 + 0.01
+            near = np.hypot(txi, teta) < config.size * SCALE_DEG * 0.75 + 0.01
             name = f"level2_{obs_id}D{det}_spx_{tag}.fits"
             expidn = int(f"{plan[:4]}{plan[5:7]}{plan[8]}01{large:04d}{small}{det}")
-            if cfg.cutouts == "random":
-                ox, oy = rng.integers(0, channels.N_PIX - cfg.size + 1, 2)
+            if config.cutouts == "random":
+                ox, oy = rng.integers(0, channels.N_PIX - config.size + 1, 2)
                 origin = (int(ox), int(oy))
             else:
-                origin = (central_origin(cfg.size),) * 2
+                origin = (central_origin(config.size),) * 2
             specs.append(ImageSpec(
                 index=len(specs), obs_id=obs_id, expidn=expidn, detector=det, ra=ra, dec=dec,
                 rotation_deg=rot, mjd_beg=mjd, zodi_scale=float(rng.uniform(0.97, 1.03)),
                 zodi_gradient=(float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.05))),
-                relpath=f"{cfg.layout}/level2/{plan}/{tag}/{det}/{name}", origin=origin,
+                relpath=f"{config.layout}/level2/{plan}/{tag}/{det}/{name}", origin=origin,
                 sources=catalog.loc[near].reset_index(drop=True),
             ))
     return specs

@@ -97,7 +97,7 @@ def psf_extension(detector: int, layout: str, gradient: float = 0.0,
     table (33x33 samples at 5x of the pixel-integrated PSF), one per zone. ``erratum``: the QR2
     zone-centre cards written transposed (plane = x * ncols + y + 1), as in IRSA's PSF erratum."""
     gx, gy, wx, wy = zone_grid(detector, layout)
-    sig = psf_sigma(detector, gx, gy, gradient)[:, None, None]
+    sig = psf_sigma(detector, gx, gy, gradient=gradient)[:, None, None]
     if layout == "qr2":
         os_, n = 10, 101
         edges = (np.arange(n) - (n - 1) / 2 - 0.5) / os_
@@ -151,14 +151,26 @@ def psf_extension(detector: int, layout: str, gradient: float = 0.0,
     h["HISTORY"] = f"Calibration source file: epsf_D{detector}_synthetic.fits"
     return hdu
 
-def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.DataFrame]:
-    """The L2 file of ``spec`` and its truth rows (one per source whose centre is in the image)."""
-    rng = np.random.default_rng([cfg.seed, 3, spec.index])
-    n = cfg.size
+def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.DataFrame]:
+    """The L2 file of ``spec`` and its truth rows.
+
+    Parameters
+    ----------
+    spec : ImageSpec
+    config : SimConfig
+
+    Returns
+    -------
+    hdul : HDUList
+    truth : DataFrame
+        One row per source whose centre is in the image.
+    """
+    rng = np.random.default_rng([config.seed, 3, spec.index])
+    n = config.size
     ox, oy = spec.origin
     wcs_h = image_wcs_header(spec, n)
     wcs = WCS(wcs_h, naxis=2)
-    xs_c, ys_c, values = wave_table(spec.detector, cfg.layout)
+    xs_c, ys_c, values = wave_table(spec.detector, config.layout)
     axis = np.arange(n) + 1.0
     wl_map, _ = wave_map(xs_c, ys_c, values.astype(float), axis + ox, axis + oy)
     yy, xx = np.mgrid[0:n, 0:n]
@@ -173,30 +185,30 @@ def render_image(spec: ImageSpec, cfg: SimConfig) -> tuple[fits.HDUList, pd.Data
     mjd_mid = spec.mjd_beg + 0.5 * EXPOSURE_S / 86400
     flux = true_flux(src, wl, np.full(len(src), mjd_mid))
     area = pixel_area_arcsec2(wcs, x, y)
-    gx, gy, _, _ = zone_grid(spec.detector, cfg.layout)
+    gx, gy, _, _ = zone_grid(spec.detector, config.layout)
     zone = np.argmin((x[:, None] + ox - gx) ** 2 + (y[:, None] + oy - gy) ** 2, axis=1)
-    sigma = psf_sigma(spec.detector, gx, gy, cfg.psf_gradient)[zone]
+    sigma = psf_sigma(spec.detector, gx, gy, gradient=config.psf_gradient)[zone]
     model = np.zeros((n, n))
     render_stamps(model, x, y, flux / (area * UJY_ARCSEC2_PER_MJY_SR), sigma)
 
-    variance = (cfg.read_noise**2 + 2e-4 * (model + zodi)).astype(np.float32)
+    variance = (config.read_noise**2 + 2e-4 * (model + zodi)).astype(np.float32)
     image = model + spec.zodi_scale * zodi
     flag = np.zeros((n, n), np.int32)
-    flag[model > 0.5 * cfg.read_noise] |= Flag.SOURCE
-    if not cfg.noiseless:
+    flag[model > 0.5 * config.read_noise] |= Flag.SOURCE
+    if not config.noiseless:
         image = image + rng.standard_normal((n, n)) * np.sqrt(variance)
-        if cfg.artefacts:
-            _add_artefacts(rng, image, variance, flag, spec.detector, cfg.hot_fraction)
+        if config.artefacts:
+            _add_artefacts(rng, image, variance, flag, spec.detector, config.hot_fraction)
     primary = fits.PrimaryHDU()
-    primary.header["VERSION"] = ERRATUM_VERSION if cfg.psf_erratum else QR_VERSIONS[cfg.layout][1]
+    primary.header["VERSION"] = ERRATUM_VERSION if config.psf_erratum else QR_VERSIONS[config.layout][1]
     median_area = float(np.median(pixel_area_arcsec2(wcs, xx[::16, ::16].ravel(), yy[::16, ::16].ravel())))
     common = _common_header(spec, wcs_h, area=median_area)
     hdus = [primary,
             _image_hdu(IMAGE, image.astype(np.float32), "MJy / sr", common, flag),
-            _flags_hdu(flag, common, cfg.layout),
+            _flags_hdu(flag, common, config.layout),
             _image_hdu(VARIANCE, variance, "MJy2 / sr2", common),
             _image_hdu(ZODI, zodi, "MJy / sr", common),
-            psf_extension(spec.detector, cfg.layout, cfg.psf_gradient, cfg.psf_erratum),
+            psf_extension(spec.detector, config.layout, config.psf_gradient, config.psf_erratum),
             _wave_hdu(xs_c, ys_c, values)]
     truth = pd.DataFrame({
         "targetid": src["targetid"].to_numpy(), "obs_id": spec.obs_id, "detector": spec.detector,
@@ -289,9 +301,22 @@ def _wave_hdu(xs: np.ndarray, ys: np.ndarray, values: np.ndarray) -> fits.BinTab
             fits.Column("VALUES", f"{2 * nx * ny}E", array=values[None], dim=f"(2,{nx},{ny})")]
     return fits.BinTableHDU.from_columns(cols, name=WCS_WAVE)
 
-def write_image(spec: ImageSpec, cfg: SimConfig, archive_dir: Path) -> pd.DataFrame:
-    """Render one image, write it atomically under ``archive_dir``, return its truth rows."""
-    hdul, truth = render_image(spec, cfg)
+def write_image(spec: ImageSpec, config: SimConfig, archive_dir: Path) -> pd.DataFrame:
+    """Render one image and write it atomically under ``archive_dir``.
+
+    Parameters
+    ----------
+    spec : ImageSpec
+    config : SimConfig
+    archive_dir : Path
+        The archive's root (the file goes to ``spec.relpath`` under it).
+
+    Returns
+    -------
+    DataFrame
+        Its truth rows.
+    """
+    hdul, truth = render_image(spec, config)
     path = Path(archive_dir) / spec.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -55,7 +55,7 @@ class SpectraConfig(Config):
         need(0.01 <= self.knot_spacing <= 2.0, "knot_spacing", "must be within [0.01, 2] (in ln wavelength)")
         need(0.0 < self.false_positive_rate < 1.0, "false_positive_rate", "must be within (0, 1)")
 
-    def resolve_flux(self, columns, psf_measured: bool = True) -> tuple[str, str]:
+    def resolve_flux(self, columns, *, psf_measured: bool = True) -> tuple[str, str]:
         """The (flux, error) column pair to use among ``columns``.
 
         Parameters
@@ -96,7 +96,7 @@ def chosen_flux(config: SpectraConfig, files: Sequence[Path]) -> SpectraConfig:
     if config.flux_column == "flux_psf" and not measured:
         raise ValueError("SpectraConfig.flux_column: the run has no 'flux_psf' values (measured with "
                          "PhotometryConfig.psf_fit=False); take 'auto' or 'flux_total'")
-    return replace(config, flux_column=config.resolve_flux(names, measured)[0])
+    return replace(config, flux_column=config.resolve_flux(names, psf_measured=measured)[0])
 
 
 def _has_values(path: Path, column: str) -> bool:

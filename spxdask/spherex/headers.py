@@ -1,5 +1,5 @@
 """Header parsing of L2 files from their card text: the primary celestial TAN-SIP WCS (through
-wcslib, ~15x faster than astropy's reading) and the zone centres of the QR2 PSF cube."""
+wcslib, faster than astropy's reading: figures in the docs' benchmark page) and the zone centres of the QR2 PSF cube."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def psf_zones(header: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 def celestial_wcs(header: str, shape: tuple[int, int]) -> WCS:
     """The primary celestial WCS, with its SIP distortion, of a header given as text (80-column
-    cards), equal to astropy's ``WCS(header, naxis=2)`` and ~15x faster: wcslib parses the WCS
+    cards), equal to astropy's ``WCS(header, naxis=2)`` and faster: wcslib parses the WCS
     cards itself and the numeric SIP cards are read directly, not through astropy's (slow)
     card parser. Raises on a WCS card wcslib cannot parse (where astropy warns and drops it)
     and on a SIP card without a numeric value."""
@@ -78,7 +78,7 @@ def celestial_wcs(header: str, shape: tuple[int, int]) -> WCS:
 
 def numeric_value(card: str) -> float:
     """The value of a numeric header card (``KEYWORD = value / comment``, FITS fixed or free
-    format): ~30x faster than astropy's card parser, which these SIP cards do not need."""
+    format), without astropy's card parser, which these SIP cards do not need."""
     if card[8:10] != "= ":
         raise ValueError(f"card {card[:8].rstrip()!r} has no value")
     try:

@@ -72,7 +72,29 @@ class L2FormatError(ValueError):
 
 @dataclass(frozen=True)
 class L2Meta:
-    """Header metadata of one L2 image."""
+    """Header metadata of one L2 image.
+
+    Parameters
+    ----------
+    obs_id : str
+        OBSID.
+    detector : int
+        1-6.
+    mjd_beg, mjd_avg, mjd_end : float
+        MJD-BEG, MJD-AVG, MJD-END.
+    exptime : float
+        Exposure time (s).
+    psf_fwhm : float
+        PSF_FWHM (arcsec).
+    omega_median : float
+        Median pixel solid angle (arcsec² per pixel).
+    version : str
+        The pipeline VERSION.
+    layout : {"qr2", "qr3"}
+        The release layout.
+    filename : str
+        The file's name.
+    """
 
     obs_id: str
     detector: int
@@ -139,7 +161,7 @@ def _open_fits(source: str, storage_options: dict | None, block_size: int) -> tu
 
 def _raw_header(hdu: Any, fileobj: Any, source: str) -> str:
     """The header of ``hdu`` as stored (80-character cards), read again from the file:
-    astropy's ``Header.tostring()`` re-verifies every card, 10-100x slower."""
+    astropy's ``Header.tostring()`` re-verifies every card, which is much slower."""
     info = hdu.fileinfo()
     start, stop = info["hdrLoc"], info["datLoc"]
     if fileobj is not None:
@@ -156,8 +178,22 @@ def read_footprint(source: str | os.PathLike, *, storage_options: dict | None = 
                    block_size: int = 2**15) -> np.ndarray:
     """The footprint of an L2 file (as :meth:`L2File.footprint`) from its IMAGE header alone.
 
-    Reads the headers up to IMAGE and nothing after: ~8x faster than opening the file with
+    Reads the headers up to IMAGE and nothing after: much faster than opening the file with
     :class:`L2File`, which checks every HDU, for deciding which files to open at all.
+
+    Parameters
+    ----------
+    source : path or URL
+        The file.
+    storage_options : dict, optional
+        fsspec options for a remote file.
+    block_size : int
+        Bytes read per request.
+
+    Returns
+    -------
+    ndarray
+        The four corners (ra, dec) in degrees.
 
     Raises
     ------
@@ -378,7 +414,7 @@ class L2File:
                 array[start:stop] = np.frombuffer(blob, array.dtype).reshape(stop - start, -1)
         return out
 
-    def image(self, section: Section | None = None) -> np.ndarray:
+    def image(self, *, section: Section | None = None) -> np.ndarray:
         """IMAGE (MJy/sr, not zodi-subtracted), float32, native byte order.
 
         Parameters
@@ -392,7 +428,7 @@ class L2File:
         """
         return self._read(IMAGE, section, "=f4")
 
-    def flags(self, section: Section | None = None) -> np.ndarray:
+    def flags(self, *, section: Section | None = None) -> np.ndarray:
         """FLAGS bitmask, int32 (see :mod:`spxdask.spherex.flags`).
 
         Parameters
@@ -406,7 +442,7 @@ class L2File:
         """
         return self._read(FLAGS, section, "=i4")
 
-    def variance(self, section: Section | None = None) -> np.ndarray:
+    def variance(self, *, section: Section | None = None) -> np.ndarray:
         """VARIANCE ((MJy/sr)^2), float32.
 
         Parameters
@@ -420,7 +456,7 @@ class L2File:
         """
         return self._read(VARIANCE, section, "=f4")
 
-    def zodi(self, section: Section | None = None) -> np.ndarray:
+    def zodi(self, *, section: Section | None = None) -> np.ndarray:
         """ZODI model (MJy/sr, not subtracted from IMAGE), float32.
 
         Parameters
@@ -533,7 +569,7 @@ class L2File:
         py = float(h.get("CRVAL2W", 1)) + float(h.get("CDELT2W", 1)) * (np.asarray(y, float) + 1 - float(h.get("CRPIX2W", 1)))
         return px, py
 
-    def wavelength_map(self, section: Section | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def wavelength_map(self, *, section: Section | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel wavelength and bandwidth maps (micron) for the image or a section of it.
 
         Parameters

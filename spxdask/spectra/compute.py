@@ -19,7 +19,7 @@ INPUT_COLUMNS = ("targetid", "ra", "dec", "detector", "wavelength", "quality")
 def resolve(rows: pd.DataFrame, config: SpectraConfig) -> tuple[str, str]:
     """The (flux, error) columns of ``rows`` that ``config`` takes (``"auto"``: the PSF flux
     when any row has one)."""
-    return config.resolve_flux(rows.columns, "flux_psf" in rows and bool(rows["flux_psf"].notna().any()))
+    return config.resolve_flux(rows.columns, psf_measured="flux_psf" in rows and bool(rows["flux_psf"].notna().any()))
 
 
 def usable(rows: pd.DataFrame, config: SpectraConfig) -> np.ndarray:

@@ -146,10 +146,8 @@ def correlated_variance(coeff: np.ndarray, variance: np.ndarray, rho: np.ndarray
 
 def _loaded(cube: str | Path | dict | DrizzleCube) -> dict:
     if isinstance(cube, (str, Path)):
-        return load_cube(cube)
-    if isinstance(cube, DrizzleCube):
-        return as_loaded(cube)
-    return cube
+        cube = load_cube(cube)
+    return as_loaded(cube) if isinstance(cube, DrizzleCube) else cube
 
 
 def _correlation(data: dict, n_z: int) -> np.ndarray:
