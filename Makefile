@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-local lint docs tap-service bench clean-venv
+.PHONY: demo test test-local lint docs tap-service browser bench clean-venv
 
 $(BIN)/spxdask: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/spxdask: pyproject.toml
 demo: $(BIN)/spxdask
 	$(BIN)/spxdask demo
 
-test: $(BIN)/spxdask tap-service
+test: $(BIN)/spxdask tap-service browser
 	$(BIN)/python -m pytest -q
 
 # Everything that needs no root and no loopback server (HTTP, S3, DaCHS TAP, Dask Gateway)
@@ -33,6 +33,10 @@ tap-service:
 # The Sphinx docs: API reference from the numpy docstrings, warnings are errors
 docs: $(BIN)/spxdask
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+# The report tests render the page in Debian's headless Chromium (needs root or password-less sudo).
+browser:
+	command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium; else sudo -n apt-get install -y -q chromium; fi; }
 
 bench: $(BIN)/spxdask
 	$(BIN)/python -m benchmarks

@@ -1,4 +1,4 @@
-"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve, spectrum."""
+"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve, spectrum, report."""
 
 from __future__ import annotations
 
@@ -207,6 +207,18 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .layout import RunLayout
+    from .report import write_report
+
+    if not args.run.is_dir() or not RunLayout(args.run).is_run():
+        print(f"spxdask report: error: {args.run} is not the folder of a batch run (no catalog/ or per_image/)",
+              file=sys.stderr)
+        return 2
+    print(f"report: {write_report(args.run, out=args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spxdask", description="SPHEREx spectral images to science products, on Dask.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -321,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="write the channel table as CSV")
     p.add_argument("--log-wavelength", action="store_true", help="logarithmic wavelength axis in the plot")
     p.set_defaults(func=_cmd_spectrum)
+
+    p = sub.add_parser("report", help="write a run's report: one self-contained HTML page",
+                       description="Write the run at a glance (counts, sky and time coverage, failures, photometry "
+                                   "health, variable sources, spectra, performance) as one HTML page that needs "
+                                   "nothing from the network.")
+    p.add_argument("run", type=Path, help="the batch output folder")
+    p.add_argument("--out", type=Path, help="the page (default RUN/report.html)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

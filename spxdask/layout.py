@@ -11,6 +11,8 @@
       spectra/, sources.parquet           flat channel spectra; per-source summaries
       lightcurves_csv/<targetid>.csv      optional, reference-compatible export
       manifest.parquet                    per image: status, error, timings
+      run.yaml                            how the run was made: config, versions, times, summary
+      report.html                         the run at a glance (one self-contained page)
       performance-report-<stage>.html     Dask's performance report of each stage
 """
 
@@ -86,6 +88,16 @@ class RunLayout:
     def manifest(self) -> Path:
         """Per image: status, error, timings (Parquet)."""
         return self.root / "manifest.parquet"
+
+    @property
+    def run_record(self) -> Path:
+        """How the run was made: its config, versions, stage times and summary (YAML)."""
+        return self.root / "run.yaml"
+
+    @property
+    def report(self) -> Path:
+        """The run at a glance: one self-contained HTML page."""
+        return self.root / "report.html"
 
     def performance_report(self, stage: str) -> Path:
         """Dask's performance report of one stage.

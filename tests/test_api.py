@@ -11,8 +11,8 @@ from pathlib import Path
 from spxdask.compat import REFERENCE_SIGNATURES
 
 PUBLIC = ["spxdask", "spxdask.archive", "spxdask.batch", "spxdask.catalog", "spxdask.cluster", "spxdask.drizzle3d",
-          "spxdask.layout", "spxdask.per_image", "spxdask.photometry", "spxdask.simulate", "spxdask.spectra",
-          "spxdask.spherex"]
+          "spxdask.layout", "spxdask.per_image", "spxdask.photometry", "spxdask.report", "spxdask.simulate",
+          "spxdask.spectra", "spxdask.spherex"]
 #: a config object, the subject of the function it is given to, may come by position
 SUBJECT = "config"
 

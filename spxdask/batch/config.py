@@ -71,6 +71,8 @@ class BatchConfig(Config):
         targets get rows).
     partition_rows : int
         Light-curve rows per partition of the run's catalog at most.
+    report : bool
+        Write ``report.html``, the run at a glance, at the end of ``run_all``.
     """
 
     center_ra: float
@@ -97,6 +99,7 @@ class BatchConfig(Config):
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
     neighbour_catalog_path: Path | None = None
     partition_rows: int = PARTITION_ROWS
+    report: bool = True
 
     def __post_init__(self) -> None:
         check_config(self)

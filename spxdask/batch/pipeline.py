@@ -4,6 +4,7 @@ from disk, so each runs alone in a new process, and ``run_all`` resumes."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,8 @@ from ..catalog import build_catalog
 from ..catalog.export import export_csv, write_sources
 from ..catalog.versions import SPECTRA
 from ..photometry import PhotometryConfig
+from ..record import write_run_record
+from ..report import write_report
 from .config import BatchConfig, load_catalog, load_neighbours
 from .extract import extract_images, write_manifest
 from .query import query_region_observations
@@ -139,6 +142,7 @@ class BatchPipeline:
         self.summary.images = len(found)
         self.summary.unreadable = len(found.unreadable)
         self.summary.seconds["query"] = time.perf_counter() - t0
+        self._record()
         return found
 
     def _observations(self):
@@ -179,6 +183,7 @@ class BatchPipeline:
         self.summary.fetched = int((result.status == "ok").sum())
         self.summary.failed += len(failed)
         self.summary.seconds["download"] = time.perf_counter() - t0
+        self._record()
         return result
 
     def _images(self) -> list[Observation]:
@@ -216,6 +221,7 @@ class BatchPipeline:
         if manifest is not None:
             self.summary.failed = int((manifest.status == "failed").sum())
         self.summary.seconds["extract"] = time.perf_counter() - t0
+        self._record()
         return n
 
     def run_aggregate(self, clean: bool = False) -> int:
@@ -252,6 +258,7 @@ class BatchPipeline:
         s.rows, s.spectrum_rows, s.variable, s.mixed_releases = made.rows, made.spectrum_rows, made.variable, made.mixed_releases
         s.partitions, s.partitions_rewritten = made.partitions, made.rewritten
         s.seconds["aggregate"] = time.perf_counter() - t0
+        self._record()
         return made.sources
 
     def _measured_rows(self) -> int:
@@ -302,7 +309,18 @@ class BatchPipeline:
             self.summary.note = ("no image covers the region" if self.summary.images == 0
                                  else "no catalog source falls in the images found")
         self.summary.seconds["total"] = time.perf_counter() - t0
+        self._record()
+        if self.config.report:
+            try:
+                write_report(self.config.output_dir)
+            except Exception as exc:  # noqa: BLE001 - every output of the run is written; the page is a view of them
+                logging.getLogger(__name__).warning("report.html not written: %r (rerun `spxdask report %s`)",
+                                                    exc, self.config.output_dir)
         return self.summary
+
+    def _record(self) -> None:
+        """``run.yaml``: the config, versions, stage times and summary so far."""
+        write_run_record(self.config.layout.run_record, self.config.to_dict(), self.summary)
 
 
 def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, output_dir: str = "batch_output",
