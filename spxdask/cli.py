@@ -1,4 +1,4 @@
-"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve, spectrum, report."""
+"""The ``spxdask`` command: demo, simulate, index, query, batch, drizzle, lightcurve, spectrum, report, info."""
 
 from __future__ import annotations
 
@@ -29,13 +29,17 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
     p.add_argument("--gateway", action="store_true", help="run on Dask Gateway (see the spxdask.gateway settings)")
+    p.add_argument("--dashboard-address", metavar="HOST:PORT",
+                   help="where a local cluster's dashboard listens (default 127.0.0.1:8787, loopback only; "
+                        "0.0.0.0:8787 exposes it to the network)")
 
 
 @contextlib.contextmanager
 def _client(args: argparse.Namespace):
     from .cluster import get_client
 
-    client = get_client(scheduler=getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False))
+    client = get_client(scheduler=getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False),
+                        dashboard_address=getattr(args, "dashboard_address", None))
     try:
         yield client
     finally:
@@ -219,8 +223,40 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .catalog.versions import current_version
+    from .layout import RunLayout
+    from .record import read_run_record
+    from .report import counts
+
+    layout = RunLayout(args.run)
+    if not args.run.is_dir() or not layout.is_run():
+        print(f"spxdask info: error: {args.run} is not the folder of a batch run (no catalog/ or per_image/)",
+              file=sys.stderr)
+        return 2
+    record = read_run_record(layout.run_record)
+    config = record.get("config", {})
+    if config:
+        print(f"region: RA {config['center_ra']}, Dec {config['center_dec']}, radius {config['radius']} deg; "
+              f"targets {config['catalog_path']}; archive {config.get('archive') or config.get('tap_url') or 'IRSA'}")
+        print(f"made with spxdask {record['versions']['spxdask']}, last written {record['written']}")
+    for name, value in counts(args.run).items():
+        print(f"{name:<18}{value:>10,}")
+    seconds = (record.get("summary") or {}).get("seconds") or {}
+    print("".join(f"{'time ' + k:<18}{v:>9.1f}s\n" for k, v in seconds.items()), end="")
+    version = current_version(layout.catalog)
+    files = len(list(layout.per_image.glob("*.parquet"))) if layout.per_image.is_dir() else 0
+    print(f"{'per-image files':<18}{files:>10,}")
+    print(f"{'catalog':<18}{version.name if version else 'none':>10}")
+    print(f"{'report':<18}{layout.report.name if layout.report.exists() else 'none (spxdask report RUN)':>10}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="spxdask", description="SPHEREx spectral images to science products, on Dask.")
+    parser.add_argument("--version", action="version", version=f"spxdask {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the whole pipeline on the built-in demo sky",
@@ -341,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="the batch output folder")
     p.add_argument("--out", type=Path, help="the page (default RUN/report.html)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("info", help="say what a run holds and how it was made",
+                       description="Print a run's region, targets, archive, version, counts, stage times and files.")
+    p.add_argument("run", type=Path, help="the batch output folder")
+    p.set_defaults(func=_cmd_info)
     return parser
 
 

@@ -61,7 +61,7 @@ def setting(key: str, *, default: Any = None) -> Any:
     return value
 
 
-def get_client(*, scheduler: str | None = None, gateway: bool = False):
+def get_client(*, scheduler: str | None = None, gateway: bool = False, dashboard_address: str | None = None):
     """The Client to run on.
 
     Parameters
@@ -72,6 +72,13 @@ def get_client(*, scheduler: str | None = None, gateway: bool = False):
         setting, else a running Client, else a new LocalCluster sized to the machine.
     gateway : bool
         Same as ``scheduler="gateway"``.
+    dashboard_address : str, optional
+        Where a new LocalCluster's dashboard listens; default the ``spxdask.local.dashboard_address``
+        setting, the loopback interface (a local cluster listens on nothing else).
+
+    Returns
+    -------
+    distributed.Client
     """
     from distributed import Client, LocalCluster
     from distributed import get_client as running
@@ -88,7 +95,8 @@ def get_client(*, scheduler: str | None = None, gateway: bool = False):
         local = setting("local", default={})
         cluster = LocalCluster(n_workers=local.get("n_workers") or os.cpu_count(),
                                threads_per_worker=local.get("threads_per_worker") or 1,
-                               memory_limit=local.get("memory_limit", "auto"))
+                               memory_limit=local.get("memory_limit", "auto"), host="127.0.0.1",
+                               dashboard_address=dashboard_address or local.get("dashboard_address") or "127.0.0.1:8787")
         return Client(cluster)
     return Client(scheduler)
 

@@ -99,3 +99,28 @@ def test_get_client_reuses_arunning_client():
         assert get_client() is client
         with get_client(scheduler=cluster.scheduler_address) as by_address:
             assert by_address is not client and by_address.scheduler.address == client.scheduler.address
+
+
+def _listening(client) -> set[str]:
+    """The interfaces the scheduler of ``client``'s LocalCluster and its dashboard listen on."""
+    scheduler = client.cluster.scheduler
+    hosts = {sock.getsockname()[0] for sock in scheduler.http_server._sockets.values()}
+    return hosts | {scheduler.address.split("://")[1].rsplit(":", 1)[0]}
+
+
+def test_a_local_cluster_listens_on_loopback_only_unless_asked():
+    """The dashboard shows file names, progress and worker logs: a local run opens nothing to
+    the network (distributed's default dashboard listens on 0.0.0.0:8787)."""
+    with get_client(scheduler="local", dashboard_address="127.0.0.1:0") as client:
+        try:
+            assert _listening(client) == {"127.0.0.1"} and client.dashboard_link.startswith("http://127.0.0.1:")
+        finally:
+            client.cluster.close()
+    with get_client(scheduler="local", dashboard_address="0.0.0.0:0") as client:  # asked for
+        try:
+            assert "0.0.0.0" in _listening(client)
+        finally:
+            client.cluster.close()
+    code = ("from spxdask.cluster import setting; print(setting('local.dashboard_address'))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "127.0.0.1:8787"

@@ -181,6 +181,21 @@ def test_the_cli_writes_it_and_the_run_records_itself(run, tmp_path, capsys):
     assert record["versions"]["spxdask"] and record["versions"]["dask"]
 
 
+def test_info_says_what_a_run_holds(run, capsys):
+    config, summary, _ = run
+    assert main(["info", str(config.output_dir)]) == 0
+    out = capsys.readouterr().out
+    said = {line[:18].strip(): line[18:].strip() for line in out.splitlines()}
+    assert said["images measured"] == f"{summary.measured:,}" and said["failures"] == f"{summary.failed:,}"
+    assert said["sources"] == f"{len(pd.read_parquet(config.sources_path)):,}"
+    assert said["per-image files"] == f"{len(list(config.per_image_dir.glob('*.parquet'))):,}"
+    assert said["catalog"] == current_version(config.catalog_dir).name and said["report"] == "report.html"
+    assert f"targets {config.catalog_path}" in out and "time extract" in out
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("spxdask 0.")
+
+
 def test_the_switch_leaves_the_report_out(run, tmp_path):
     config, _, _ = run
     quiet = BatchConfig.from_dict({**config.to_dict(), "output_dir": str(tmp_path / "quiet"), "report": False})

@@ -2,7 +2,7 @@
 (:mod:`.facts` what it shows, read in bounded amounts; :mod:`.figures` the figures;
 :mod:`.page` the HTML)."""
 
-from .facts import RunFacts, gather
+from .facts import RunFacts, counts, gather
 from .page import render, write_report
 
-__all__ = ["RunFacts", "gather", "render", "write_report"]
+__all__ = ["RunFacts", "counts", "gather", "render", "write_report"]

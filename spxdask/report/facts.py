@@ -108,21 +108,36 @@ def _photometry_sample(folder: Path, limit: int) -> tuple[pd.DataFrame, int]:
     return pd.concat(frames, ignore_index=True), used
 
 
-def _counts(layout: RunLayout, query: pd.DataFrame, manifest: pd.DataFrame, n_sources: int,
-            sources: pd.DataFrame) -> dict[str, int]:
+def _rows(path: Path) -> int:
+    return pq.read_metadata(path).num_rows if path.exists() else 0
+
+
+def counts(run: str | Path) -> dict[str, int]:
+    """What a run holds, counted from its files (footers, the manifest, the catalog's records).
+
+    Parameters
+    ----------
+    run : path
+        The run folder.
+
+    Returns
+    -------
+    dict
+        Images found, unreadable, measured, failed; sources measured; light-curve and
+        channel-spectrum rows; variable sources.
+    """
+    layout = RunLayout(Path(run))
+    manifest = _read(layout.manifest, ["status"])
     status = manifest["status"].value_counts() if len(manifest) else pd.Series(dtype=int)
-    counts = {"images found": len(query), "unreadable": int(status.get("unreadable", 0)),
-              "images measured": int(status.get("ok", 0)), "failures": int(status.get("failed", 0)),
-              "sources": n_sources}
+    out = {"images found": _rows(layout.query), "unreadable": int(status.get("unreadable", 0)),
+           "images measured": int(status.get("ok", 0)), "failures": int(status.get("failed", 0)),
+           "sources": _rows(layout.sources), "rows": 0, "spectrum rows": 0, "variable": 0}
     version = current_version(layout.catalog)
     if version is not None and (version / PARTITIONS).exists():
         parts = pd.read_parquet(version / PARTITIONS)
-        counts |= {"rows": int(parts["n_rows"].sum()), "spectrum rows": int(parts["n_spectrum_rows"].sum()),
-                   "variable": int(parts["n_variable"].sum())}
-    else:
-        counts |= {"rows": int(sources["n_obs"].sum()) if "n_obs" in sources else 0, "spectrum rows": 0,
-                   "variable": int(sources["variable"].sum()) if "variable" in sources else 0}
-    return counts
+        out |= {"rows": int(parts["n_rows"].sum()), "spectrum rows": int(parts["n_spectrum_rows"].sum()),
+                "variable": int(parts["n_variable"].sum())}
+    return out
 
 
 def gather(run: str | Path, *, sample_rows: int = 200_000, shown: int = 4) -> RunFacts:
@@ -150,9 +165,8 @@ def gather(run: str | Path, *, sample_rows: int = 200_000, shown: int = 4) -> Ru
     columns = ["targetid", "ra", "dec", "n_obs", "chi2_dof", "p_value", "variable"]
     variable = (pd.read_parquet(layout.sources, columns=columns, filters=[("variable", "==", True)])
                 if layout.sources.exists() else pd.DataFrame(columns=columns))
-    facts = RunFacts(layout.root, read_run_record(layout.run_record), {}, query, manifest, sources, n_sources,
-                     photometry, used, variable.sort_values("p_value", kind="stable").reset_index(drop=True))
-    facts.counts = _counts(layout, query, manifest, n_sources, sources)
+    facts = RunFacts(layout.root, read_run_record(layout.run_record), counts(layout.root), query, manifest, sources,
+                     n_sources, photometry, used, variable.sort_values("p_value", kind="stable").reset_index(drop=True))
     if current_version(layout.catalog) is not None:
         if len(facts.variable):
             facts.lightcurves = read_lightcurves(layout.catalog, facts.variable["targetid"].head(shown).tolist())

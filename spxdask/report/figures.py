@@ -106,8 +106,8 @@ def photometry_health(facts: RunFacts) -> tuple[Figure, dict[str, Any]]:
     ratio = flux[both] / total[both]
     axes[3].scatter(total[both], ratio, s=2, alpha=0.3, color="C3", rasterized=True)
     axes[3].axhline(1.0, color="0.3", lw=0.8)
-    axes[3].set(xscale="log" if ratio.size else "linear", ylim=(0.5, 1.5), xlabel="flux_total [µJy]", ylabel="flux_psf / flux_total",
-                title="PSF against aperture")
+    axes[3].set(xscale="log" if ratio.size else "linear", ylim=(0.5, 1.5), xlabel="flux_total [µJy]",
+                ylabel="flux_psf / flux_total", title="PSF against aperture")
     return fig, {"rows_sampled": len(rows), "files_sampled": facts.files_sampled,
                  "median_snr": float(np.median(snr)) if snr.size else None,
                  "median_psf_chi2": float(np.median(chi2)) if chi2.size else None, "quality": quality,
