@@ -5,8 +5,11 @@ positions checked in one place, and dict / JSON / YAML round trips (the referenc
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
 import math
+import numbers
 import types
 import typing
 from pathlib import Path
@@ -59,7 +62,41 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class Config:
+@functools.cache
+def _numeric_fields(cls: type) -> frozenset[str]:
+    """The fields of a config dataclass annotated as numbers (``float``, ``int``, or optional)."""
+    out = set()
+    for name, hint in typing.get_type_hints(cls).items():
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        kinds = tuple(k for k in kinds if k is not type(None))
+        if kinds and all(k in (int, float) for k in kinds):
+            out.add(name)
+    return frozenset(out)
+
+
+class _Checked(type):
+    """Configs name the field at fault before they are built: an unknown keyword gets the
+    closest field names, a number given as text (``center_ra="150.1"``) is refused."""
+
+    def __call__(cls, *args, **kwargs):
+        if not dataclasses.is_dataclass(cls):
+            return super().__call__(*args, **kwargs)
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=3)
+                hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close
+                        else f"; its fields are {', '.join(names)}")
+                raise TypeError(f"{cls.__name__} has no field {key!r}{hint}")
+        given = dict(zip(names, args)) | kwargs
+        for name in _numeric_fields(cls) & set(given):
+            value = given[name]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"{cls.__name__}.{name} must be a number, got {value!r} ({type(value).__name__})")
+        return super().__call__(*args, **kwargs)
+
+
+class Config(metaclass=_Checked):
     """Mixin of the configuration dataclasses.
 
     ``to_dict`` gives plain types (paths as text, tuples and arrays as lists, nested configs as

@@ -70,6 +70,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure atomically, its folder made when missing; the format from the
+    file's extension (PNG without one)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
+    return path
+
+
 def write_parquet_atomic(data: pd.DataFrame | pa.Table, path: str | os.PathLike,
                          schema: pa.Schema | None = None, *, row_group_size: int | None = None,
                          use_dictionary: bool | list[str] = True) -> Path:

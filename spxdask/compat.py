@@ -61,4 +61,4 @@ def check_config(config: Any) -> None:
     ``__post_init__``: the warning points at the code that built the config)."""
     owner = type(config).__name__
     fields = [k.split(".", 1)[1] for k in KNOBS if k.startswith(owner + ".")]
-    ignored(owner, 5, **{name: getattr(config, name) for name in fields})
+    ignored(owner, 6, **{name: getattr(config, name) for name in fields})  # 6: past the configs' metaclass call

@@ -252,3 +252,53 @@ def test_cli_errors_exit_non_zero(tmp_path):
     assert bad.returncode != 0 and "deep.parquet: neighbour catalog not found" in bad.stderr
     assert _cli("lightcurve", "123", "--out", tmp_path, check=False).returncode != 0
     assert _cli("query", "--ra", 10, "--dec", 5, "--radius", 0.5, "--out", tmp_path / "q", check=False).returncode == 2
+
+
+def test_easy_slips_get_a_clear_sentence(sky_qr2, tmp_path):
+    """Slips a new user makes, each refused or taken with a sentence naming the thing at fault."""
+    with pytest.raises(TypeError, match="BatchConfig has no field 'centre_ra'; did you mean 'center_ra'"):
+        BatchConfig(centre_ra=150.1, center_dec=2.2, radius=0.5, catalog_path=sky_qr2.catalog)
+    with pytest.raises(TypeError, match="Drizzle3DConfig has no field 'detectors'; did you mean 'detector'"):
+        Drizzle3DConfig(150.1, 2.2, 10, 10, detectors=2)
+    with pytest.raises(ValueError, match=r"BatchConfig.center_ra must be a number, got '150.1' \(str\)"):
+        BatchConfig(center_ra="150.1", center_dec=2.2, radius=0.5, catalog_path=sky_qr2.catalog)
+    with pytest.raises(ValueError, match=r"Drizzle3DConfig.width must be a number, got '10'"):
+        Drizzle3DConfig(150.1, 2.2, "10", 10)
+    # band lists as the CLI takes them
+    assert BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, bands="D1, d3").bands == ["D1", "D3"] == \
+        BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, bands=["D1", 3]).bands
+    # a file where a folder is needed: the API and the CLI say so before any work
+    afile = tmp_path / "iamafile"
+    afile.write_text("")
+    with pytest.raises(ValueError, match="BatchConfig.output_dir is a file; give a folder"):
+        BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, output_dir=afile)
+    with pytest.raises(ValueError, match="Drizzle3DConfig.output_dir is a file"):
+        Drizzle3DConfig(150.1, 2.2, 10, 10, output_dir=afile)
+    run = _cli("batch", "--catalog", sky_qr2.catalog, "--ra", 150.1, "--dec", 2.2, "--radius", 0.5,
+               "--archive", sky_qr2.archive, "--out", afile, check=False)
+    assert run.returncode == 2 and "output_dir is a file" in run.stderr and "Traceback" not in run.stderr
+    # a plot into a folder that does not exist yet
+    from spxdask.batch.plot import plot_spectrum
+
+    rows = pd.DataFrame({"targetid": [1, 1], "mjd": [1.0, 2.0], "wavelength": [1.0, 1.5], "detector": [1, 1],
+                         "flux_total": [10.0, 11.0], "flux_total_error": [1.0, 1.0]})
+    out = plot_spectrum(rows, tmp_path / "new" / "deeper" / "spec.png", column="flux_total",
+                        spectrum=pd.DataFrame(columns=["detector"]))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_stage_run_alone_counts_what_the_run_holds(sky_qr2, tmp_path):
+    """`--stage extract` after `--stage query` used to print `images found 0 ... rows 0`; and
+    "sources" counted the input list's rows, not the sources measured."""
+    config = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path)
+    found = BatchPipeline(config).run_query()
+    alone = BatchPipeline(config)
+    alone.run_extract()
+    assert alone.summary.images == len(found) > 0 and alone.summary.measured > 0
+    assert alone.summary.targets == len(load_catalog(sky_qr2.catalog))
+    last = BatchPipeline(config)
+    last.run_aggregate()
+    measured = pd.read_parquet(config.per_image_dir, columns=["targetid"]).targetid.nunique()
+    assert last.summary.images == len(found) and last.summary.sources == measured <= alone.summary.targets
+    assert last.summary.rows == len(pd.read_parquet(config.per_image_dir, columns=["targetid"])) > 0
+    assert "sources measured" in last.summary.table()

@@ -150,3 +150,13 @@ def test_an_async_job_that_errors_or_stalls_ends_clearly(served):
     with pytest.raises(TapError, match=r"still (QUEUED|EXECUTING) after 0.5 s .*aborted"):
         slow._run_async(heavy)
     assert time.monotonic() - t0 < 5
+
+
+def test_without_an_archive_the_run_says_which_service_it_asks(served, sky_qr2, tmp_path, capsys):
+    """Neither archive nor tap_url: the default TAP service (the spxdask.irsa.tap_url setting,
+    IRSA's) is named before it is asked, so an offline run's retries are understood."""
+    with dask.config.set({"spxdask.irsa.tap_url": served["url"]}):
+        found = BatchPipeline(BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
+                                          output_dir=tmp_path)).run_query()
+    assert len(found) > 0
+    assert f"query: no archive given: asking the TAP service at {served['url']}" in capsys.readouterr().out

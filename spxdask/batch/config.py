@@ -107,11 +107,15 @@ class BatchConfig(Config):
         if self.neighbour_catalog_path is not None:
             self.neighbour_catalog_path = Path(self.neighbour_catalog_path)
         self.output_dir = Path(self.output_dir)
+        require(self, self.output_dir.is_dir() or not self.output_dir.exists(), "output_dir",
+                "is a file; give a folder (made when missing)")
         require_position(self, "center_ra", "center_dec")
         require(self, 0 < self.radius <= 90, "radius", "must be within (0, 90] deg")
         require(self, self.coverage_mode in ("any", "full"), "coverage_mode", "must be 'any' or 'full'")
+        if isinstance(self.bands, str):  # "D1,D3", as the CLI takes them
+            self.bands = [b for b in self.bands.split(",") if b.strip()]
         if self.bands is not None:
-            self.bands = [f"D{parse_band(b)}" for b in self.bands]
+            self.bands = [f"D{parse_band(b.strip() if isinstance(b, str) else b)}" for b in self.bands]
         if self.mjd_range is not None:
             lo, hi = self.mjd_range
             require(self, lo <= hi, "mjd_range", "must be (min, max)")

@@ -22,9 +22,10 @@ from ..archive.query import load_summary
 from ..catalog import build_catalog
 from ..catalog.export import export_csv, write_sources
 from ..catalog.versions import SPECTRA
+from ..cluster import setting
 from ..photometry import PhotometryConfig
 from ..record import write_run_record
-from ..report import write_report
+from ..report import counts, write_report
 from .config import BatchConfig, load_catalog, load_neighbours
 from .extract import extract_images, write_manifest
 from .query import query_region_observations
@@ -61,8 +62,10 @@ class RunSummary:
         Images measured by this run.
     failed : int
         Images that failed (named in the manifest with their error).
+    targets : int
+        Rows of the input list.
     sources : int
-        Targets in the input list.
+        Sources measured (in the run's catalog).
     rows : int
         Light-curve rows in the catalog.
     spectrum_rows : int
@@ -86,6 +89,7 @@ class RunSummary:
     fetched: int = 0
     measured: int = 0
     failed: int = 0
+    targets: int = 0
     sources: int = 0
     rows: int = 0
     spectrum_rows: int = 0
@@ -104,7 +108,8 @@ class RunSummary:
         lines += [f"{'images found':<18}{self.images:>10}", f"{'unreadable':<18}{self.unreadable:>10}",
                   f"{'files fetched':<18}{self.fetched:>10}",
                  f"{'images measured':<18}{self.measured:>10}", f"{'failures':<18}{self.failed:>10}",
-                 f"{'sources':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}",
+                 f"{'targets':<18}{self.targets:>10}",
+                 f"{'sources measured':<18}{self.sources:>10}", f"{'rows':<18}{self.rows:>10}",
                  f"{'spectrum rows':<18}{self.spectrum_rows:>10}", f"{'variable':<18}{self.variable:>10}",
                  f"{'partitions':<18}{self.partitions:>10}", f"{'rewritten':<18}{self.partitions_rewritten:>10}"]
         lines += [f"{'time ' + k:<18}{v:>9.1f}s" for k, v in self.seconds.items()]
@@ -134,6 +139,9 @@ class BatchPipeline:
     def run_query(self):
         """Stage 1: find the images; writes ``query.parquet`` and ``query_summary.yaml``."""
         t0 = time.perf_counter()
+        if not self.config.archive:  # said before the query, so that an offline run is understood
+            print(f"query: no archive given: asking the TAP service at {self.config.tap_url or setting('irsa.tap_url')}",
+                  flush=True)
         found = query_region_observations(self.config, client=self.client)
         found.save(self.config.output_dir)
         if found.unreadable:  # named in the manifest, never skipped in silence
@@ -217,7 +225,7 @@ class BatchPipeline:
                                client=self.client)
         manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
         self.summary.measured = n
-        self.summary.sources = len(targets)
+        self.summary.targets = len(targets)
         if manifest is not None:
             self.summary.failed = int((manifest.status == "failed").sum())
         self.summary.seconds["extract"] = time.perf_counter() - t0
@@ -319,8 +327,14 @@ class BatchPipeline:
         return self.summary
 
     def _record(self) -> None:
-        """``run.yaml``: the config, versions, stage times and summary so far."""
-        write_run_record(self.config.layout.run_record, self.config.to_dict(), self.summary)
+        """``run.yaml``: the config, versions, stage times and summary so far; the summary's
+        counts are what the run folder holds (a stage run alone counts the earlier stages' work)."""
+        held = counts(self.config.output_dir)
+        s = self.summary
+        s.images, s.unreadable, s.failed = held["images found"], held["unreadable"], held["failures"]
+        s.sources, s.rows, s.spectrum_rows, s.variable = (held["sources"], held["rows"], held["spectrum rows"],
+                                                          held["variable"])
+        write_run_record(self.config.layout.run_record, self.config.to_dict(), s)
 
 
 def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, output_dir: str = "batch_output",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .._io import save_figure
 from ..spectra import SpectraConfig, spectra_of
 from ..spectra.compute import resolve
 
@@ -39,8 +40,7 @@ def plot_lightcurve(rows: pd.DataFrame, path: str | Path, column: str | None = N
     points = ax.scatter(rows["mjd"], rows[column], c=rows["wavelength"], cmap="viridis", s=14, zorder=2)
     fig.colorbar(points, ax=ax, label="wavelength [µm]")
     ax.set(xlabel="MJD", ylabel=f"{column} [µJy]", title=_title(rows))
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_spectrum(rows: pd.DataFrame, path: str | Path, column: str | None = None, *,
@@ -80,5 +80,4 @@ def plot_spectrum(rows: pd.DataFrame, path: str | Path, column: str | None = Non
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize="small", ncols=2)
     ax.set(xlabel="wavelength [µm]", ylabel="flux [µJy]", title=_title(rows))
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)

@@ -152,6 +152,8 @@ class Drizzle3DConfig(Config):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Drizzle3DConfig.exclude_flags must be bit numbers 0..31, got {self.exclude_flags!r}") from exc
         self.output_dir = Path(self.output_dir)
+        require(self, self.output_dir.is_dir() or not self.output_dir.exists(), "output_dir",
+                "is a file; give a folder (made when missing)")
         self.data_mirror = Path(self.data_mirror) if self.data_mirror else None
 
     # -- derived values (reference names) --------------------------------------------------

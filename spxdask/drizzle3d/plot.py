@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._io import save_figure
 from .io import load_cube
 
 
@@ -26,8 +27,7 @@ def plot_cube_slice(cube_path: str | Path, png: str | Path, plane: int | None = 
     fig.colorbar(im, ax=ax, label="MJy/sr")
     lam = cube["wavelength"]["LAMBDA"][plane]
     ax.set(title=f"{Path(cube_path).name}: plane {plane}, {lam:.3f} µm", xlabel="x [pix]", ylabel="y [pix]")
-    fig.savefig(png, dpi=100)
-    return Path(png)
+    return save_figure(fig, png, dpi=100)
 
 
 def plot_cube_spectrum(spectrum: pd.DataFrame, png: str | Path) -> Path:
@@ -44,5 +44,4 @@ def plot_cube_spectrum(spectrum: pd.DataFrame, png: str | Path) -> Path:
                         color=colour, elinewidth=0.8, label=label)
     ax.legend(fontsize="small")
     ax.set(xlabel="wavelength [µm]", ylabel="flux [µJy]")
-    fig.savefig(png, dpi=110)
-    return Path(png)
+    return save_figure(fig, png, dpi=110)
