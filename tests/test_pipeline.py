@@ -302,3 +302,24 @@ def test_a_stage_run_alone_counts_what_the_run_holds(sky_qr2, tmp_path):
     assert last.summary.images == len(found) and last.summary.sources == measured <= alone.summary.targets
     assert last.summary.rows == len(pd.read_parquet(config.per_image_dir, columns=["targetid"])) > 0
     assert "sources measured" in last.summary.table()
+
+
+def test_a_narrower_rerun_leaves_the_other_images_out(sky_qr2, tmp_path):
+    """`--bands D2` into an existing run kept all images' rows in the catalog, silently: the
+    outputs now hold exactly what the current query measures; the other per-image files stay
+    for reuse, counted in the summary."""
+    wide = BatchConfig(**CENTER, catalog_path=sky_qr2.catalog, archive=str(sky_qr2.archive), output_dir=tmp_path)
+    first = BatchPipeline(wide).run_all()
+    everyone = lightcurve_rows(tmp_path)
+    files = sorted(wide.per_image_dir.glob("*.parquet"))
+    d2 = [f for f in files if f.stem.endswith("_D2")]
+    assert set(everyone.detector) > {2} and 0 < len(d2) < len(files)
+    narrow = BatchPipeline(BatchConfig.from_dict({**wide.to_dict(), "bands": ["D2"]})).run_all()
+    rows = lightcurve_rows(tmp_path)
+    assert set(rows.detector) == {2} and len(rows) == (everyone.detector == 2).sum()
+    assert narrow.images == len(d2) and narrow.left_out == len(files) - len(d2) and narrow.measured == 0
+    assert "left out of the catalog" in narrow.table()
+    assert sorted(wide.per_image_dir.glob("*.parquet")) == files  # kept for reuse
+    again = BatchPipeline(wide).run_all()  # the wide query back: nothing measured again, all rows back
+    assert again.measured == 0 and again.left_out == 0 and again.rows == first.rows
+    pd.testing.assert_frame_equal(lightcurve_rows(tmp_path), everyone)

@@ -23,6 +23,7 @@ from ..catalog import build_catalog
 from ..catalog.export import export_csv, write_sources
 from ..catalog.versions import SPECTRA
 from ..cluster import setting
+from ..per_image import file_name
 from ..photometry import PhotometryConfig
 from ..record import write_run_record
 from ..report import counts, write_report
@@ -66,6 +67,9 @@ class RunSummary:
         Rows of the input list.
     sources : int
         Sources measured (in the run's catalog).
+    left_out : int
+        Per-image files of earlier queries kept for reuse but left out of the catalog (a
+        narrower rerun).
     rows : int
         Light-curve rows in the catalog.
     spectrum_rows : int
@@ -91,6 +95,7 @@ class RunSummary:
     failed: int = 0
     targets: int = 0
     sources: int = 0
+    left_out: int = 0
     rows: int = 0
     spectrum_rows: int = 0
     variable: int = 0
@@ -102,6 +107,9 @@ class RunSummary:
 
     def table(self) -> str:
         lines = [self.note] if self.note else []
+        if self.left_out:
+            lines.append(f"{self.left_out} per-image file(s) of earlier queries are kept in per_image/ for reuse "
+                         "but left out of the catalog: they are outside this run's query")
         if self.mixed_releases:
             lines.append(f"{self.mixed_releases} source(s) have measurements from more than one release (QR2 / QR3): "
                          "their calibrations differ (see the release and pipeline_version columns)")
@@ -251,9 +259,10 @@ class BatchPipeline:
             The number of sources in the catalog.
         """
         t0 = time.perf_counter()
+        current = self._current_files()
         with cluster.run_context("aggregate", self.config.layout.performance_report("aggregate"), client=self.client):
             made = build_catalog(self.config.per_image_dir, self.config.catalog_dir, spectra=self.config.spectra,
-                                 partition_rows=self.config.partition_rows, client=self.client)
+                                 partition_rows=self.config.partition_rows, only=current, client=self.client)
             if self.config.export_csv:
                 export_csv(self.config.catalog_dir, self.config.csv_dir, clean=clean, client=self.client)
         write_sources(self.config.catalog_dir, self.config.sources_path)
@@ -269,9 +278,21 @@ class BatchPipeline:
         self._record()
         return made.sources
 
+    def _current_files(self) -> set[str] | None:
+        """The names of the per-image files of the images the run's query found (None without a
+        query: every file); the others are counted in the summary's ``left_out``."""
+        if not self.config.layout.query.exists():
+            return None
+        current = {file_name(o.obs_id, o.detector) for o in self._observations().observations}
+        present = {f.name for f in self.config.per_image_dir.glob("*.parquet")}
+        self.summary.left_out = len(present - current)
+        return current
+
     def _measured_rows(self) -> int:
-        """Rows in the per-image files (from their Parquet footers)."""
-        return sum(pq.read_metadata(f).num_rows for f in self.config.per_image_dir.glob("*.parquet"))
+        """Rows in the per-image files of the run's images (from their Parquet footers)."""
+        current = self._current_files()
+        return sum(pq.read_metadata(f).num_rows for f in self.config.per_image_dir.glob("*.parquet")
+                   if current is None or f.name in current)
 
     @cached_property
     def _targets(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +96,8 @@ def _histograms(files: list[Path], fingerprints: dict[str, str | None], known: p
 
 
 def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra: SpectraConfig | None = None,
-                  partition_rows: int = PARTITION_ROWS, client=None) -> CatalogBuild:
+                  partition_rows: int = PARTITION_ROWS, only: Collection[str] | None = None,
+                  client=None) -> CatalogBuild:
     """Build (or bring up to date) the HATS catalog of the per-image files.
 
     Parameters
@@ -108,6 +110,9 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
         How the ``spectrum`` column and the summaries are made; None: light curves only.
     partition_rows : int
         Light-curve rows per partition at most.
+    only : collection of str, optional
+        The names of the per-image files the catalog is made of (a run's current images);
+        default every file of the folder. Others stay in the folder, out of the catalog.
     client : distributed.Client, optional
         Where the tasks run (default: the running Client, else local threads).
 
@@ -118,7 +123,7 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
     """
     per_image_dir = Path(per_image_dir)
     catalog_dir = Path(catalog_dir)
-    files = sorted(per_image_dir.glob("*.parquet"))
+    files = sorted(f for f in per_image_dir.glob("*.parquet") if only is None or f.name in only)
     if not files:
         raise FileNotFoundError(f"no per-image Parquet files in {per_image_dir}")
     fingerprints = {f.name: per_image.recorded_fingerprint(f) for f in files}
