@@ -24,6 +24,8 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--archive", help="local folder or fsspec URL of L2 files (IRSA layout)")
     src.add_argument("--tap", help="TAP service URL (e.g. https://irsa.ipac.caltech.edu/TAP)")
+    p.add_argument("--index", type=Path, help="the archive's index file (default: the run folder for a URL, the "
+                                              "user cache for a folder; the archive is only read)")
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +90,7 @@ def _query(args: argparse.Namespace):
 
     q = RegionQuery(circle=(args.ra, args.dec, args.radius), coverage=args.coverage, bands=args.bands or None,
                     mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images)
-    return open_archive(archive=args.archive, tap_url=args.tap).query(q)
+    return open_archive(archive=args.archive, tap_url=args.tap, index_path=args.index).query(q)
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -107,7 +109,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     config = BatchConfig(center_ra=args.ra, center_dec=args.dec, radius=args.radius, catalog_path=args.catalog,
                          coverage_mode=args.coverage, bands=[f"D{b}" for b in args.bands] if args.bands else None,
                          mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images,
-                         output_dir=args.out, archive=args.archive, tap_url=args.tap,
+                         output_dir=args.out, archive=args.archive, tap_url=args.tap, archive_index=args.index,
                          read_in_place=args.read_in_place, copy_images=args.copy_images, export_csv=args.csv,
                          neighbour_catalog_path=args.neighbours)
     stage = args.stage
@@ -133,6 +135,7 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
                              detector=args.detector, xy_shrink=args.xy_shrink, xy_oversample=args.xy_oversample,
                              z_oversample=args.z_oversample, max_images=args.max_images, output_dir=args.out,
                              overwrite=args.overwrite, archive=args.archive, tap_url=args.tap,
+                             archive_index=args.index,
                              data_mirror=args.mirror,
                              **({} if args.exclude_flags is None else {"exclude_flags": args.exclude_flags}))
     with _client(args) as client:
@@ -295,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index a local / fsspec archive of L2 files (headers only)",
                        description="Build or update the Parquet footprint index of an archive; only new files are read.")
     p.add_argument("archive", help="folder or fsspec URL")
-    p.add_argument("--index", type=Path, help="index file (default ARCHIVE/spxdask_index.parquet; required for URLs)")
+    p.add_argument("--index", type=Path, help="index file (default: in the user cache, named by the archive; "
+                                              "the archive is only read)")
     p.set_defaults(func=_cmd_index)
 
     def region(p, out_help):

@@ -161,7 +161,6 @@ def test_bad_queries(bad):
 def test_newest_version_wins(archive, tmp_path):
     root = tmp_path / "archive"
     shutil.copytree(archive.root, root)
-    (root / "spxdask_index.parquet").unlink()
     old = sorted(root.rglob("*.fits"))[0]
     newer_dir = old.parent.parent.parent / "l2b-v25-2026-100" / old.parent.name
     newer_dir.mkdir(parents=True)
@@ -320,3 +319,33 @@ def test_a_drizzle_names_the_files_it_could_not_download(archive, tmp_path):
     # the result names them too (and is still the reference's {detector: path})
     assert dict(cubes) == cubes.cubes == {2: tmp_path / "drizzle_D2.fits"}
     assert dict(cubes.rejected[2]) == rejected["reason"].to_dict()
+
+
+def test_an_archive_is_only_read(sky_qr2, tmp_path):
+    """batch, query and drizzle wrote spxdask_index.parquet into the archive folder, so a
+    read-only mount (a team's shared mirror) failed with [Errno 30]: the index now lives in the
+    user's cache (or where --index / archive_index says), and the next run reuses it."""
+    import dask
+
+    from spxdask.batch import BatchConfig, BatchPipeline
+    from spxdask.cli import main
+    from spxdask.drizzle3d import Drizzle3DConfig, drizzle
+
+    archive = tmp_path / "mirror"
+    shutil.copytree(sky_qr2.archive, archive)
+    before = {p: p.stat().st_mtime_ns for p in archive.rglob("*")}
+    with dask.config.set({"spxdask.cache_dir": str(tmp_path / "cache")}):
+        first = BatchPipeline(BatchConfig(center_ra=150.1, center_dec=2.2, radius=0.3, catalog_path=sky_qr2.catalog,
+                                          archive=str(archive), output_dir=tmp_path / "run", report=False)).run_all()
+        (index,) = (tmp_path / "cache" / "archive-index").glob("*.parquet")
+        assert LocalArchive(archive).index_path == index
+        stamp = index.stat().st_mtime_ns
+        assert main(["query", "--archive", str(archive), "--ra", "150.1", "--dec", "2.2", "--radius", "0.3",
+                     "--out", str(tmp_path / "q.parquet")]) == 0
+        cubes = drizzle(Drizzle3DConfig(150.1, 2.2, 6, 6, detector=2, archive=str(archive), output_dir=tmp_path / "cube"))
+        assert index.stat().st_mtime_ns == stamp  # the archive did not change: the index was reused, not rewritten
+        mine = tmp_path / "my-index.parquet"
+        assert main(["query", "--archive", str(archive), "--ra", "150.1", "--dec", "2.2", "--radius", "0.3",
+                     "--out", str(tmp_path / "q2.parquet"), "--index", str(mine)]) == 0 and mine.exists()
+    assert first.measured > 0 and 2 in cubes
+    assert {p: p.stat().st_mtime_ns for p in archive.rglob("*")} == before  # nothing written, nothing touched

@@ -3,6 +3,8 @@ index from headers only, queried with the same semantics as IRSA's TAP service."
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
 import re
 from dataclasses import asdict
@@ -14,13 +16,21 @@ import pandas as pd
 
 from .. import geometry
 from .._io import is_remote, write_parquet_atomic
+from ..cluster import setting
 from ..spherex import channels
 from ..spherex.l2 import L2File
 from . import observation as obs
 from .irsa import IRSA_DATA_ROOT
 from .query import ObservationSet, RegionQuery, collection_matches, finish
 
-INDEX_NAME = "spxdask_index.parquet"
+
+def default_index(root: str) -> Path:
+    """Where an archive's index lives by default: in the user's cache (the ``spxdask.cache_dir``
+    setting, else ``$XDG_CACHE_HOME/spxdask``, else ``~/.cache/spxdask``), named by the archive's
+    root, so a read-only archive can be used and its index serves every run that reads it."""
+    location = root if is_remote(root) else str(Path(root).resolve())
+    cache = setting("cache_dir") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spxdask"
+    return Path(cache) / "archive-index" / f"{hashlib.sha256(location.encode()).hexdigest()[:20]}.parquet"
 #: Bytes per read-ahead block while indexing: headers only.
 HEADER_BLOCK = 2**15
 
@@ -71,8 +81,8 @@ class LocalArchive:
     root : str or Path
         Folder or URL holding files in the IRSA layout (``qr2/level2/...``).
     index_path : str or Path, optional
-        Where the footprint index lives (default ``<root>/spxdask_index.parquet`` for local
-        folders; required for remote roots).
+        Where the footprint index lives; default :func:`default_index`, in the user's cache:
+        the archive itself is only read.
     storage_options : dict, optional
         fsspec options for a remote root (e.g. ``{"anon": True}``).
     client : distributed.Client, optional
@@ -88,11 +98,7 @@ class LocalArchive:
         self.remote = is_remote(self.root)
         if not self.remote and not self.fs.isdir(self._base):
             raise FileNotFoundError(f"archive {self.root}: no such folder")
-        if index_path is None:
-            if self.remote:
-                raise ValueError(f"index_path is required for the remote archive {self.root}")
-            index_path = Path(self.root) / INDEX_NAME
-        self.index_path = Path(index_path)
+        self.index_path = Path(index_path) if index_path is not None else default_index(self.root)
 
     def url_of(self, relpath: str) -> str:
         return f"{self.root}/{relpath}"

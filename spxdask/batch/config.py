@@ -73,6 +73,9 @@ class BatchConfig(Config):
         Light-curve rows per partition of the run's catalog at most.
     report : bool
         Write ``report.html``, the run at a glance, at the end of ``run_all``.
+    archive_index : Path, optional
+        Where the archive's index lives; default in the run folder for a remote archive, in
+        the user's cache for a local one (an archive is only ever read).
     """
 
     center_ra: float
@@ -100,6 +103,7 @@ class BatchConfig(Config):
     neighbour_catalog_path: Path | None = None
     partition_rows: int = PARTITION_ROWS
     report: bool = True
+    archive_index: Path | None = None
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -107,6 +111,8 @@ class BatchConfig(Config):
         if self.neighbour_catalog_path is not None:
             self.neighbour_catalog_path = Path(self.neighbour_catalog_path)
         self.output_dir = Path(self.output_dir)
+        if self.archive_index is not None:
+            self.archive_index = Path(self.archive_index)
         require(self, self.output_dir.is_dir() or not self.output_dir.exists(), "output_dir",
                 "is a file; give a folder (made when missing)")
         require_position(self, "center_ra", "center_dec")

@@ -39,4 +39,5 @@ def query_region_observations(config: BatchConfig, *, client=None) -> Observatio
         More images than ``max_images``, before anything is downloaded.
     """
     return open_archive(archive=config.archive, tap_url=config.tap_url, run_dir=config.output_dir,
-                        storage_options=config.storage_options, client=client).query(region_query(config))
+                        index_path=config.archive_index, storage_options=config.storage_options,
+                        client=client).query(region_query(config))

@@ -87,6 +87,9 @@ class Drizzle3DConfig(Config):
         source pixels down and biases point-source fluxes low (to 0.4x for bright sources).
     storage_options : dict, optional
         fsspec options of a remote archive, e.g. ``{"anon": True}``.
+    archive_index : Path, optional
+        Where the archive's index lives; default in ``output_dir`` for a remote archive, in
+        the user's cache for a local one (an archive is only ever read).
     """
 
     center_ra: float
@@ -117,6 +120,7 @@ class Drizzle3DConfig(Config):
     split_every: int = 8
     weighting: str = "background"
     storage_options: dict | None = None
+    archive_index: Path | None = None
 
     BASE_PIXSCALE = PIXEL_SCALE_ARCSEC
 
@@ -152,6 +156,8 @@ class Drizzle3DConfig(Config):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Drizzle3DConfig.exclude_flags must be bit numbers 0..31, got {self.exclude_flags!r}") from exc
         self.output_dir = Path(self.output_dir)
+        if self.archive_index is not None:
+            self.archive_index = Path(self.archive_index)
         require(self, self.output_dir.is_dir() or not self.output_dir.exists(), "output_dir",
                 "is a file; give a folder (made when missing)")
         self.data_mirror = Path(self.data_mirror) if self.data_mirror else None

@@ -133,7 +133,8 @@ def _files(config: Drizzle3DConfig, client) -> tuple[dict[int, list[str]], dict[
                         mjd_range=config.mjd_range, max_images=config.max_images)
     remote = bool(config.archive) and is_remote(str(config.archive))
     found = open_archive(archive=config.archive, tap_url=config.tap_url, run_dir=config.output_dir,
-                         storage_options=config.storage_options, client=client).query(query)
+                         index_path=config.archive_index, storage_options=config.storage_options,
+                         client=client).query(query)
     frame = found.frame
     lost: dict[int, list[tuple[str, str]]] = {}
     for url, error in found.unreadable:
