@@ -276,6 +276,8 @@ def test_read_one_source_returns_exactly_its_rows(field, tmp_path):
     assert set(read_lightcurves(tmp_path, list(two)).targetid) == set(two)
     assert read_lightcurve(tmp_path, 12345).empty and list(read_lightcurve(tmp_path, 12345).columns) == list(COLUMNS)
     assert len(read_lightcurve(tmp_path, str(two[0]))) == (per_image.targetid == two[0]).sum()
+    units = read_lightcurve(tmp_path, two[0]).attrs["units"]
+    assert units["flux_psf"] == units["flux_total"] == "uJy" and units["mjd"] == "d" and units["wavelength"] == "um"
 
 
 def test_readers_take_the_folder_the_writer_wrote(field, tmp_path):
@@ -310,6 +312,8 @@ def test_csv_export_and_plots(field, tmp_path):
     one = pd.read_csv(csvs[0], dtype={"targetid": "int64"})
     assert csvs[0].name == csv_name(one.targetid.iloc[0])
     assert list(one.columns)[:4] == ["targetid", "obs_id", "band", "mjd"]
+    assert list(one.columns)[-6:] == ["flux_psf", "flux_psf_error", "flux_total", "flux_total_error", "quality",
+                                      "psf_quality"]  # the fluxes to trust travel with the reference's
     rows = read_lightcurve(tmp_path, per_image.targetid.value_counts().index[0])
     for fn in (plot_lightcurve, plot_spectrum):
         path = fn(rows, tmp_path / f"{fn.__name__}.png")

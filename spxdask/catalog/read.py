@@ -16,7 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from hats.pixel_math import HealpixPixel
 
+from .. import per_image
 from ..layout import catalog_folder
+from ..spectra.binning import UNITS as SPECTRUM_UNITS
 from .nested import LIGHTCURVE, SORT_KEYS, SOURCES_PER_ROW_GROUP, SPECTRUM, flatten, keys
 from .versions import ID_INDEX, current_version, partition_files, partition_path
 
@@ -89,10 +91,12 @@ def read_lightcurves(catalog: str | Path, targetids: Sequence) -> pd.DataFrame:
     -------
     DataFrame
         Sorted by (targetid, mjd, wavelength); the per-image file's columns
-        (:mod:`spxdask.per_image`).
+        (:mod:`spxdask.per_image`), their units in ``attrs["units"]`` (fluxes in µJy: take
+        ``flux_psf`` or ``flux_total``; ``flux`` is the reference's raw aperture flux).
     """
-    rows = read_nested(catalog, targetids, LIGHTCURVE)
-    return rows.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    rows = read_nested(catalog, targetids, LIGHTCURVE).sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+    rows.attrs["units"] = {c: u for c, u in per_image.UNITS.items() if c in rows}
+    return rows
 
 
 def read_lightcurve(catalog: str | Path, targetid) -> pd.DataFrame:
@@ -126,10 +130,13 @@ def read_spectra(catalog: str | Path, targetids: Sequence) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        :data:`~spxdask.spectra.binning.SPECTRUM_COLUMNS`, sorted by targetid then wavelength.
+        :data:`~spxdask.spectra.binning.SPECTRUM_COLUMNS`, sorted by targetid then wavelength;
+        their units in ``attrs["units"]``.
     """
-    rows = read_nested(catalog, targetids, SPECTRUM)
-    return rows.sort_values(["targetid", "wavelength"], kind="stable", ignore_index=True)
+    rows = read_nested(catalog, targetids, SPECTRUM).sort_values(["targetid", "wavelength"], kind="stable",
+                                                                 ignore_index=True)
+    rows.attrs["units"] = {c: u for c, u in SPECTRUM_UNITS.items() if c in rows}
+    return rows
 
 
 def read_spectrum(catalog: str | Path, targetid) -> pd.DataFrame:
