@@ -128,8 +128,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _cmd_drizzle(args: argparse.Namespace) -> int:
-    from .drizzle3d import Drizzle3DConfig, drizzle
-    from .drizzle3d.pipeline import rejected_path
+    from .drizzle3d import Drizzle3DConfig, build_output_wcs, drizzle
+    from .drizzle3d.pipeline import existing_cubes, rejected_path
 
     config = Drizzle3DConfig(center_ra=args.ra, center_dec=args.dec, width=args.width, height=args.height,
                              detector=args.detector, xy_shrink=args.xy_shrink, xy_oversample=args.xy_oversample,
@@ -138,6 +138,20 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
                              archive_index=args.index,
                              data_mirror=args.mirror,
                              **({} if args.exclude_flags is None else {"exclude_flags": args.exclude_flags}))
+    if args.plot and not args.spectrum:
+        print("spxdask drizzle: error: --plot draws the spectrum of --spectrum RA DEC; give both", file=sys.stderr)
+        return 2
+    if args.spectrum:  # checked before any work, not after the cube is built
+        x, y = build_output_wcs(config).world_to_pixel_values(*args.spectrum)
+        if not (-0.5 <= x < config.output_nx() - 0.5 and -0.5 <= y < config.output_ny() - 0.5):
+            print(f"spxdask drizzle: error: --spectrum {args.spectrum[0]} {args.spectrum[1]} lies outside the "
+                  f"{args.width}' x {args.height}' box centred on {args.ra} {args.dec}", file=sys.stderr)
+            return 2
+    existing = existing_cubes(config)
+    if existing and not args.overwrite:
+        print(f"spxdask drizzle: error: {', '.join(map(str, existing))} exist(s); rerun with --overwrite to replace",
+              file=sys.stderr)
+        return 2
     with _client(args) as client:
         cubes = drizzle(config, client=client)
     for det, images in cubes.rejected.items():
@@ -149,7 +163,8 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
     for det, path in cubes.items():
         print(f"D{det}: {path}")
         if args.spectrum:
-            _cube_spectrum(path, args.spectrum[0], args.spectrum[1], args.plot)
+            plot = args.plot if args.plot is None or len(cubes) == 1 else args.plot.with_stem(f"{args.plot.stem}_D{det}")
+            _cube_spectrum(path, args.spectrum[0], args.spectrum[1], plot)
     return 0
 
 
@@ -158,16 +173,20 @@ def _cube_spectrum(path: Path, ra: float, dec: float, plot: Path | None) -> None
     from .drizzle3d import extract_spectrum
 
     spectrum = extract_spectrum(path, ra, dec)
+    if not (spectrum["n_images"] > 0).any():
+        print(f"{path.stem}: no image of this cube covers {ra} {dec}: no spectrum")
+        return
     csv = path.with_name(f"{path.stem}_spectrum_{ra:.5f}_{dec:+.5f}.csv")
     with atomic_path(csv) as tmp:
         spectrum.to_csv(tmp, index=False)
     print(spectrum.to_string(index=False))
+    print("flux, flux_error in µJy; n_images: images in the aperture's plane; flag: aperture voxels masked or not "
+          "covered, whose light is missing from flux")
     print(f"spectrum: {csv}")
     if plot is not None:
         from .drizzle3d.plot import plot_cube_spectrum
 
-        target = plot if len(plot.suffixes) else plot.with_suffix(".png")
-        print(f"spectrum plot: {plot_cube_spectrum(spectrum, target.with_stem(f'{target.stem}_{path.stem}'))}")
+        print(f"spectrum plot: {plot_cube_spectrum(spectrum, plot)}")
 
 
 def _cmd_lightcurve(args: argparse.Namespace) -> int:
@@ -349,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'none': every pixel, as the reference)")
     p.add_argument("--spectrum", type=float, nargs=2, metavar=("RA", "DEC"),
                    help="also extract the spectrum at RA DEC (deg) from each cube (printed, and CSV beside the cube)")
-    p.add_argument("--plot", type=Path, metavar="PNG", help="with --spectrum: plot it (one file per cube)")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="with --spectrum: plot it into PNG (PNG_D<n> when "
+                                                          "there are cubes of several detectors)")
     p.add_argument("--max-images", type=int, default=500)
     p.add_argument("--mirror", type=Path, help="local mirror of the IRSA tree (data_mirror)")
     p.add_argument("--overwrite", action="store_true")

@@ -395,3 +395,37 @@ def test_partial_cubes_tell_dask_their_size(many):
     part = image_partial(str(many.files[0]), output_grid(cfg, 2), cfg)
     buffers = sum(a.nbytes for a in (part.flux, part.weight, part.var, part.count, part.cov))
     assert part.flux.size > 0 and buffers <= sizeof(part) < 2 * buffers
+
+
+def test_the_drizzle_cli_as_a_user_meets_it(many, sky_qr2, tmp_path, capsys):
+    """What a new user tripped on: --plot without --spectrum ignored, --spectrum outside the box
+    found only after the cube was built, `set overwrite=True` where the flag is --overwrite,
+    --plot x.png written as x_drizzle_D2.png, blank plots for detectors missing the position,
+    an unexplained flag column."""
+    from spxdask.cli import main
+
+    box = ["--ra", "150.1", "--dec", "2.2", "--width", "8", "--height", "8"]
+    assert main(["drizzle", *box, "--detector", "2", "--archive", str(many.archive), "--out", str(tmp_path / "a"),
+                 "--plot", str(tmp_path / "x.png")]) == 2
+    assert "--plot draws the spectrum of --spectrum RA DEC" in capsys.readouterr().err
+    assert main(["drizzle", *box, "--detector", "2", "--archive", str(many.archive), "--out", str(tmp_path / "a"),
+                 "--spectrum", "150.3", "2.2"]) == 2
+    assert "lies outside the 8.0' x 8.0' box" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    spec = ["--spectrum", "150.1", "2.2", "--plot", str(tmp_path / "x.png")]
+    assert main(["drizzle", *box, "--detector", "2", "--archive", str(many.archive), "--out", str(tmp_path / "a"),
+                 *spec]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG" and "flag: aperture voxels masked or not covered" in out
+    assert main(["drizzle", *box, "--detector", "2", "--archive", str(many.archive), "--out", str(tmp_path / "a")]) == 2
+    assert "rerun with --overwrite to replace" in capsys.readouterr().err
+    # every detector: a plot per cube that covers the position, a sentence for each that does not
+    assert main(["drizzle", *box, "--detector", "0", "--archive", str(sky_qr2.archive), "--out", str(tmp_path / "all"),
+                 "--spectrum", "150.1", "2.2", "--plot", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    cubes = sorted((tmp_path / "all").glob("drizzle_D*.fits"))
+    assert len(cubes) > 1
+    for cube in cubes:
+        det = cube.stem[-1]
+        plotted, said = (tmp_path / f"p_D{det}.png").exists(), f"{cube.stem}: no image of this cube covers" in out
+        assert plotted != said, (det, plotted, said)
+    assert not (tmp_path / "p.png").exists()

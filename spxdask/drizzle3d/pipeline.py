@@ -4,6 +4,7 @@ place, a mirror, or fetched) → per-detector trees of partial cubes, detectors 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -34,10 +35,16 @@ def rejected_path(config: Drizzle3DConfig, detector: int) -> Path:
     return config.output_dir / f"drizzle_D{detector}_rejected.parquet"
 
 
-def _check_outputs(config: Drizzle3DConfig, detectors) -> None:
-    existing = [str(cube_path(config, d)) for d in detectors if cube_path(config, d).exists()]
+def existing_cubes(config: Drizzle3DConfig) -> list[Path]:
+    """The cubes of ``config``'s detectors already in its output folder."""
+    detectors = [config.detector] if config.detector else range(1, 7)
+    return [cube_path(config, d) for d in detectors if cube_path(config, d).exists()]
+
+
+def _check_outputs(config: Drizzle3DConfig) -> None:
+    existing = existing_cubes(config)
     if existing and not config.overwrite:
-        raise FileExistsError(f"output exists: {', '.join(existing)} (set overwrite=True to replace)")
+        raise FileExistsError(f"output exists: {', '.join(map(str, existing))} (set overwrite=True to replace)")
 
 
 class DrizzleResult(dict[int, Path]):
@@ -104,7 +111,7 @@ def drizzle_detector(fits_paths: list, config: Drizzle3DConfig, detector: int, o
     Path or None
         The cube, or None when nothing contributed.
     """
-    _check_outputs(config, [detector])
+    _check_outputs(replace(config, detector=detector))
     grid = output_grid(config, detector, output_wcs)
     (partial,) = _sums({detector: ([str(p) for p in fits_paths], grid)}, config, client, storage_options).values()
     cube = _finish(partial, grid, config)
@@ -182,8 +189,7 @@ def drizzle(config: Drizzle3DConfig, *, client=None) -> DrizzleResult:
         {detector: path of its cube}, for each detector some image contributed to (the
         reference's answer), and its ``rejected`` images per detector, with the reasons.
     """
-    detectors = [config.detector] if config.detector else list(range(1, 7))
-    _check_outputs(config, detectors)
+    _check_outputs(config)
     files, lost = _files(config, client)
     grids = {det: output_grid(config, det) for det in sorted(set(files) | set(lost))}
     with cluster.run_context("drizzle", RunLayout(config.output_dir).performance_report("drizzle"), client=client):
