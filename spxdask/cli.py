@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -40,8 +42,16 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 def _client(args: argparse.Namespace):
     from .cluster import get_client
 
-    client = get_client(scheduler=getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False),
-                        dashboard_address=getattr(args, "dashboard_address", None))
+    # The worker processes of a local cluster start with Ctrl-C ignored (an ignored signal stays
+    # ignored across their exec): the terminal sends it to every process of the group, and this
+    # one alone answers it, stopping them, so an interrupt prints one line, not a traceback per
+    # worker.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        client = get_client(scheduler=getattr(args, "scheduler", None), gateway=getattr(args, "gateway", False),
+                            dashboard_address=getattr(args, "dashboard_address", None), log_level=logging.ERROR)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         yield client
     finally:
@@ -115,15 +125,21 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     stage = args.stage
     with _client(args) as client:
         pipe = BatchPipeline(config, client=client)
-        if stage == "all":
-            summary = pipe.run_all()
-        else:
-            {"query": pipe.run_query, "download": pipe.run_download, "extract": pipe.run_extract,
-             "aggregate": pipe.run_aggregate}[stage]()
-            summary = pipe.summary
-    print(summary.table())
-    if summary.failed:
-        print(f"{summary.failed} image(s) failed; see {config.manifest_path}")
+        try:
+            if stage == "all":
+                pipe.run_all()
+            else:
+                {"query": pipe.run_query, "download": pipe.run_download, "extract": pipe.run_extract,
+                 "aggregate": pipe.run_aggregate}[stage]()
+        except KeyboardInterrupt:
+            # the interrupted gathers' futures are dropped as the cluster closes: nothing to report
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+            raise
+        finally:  # before the cluster shuts down, interrupted or not: what the run folder holds
+            pipe.record()
+            print(pipe.summary.table(), flush=True)
+    if pipe.summary.failed:
+        print(f"{pipe.summary.failed} image(s) failed; see {config.manifest_path}")
     return 0
 
 
@@ -421,6 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, TapError, TooManyImagesError, OSError) as exc:
         print(f"spxdask {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"spxdask {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

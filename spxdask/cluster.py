@@ -61,7 +61,8 @@ def setting(key: str, *, default: Any = None) -> Any:
     return value
 
 
-def get_client(*, scheduler: str | None = None, gateway: bool = False, dashboard_address: str | None = None):
+def get_client(*, scheduler: str | None = None, gateway: bool = False, dashboard_address: str | None = None,
+               log_level: int = logging.WARNING):
     """The Client to run on.
 
     Parameters
@@ -75,6 +76,8 @@ def get_client(*, scheduler: str | None = None, gateway: bool = False, dashboard
     dashboard_address : str, optional
         Where a new LocalCluster's dashboard listens; default the ``spxdask.local.dashboard_address``
         setting, the loopback interface (a local cluster listens on nothing else).
+    log_level : int
+        The least level a new LocalCluster's workers log (distributed's ``silence_logs``).
 
     Returns
     -------
@@ -95,7 +98,7 @@ def get_client(*, scheduler: str | None = None, gateway: bool = False, dashboard
         local = setting("local", default={})
         cluster = LocalCluster(n_workers=local.get("n_workers") or os.cpu_count(),
                                threads_per_worker=local.get("threads_per_worker") or 1,
-                               memory_limit=local.get("memory_limit", "auto"), host="127.0.0.1",
+                               memory_limit=local.get("memory_limit", "auto"), host="127.0.0.1", silence_logs=log_level,
                                dashboard_address=dashboard_address or local.get("dashboard_address") or "127.0.0.1:8787")
         return Client(cluster)
     return Client(scheduler)

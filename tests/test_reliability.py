@@ -319,3 +319,27 @@ def test_unreadable_archive_files_are_named_by_the_drizzle(sky_qr2, tmp_path):
                             overwrite=True))
     listed = tmp_path / "cube" / "drizzle_D2_rejected.parquet"
     assert not listed.exists() or not set(map(str, victims.values())) & set(pd.read_parquet(listed).image)
+
+
+def test_ctrl_c_stops_a_run_in_one_line_and_the_rerun_resumes(busy_sky, tmp_path):
+    """Ctrl-C printed 36-110 lines of worker tracebacks and could lose the summary: now one line,
+    exit status 130, the summary of what the folder holds; the same command resumes."""
+    out = tmp_path / "run"
+    command = [SPXDASK, "batch", "--catalog", str(busy_sky.catalog), "--ra", "150.1", "--dec", "2.2", "--radius", "0.6",
+               "--archive", str(busy_sky.archive), "--out", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any((out / "per_image").glob("*.parquet")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the run ended before the interrupt could land on its work"
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
+    stdout, stderr = run.communicate(timeout=120)
+    written = len(list((out / "per_image").glob("*.parquet")))
+    found = int(re.search(r"images found\s+(\d+)", stdout).group(1))
+    assert run.returncode == 130
+    assert stderr.strip().splitlines() == ["spxdask batch: interrupted; rerun the same command to resume"]
+    assert "Traceback" not in stdout and 0 < written < found  # the interrupt landed on the extraction
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert int(re.search(r"images measured\s+(\d+)", again.stdout).group(1)) == found - written
+    assert len(list((out / "per_image").glob("*.parquet"))) == found

@@ -158,7 +158,7 @@ class BatchPipeline:
         self.summary.images = len(found)
         self.summary.unreadable = len(found.unreadable)
         self.summary.seconds["query"] = time.perf_counter() - t0
-        self._record()
+        self.record()
         return found
 
     def _observations(self):
@@ -199,7 +199,7 @@ class BatchPipeline:
         self.summary.fetched = int((result.status == "ok").sum())
         self.summary.failed += len(failed)
         self.summary.seconds["download"] = time.perf_counter() - t0
-        self._record()
+        self.record()
         return result
 
     def _images(self) -> list[Observation]:
@@ -237,7 +237,7 @@ class BatchPipeline:
         if manifest is not None:
             self.summary.failed = int((manifest.status == "failed").sum())
         self.summary.seconds["extract"] = time.perf_counter() - t0
-        self._record()
+        self.record()
         return n
 
     def run_aggregate(self, clean: bool = False) -> int:
@@ -275,7 +275,7 @@ class BatchPipeline:
         s.rows, s.spectrum_rows, s.variable, s.mixed_releases = made.rows, made.spectrum_rows, made.variable, made.mixed_releases
         s.partitions, s.partitions_rewritten = made.partitions, made.rewritten
         s.seconds["aggregate"] = time.perf_counter() - t0
-        self._record()
+        self.record()
         return made.sources
 
     def _current_files(self) -> set[str] | None:
@@ -338,7 +338,7 @@ class BatchPipeline:
             self.summary.note = ("no image covers the region" if self.summary.images == 0
                                  else "no catalog source falls in the images found")
         self.summary.seconds["total"] = time.perf_counter() - t0
-        self._record()
+        self.record()
         if self.config.report:
             try:
                 write_report(self.config.output_dir)
@@ -347,9 +347,10 @@ class BatchPipeline:
                                                     exc, self.config.output_dir)
         return self.summary
 
-    def _record(self) -> None:
-        """``run.yaml``: the config, versions, stage times and summary so far; the summary's
-        counts are what the run folder holds (a stage run alone counts the earlier stages' work)."""
+    def record(self) -> None:
+        """Write ``run.yaml`` (the config, versions, stage times and summary so far), the
+        summary's counts brought up to what the run folder holds (a stage run alone counts the
+        earlier stages' work; an interrupted one what it wrote). Each stage calls it as it ends."""
         held = counts(self.config.output_dir)
         s = self.summary
         s.images, s.unreadable, s.failed = held["images found"], held["unreadable"], held["failures"]
