@@ -14,6 +14,7 @@ import yaml
 
 from .._config import valid_position
 from .._io import atomic_path
+from ..layout import RunLayout
 from . import observation as obs
 
 #: Observations per bag partition: each partition is one download pool / one task.
@@ -196,11 +197,11 @@ class ObservationSet:
         -------
         query, summary : Path
         """
-        out = Path(output_dir)
-        table = obs.save(self.frame, out / "query.parquet")
-        with atomic_path(out / "query_summary.yaml") as tmp:
+        layout = RunLayout(Path(output_dir))
+        table = obs.save(self.frame, layout.query)
+        with atomic_path(layout.query_summary) as tmp:
             tmp.write_text(yaml.safe_dump(self.summary(), sort_keys=False))
-        return table, out / "query_summary.yaml"
+        return table, layout.query_summary
 
 
 def finish(frame: pd.DataFrame, query: RegionQuery, source: str,
@@ -215,7 +216,7 @@ def finish(frame: pd.DataFrame, query: RegionQuery, source: str,
 
 def load_summary(output_dir: str | Path) -> dict[str, Any]:
     """Read ``query_summary.yaml`` (safe YAML)."""
-    path = Path(output_dir) / "query_summary.yaml"
+    path = RunLayout(Path(output_dir)).query_summary
     if not path.exists():
         raise FileNotFoundError(f"no query summary at {path}: run the query stage first")
     return yaml.safe_load(path.read_text())
@@ -223,7 +224,7 @@ def load_summary(output_dir: str | Path) -> dict[str, Any]:
 
 def load(output_dir: str | Path, query: RegionQuery | None = None) -> ObservationSet:
     """Read a saved ``query.parquet`` back."""
-    path = Path(output_dir) / "query.parquet"
+    path = RunLayout(Path(output_dir)).query
     if not path.exists():
         raise FileNotFoundError(f"no query results at {path}: run the query stage first")
     frame = obs.to_frame(obs.load(path))

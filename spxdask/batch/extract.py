@@ -32,6 +32,7 @@ from .._io import is_transient, write_parquet_atomic
 from ..archive.local import observation_of
 from ..archive.observation import Observation
 from ..cluster import compile_ahead, compute, running_client
+from ..layout import RunLayout
 from ..photometry import PhotometryConfig, measure_image
 from ..source import Source, sources_frame
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
@@ -215,7 +216,7 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Path(manifest_path) if manifest_path else output_dir.parent / "manifest.parquet"
+    manifest = Path(manifest_path) if manifest_path else RunLayout(output_dir.parent).manifest
     targets = sources_frame(sources)
     index = TargetIndex(targets)
     # the targets and their index travel once, as one shared input of every task; the shared
