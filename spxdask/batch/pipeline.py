@@ -155,8 +155,6 @@ class BatchPipeline:
         if found.unreadable:  # named in the manifest, never skipped in silence
             write_manifest([{"image": url, "status": "unreadable", "error": error} for url, error in found.unreadable],
                            self.config.manifest_path)
-        self.summary.images = len(found)
-        self.summary.unreadable = len(found.unreadable)
         self.summary.seconds["query"] = time.perf_counter() - t0
         self.record()
         return found
@@ -197,7 +195,6 @@ class BatchPipeline:
                              "status": "failed", "error": f"download: {r.error}"} for r in failed.itertuples()],
                             self.config.manifest_path)
         self.summary.fetched = int((result.status == "ok").sum())
-        self.summary.failed += len(failed)
         self.summary.seconds["download"] = time.perf_counter() - t0
         self.record()
         return result
@@ -231,11 +228,8 @@ class BatchPipeline:
                                skip_existing=skip_existing, manifest_path=self.config.manifest_path,
                                storage_options=self.config.storage_options, neighbours=neighbours,
                                client=self.client)
-        manifest = pd.read_parquet(self.config.manifest_path) if self.config.manifest_path.exists() else None
         self.summary.measured = n
         self.summary.targets = len(targets)
-        if manifest is not None:
-            self.summary.failed = int((manifest.status == "failed").sum())
         self.summary.seconds["extract"] = time.perf_counter() - t0
         self.record()
         return n
@@ -271,9 +265,8 @@ class BatchPipeline:
             if link.exists():
                 shutil.rmtree(link)  # a folder of an earlier layout
             link.symlink_to(Path(self.config.catalog_dir.name) / SPECTRA, target_is_directory=True)
-        s = self.summary
-        s.rows, s.spectrum_rows, s.variable, s.mixed_releases = made.rows, made.spectrum_rows, made.variable, made.mixed_releases
-        s.partitions, s.partitions_rewritten = made.partitions, made.rewritten
+        s = self.summary  # the counts of rows and sources: record() reads them from the catalog
+        s.mixed_releases, s.partitions, s.partitions_rewritten = made.mixed_releases, made.partitions, made.rewritten
         s.seconds["aggregate"] = time.perf_counter() - t0
         self.record()
         return made.sources
