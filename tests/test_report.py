@@ -201,3 +201,26 @@ def test_the_switch_leaves_the_report_out(run, tmp_path):
     quiet = BatchConfig.from_dict({**config.to_dict(), "output_dir": str(tmp_path / "quiet"), "report": False})
     BatchPipeline(quiet).run_all()
     assert (tmp_path / "quiet" / "run.yaml").exists() and not (tmp_path / "quiet" / "report.html").exists()
+
+
+def test_a_large_run_is_drawn_as_a_healpix_density_map(tmp_path):
+    """Beyond 50,000 sources the sky figure counts them per HEALPix pixel, and draws the pixels."""
+    from astropy import units as u
+    from cdshealpix.nested import lonlat_to_healpix
+
+    from spxdask.report import figures
+    from spxdask.report.facts import RunFacts
+
+    rng = np.random.default_rng(4)
+    n = 60_000
+    sources = pd.DataFrame({"targetid": np.arange(n), "ra": rng.uniform(150, 152, n), "dec": rng.uniform(1, 3, n),
+                            "n_obs": rng.integers(1, 9, n)})
+    empty = pd.DataFrame({"obs_id": [], "detector": [], "mjd": [], "footprint": []})
+    facts = RunFacts(tmp_path, {}, {}, empty, pd.DataFrame(), sources, n, pd.DataFrame(), 0, pd.DataFrame())
+    _, shown = figures.sky(facts)
+    assert shown["density_map"] and shown["sources_counted"] == n
+    order = shown["healpix_order"]
+    cells = lonlat_to_healpix(sources.ra.to_numpy() * u.deg, sources.dec.to_numpy() * u.deg, order)
+    assert shown["healpix_pixels"] == len(np.unique(cells)) <= figures.MAX_CELLS
+    assert order == 12 or len(np.unique(lonlat_to_healpix(sources.ra.to_numpy() * u.deg,
+                                                          sources.dec.to_numpy() * u.deg, order + 1))) > figures.MAX_CELLS

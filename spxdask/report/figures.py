@@ -15,6 +15,8 @@ from .facts import RunFacts
 MAX_POINTS = 50_000
 #: footprints outlined at most (spread over the run)
 MAX_FOOTPRINTS = 3_000
+#: HEALPix pixels drawn at most in a density map (its order is the finest that keeps to it)
+MAX_CELLS = 20_000
 
 
 def _figure(ncols: int = 1, width: float = 7.0, height: float = 4.2) -> tuple[Figure, list]:
@@ -52,10 +54,10 @@ def sky(facts: RunFacts) -> tuple[Figure, dict[str, Any]]:
             ax.plot(ring[:, 0], ring[:, 1], color=f"C{det - 1}", lw=0.7, alpha=0.7, label=f"D{det}" if k == 0 else None)
     sources = facts.sources
     density = len(sources) > MAX_POINTS
+    healpix: dict[str, Any] = {}
     if len(sources):
         if density:
-            shown = ax.hexbin(sources["ra"], sources["dec"], gridsize=80, mincnt=1, cmap="magma")
-            fig.colorbar(shown, ax=ax, label="sources per cell (sample)")
+            healpix = _healpix_density(fig, ax, sources["ra"].to_numpy(float), sources["dec"].to_numpy(float))
         else:
             shown = ax.scatter(sources["ra"], sources["dec"], c=sources["n_obs"], s=6, cmap="viridis", zorder=3)
             fig.colorbar(shown, ax=ax, label="measurements per source")
@@ -65,7 +67,27 @@ def sky(facts: RunFacts) -> tuple[Figure, dict[str, Any]]:
         ax.legend(fontsize="small", ncols=3, loc="upper right")
     per_detector = {f"D{det}": len(rows) for det, rows in _by_detector(query)}
     return fig, {"footprints": per_detector, "footprints_drawn": len(drawn), "sources_drawn": len(sources),
-                 "density_map": density, "n_obs_max": int(sources["n_obs"].max()) if len(sources) else 0}
+                 "density_map": density, "n_obs_max": int(sources["n_obs"].max()) if len(sources) else 0} | healpix
+
+
+def _healpix_density(fig: Figure, ax, ra: np.ndarray, dec: np.ndarray) -> dict[str, Any]:
+    """Sources per HEALPix pixel, drawn as the pixels themselves, at the finest order (12 at
+    most, 0.86') whose occupied pixels number at most :data:`MAX_CELLS`."""
+    from cdshealpix.nested import vertices
+    from hats.pixel_math.healpix_shim import radec2pix
+    from matplotlib.collections import PolyCollection
+
+    order, pixels = 12, np.asarray(radec2pix(12, ra, dec), np.int64)
+    cells, counts = np.unique(pixels, return_counts=True)
+    while len(cells) > MAX_CELLS and order > 0:  # a nested pixel's parent: its number over 4
+        order, pixels = order - 1, np.right_shift(pixels, 2)
+        cells, counts = np.unique(pixels, return_counts=True)
+    lon, lat = vertices(cells, order)
+    shown = PolyCollection(list(np.stack([lon.deg, lat.deg], axis=-1)), array=counts, cmap="magma", zorder=3)
+    ax.add_collection(shown)
+    ax.autoscale_view()
+    fig.colorbar(shown, ax=ax, label=f"sources per HEALPix pixel (order {order}; a sample)")
+    return {"healpix_order": order, "healpix_pixels": len(cells), "sources_counted": int(counts.sum())}
 
 
 def time_coverage(facts: RunFacts) -> tuple[Figure, dict[str, Any]]:
