@@ -165,8 +165,8 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
             return 2
     existing = existing_cubes(config)
     if existing and not args.overwrite:
-        print(f"spxdask drizzle: error: {', '.join(map(str, existing))} exist(s); rerun with --overwrite to replace",
-              file=sys.stderr)
+        print(f"spxdask drizzle: error: output exists: {', '.join(map(str, existing))}; rerun with --overwrite to "
+              "replace it", file=sys.stderr)
         return 2
     with _client(args) as client:
         cubes = drizzle(config, client=client)
