@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import inspect
 import json
 import math
 import numbers
@@ -77,6 +78,13 @@ def _numeric_fields(cls: type) -> frozenset[str]:
 class _Checked(type):
     """Configs name the field at fault before they are built: an unknown keyword gets the
     closest field names, a number given as text (``center_ra="150.1"``) is refused."""
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        """The dataclass's own signature (its ``__init__`` without ``self``), not ``__call__``'s,
+        for ``inspect``, the docs and IDEs."""
+        init = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return init.replace(parameters=list(init.parameters.values())[1:])
 
     def __call__(cls, *args, **kwargs):
         if not dataclasses.is_dataclass(cls):

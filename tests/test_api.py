@@ -93,3 +93,18 @@ def test_the_api_reference_lists_every_public_function_and_class():
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj not in documented and name != "Flag":
                 missing.append(f"{package}.{name}")
     assert not missing
+
+
+def test_configs_show_their_fields_as_their_signature():
+    """The configs' metaclass checks keywords before building; inspect, the docs (numpydoc) and
+    IDEs must still see each config's own fields, not the check's (*args, **kwargs)."""
+    import dataclasses
+
+    from spxdask import PhotometryConfig
+    from spxdask.archive import FetchConfig
+    from spxdask.batch import BatchConfig, SpectraConfig
+    from spxdask.drizzle3d import Drizzle3DConfig
+    from spxdask.simulate import SimConfig
+
+    for config in (BatchConfig, PhotometryConfig, SpectraConfig, Drizzle3DConfig, FetchConfig, SimConfig):
+        assert list(inspect.signature(config).parameters) == [f.name for f in dataclasses.fields(config)], config
