@@ -158,7 +158,7 @@ def test_faults_while_reading_in_place_from_s3(s3, sky_qr2, tmp_path):
 
 def test_a_truncated_object_is_named_not_fatal(sky_qr2, tmp_path):
     """An object cut short in the bucket: the index and the batch run name it (unreadable,
-    truncated); the others are measured."""
+    truncated); the others are measured. Repaired, it is read again and measured alone."""
     with S3Server(sky_qr2.archive) as server:
         key = _first_key(server, sky_qr2)
         data = sky_qr2.files[0].read_bytes()
@@ -167,7 +167,10 @@ def test_a_truncated_object_is_named_not_fatal(sky_qr2, tmp_path):
                              archive=server.url, read_in_place=True, storage_options=server.storage_options,
                              output_dir=tmp_path / "run")
         summary = BatchPipeline(config).run_all()
+        manifest = pd.read_parquet(config.manifest_path)
+        server.put(key, data)  # repaired in the bucket: the next run reads it again and measures it alone
+        repaired = BatchPipeline(config).run_all()
     assert summary.unreadable == 1 and summary.failed == 0 and summary.images == len(sky_qr2.files) - 1
-    manifest = pd.read_parquet(config.manifest_path)
     row = manifest[manifest.status == "unreadable"].iloc[0]
     assert row.image.endswith(key) and "truncated" in row.error
+    assert repaired.unreadable == 0 and repaired.images == len(sky_qr2.files) and repaired.measured == 1

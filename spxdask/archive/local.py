@@ -106,6 +106,7 @@ class LocalArchive:
     def _files(self) -> dict[str, int | None]:
         """Relative paths of the .fits files under the root, with their size when the
         listing tells it (HTTP listings do not)."""
+        self.fs.invalidate_cache(self._base)  # what the archive holds now, not an earlier listing
         try:
             found = self.fs.find(self._base, detail=True)
         except OSError as exc:

@@ -147,6 +147,7 @@ def _open_fits(source: str, storage_options: dict | None, block_size: int) -> tu
             warnings.simplefilter("ignore")
             if is_remote(source):
                 fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+                fs.invalidate_cache(path)  # the object as it is now (an earlier listing's size and ETag may be stale)
                 size = fs.size(path)
                 fileobj = fs.open(path, "rb", block_size=block_size, cache_type="readahead")
                 return fileobj, fits.open(fileobj, lazy_load_hdus=True), size
