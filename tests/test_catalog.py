@@ -5,12 +5,11 @@ leaves the last catalog whole."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import lsdb
 import numpy as np
@@ -18,7 +17,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
 from hats.io.validation import is_valid_catalog
 from hats.pixel_math.partition_stats import generate_alignment
 
@@ -42,6 +40,8 @@ from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spectra import SpectraConfig
 from spxdask.spectra.compute import SOURCE_COLUMNS
+
+from .kills import killed_worker, wait_for
 
 KEYS = ["targetid", "mjd", "wavelength"]
 
@@ -208,35 +208,47 @@ def test_a_killed_worker_during_an_append_changes_nothing(field, tmp_path):
     build_catalog(first, tmp_path / "catalog", partition_rows=300)
     for f in new:
         shutil.copy2(f, first / f.name)
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
-        pids = list(client.run(os.getpid).values())
-        killer = subprocess.Popen([sys.executable, "-c", f"import os,time,signal; time.sleep(0.3); os.kill({pids[0]}, 9)"])
-        build_catalog(first, tmp_path / "catalog", partition_rows=300, client=client)
-        killer.wait()
+    # killed while it splits files or writes partitions: after every histogram and a split
+    with killed_worker("catalog-", after=len(new) + 1) as (client, kill, progress):
+        made = build_catalog(first, tmp_path / "catalog", partition_rows=300, client=client)
+    assert kill.landed(progress) and made.rewritten > 1, kill
     build_catalog(every, tmp_path / "full", partition_rows=300)
     pd.testing.assert_frame_equal(_catalog_rows(tmp_path / "catalog"), _catalog_rows(tmp_path / "full"))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_a_run_killed_during_an_append_leaves_the_last_catalog_whole(field, tmp_path, seed):
+def _written(versions: Path, old: Path) -> bool:
+    """A partition file of a new version that is not a link to the old version's."""
+    return any(f.stat().st_nlink == 1 for v in versions.glob("v-*") if v.name != old.name and v.is_dir()
+               and not v.name.endswith(".shards") for f in v.glob("dataset/*/*/*.parquet"))
+
+
+#: where the kill lands in the append: a condition on the versions folder
+APPEND_STAGES = {"while the new images are split": lambda versions, old: any(versions.glob("*.shards/*/*")),
+                 "while the new version's partitions are written": _written}
+
+
+@pytest.mark.parametrize("stage", APPEND_STAGES)
+def test_a_run_killed_during_an_append_leaves_the_last_catalog_whole(field, tmp_path, stage):
     first, every, new = _split(field, tmp_path)
     catalog = tmp_path / "catalog"
     build_catalog(first, catalog, partition_rows=300)
-    old = _catalog_rows(catalog)
+    old, version = _catalog_rows(catalog), current_version(catalog)
     for f in new:
         shutil.copy2(f, first / f.name)
     script = (f"from spxdask.catalog import build_catalog; build_catalog({str(first)!r}, {str(catalog)!r}, "
               f"partition_rows=300)")
     proc = subprocess.Popen([sys.executable, "-c", script])
-    time.sleep(np.random.default_rng(seed).uniform(1.0, 3.0))
+    versions = tmp_path / ".catalog-versions"
+    assert wait_for(lambda: APPEND_STAGES[stage](versions, version) or proc.poll() is not None)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    now = _catalog_rows(catalog)  # whichever version: whole
-    assert len(now) in (len(old), len(_rows(every)))
+    assert proc.wait() == -signal.SIGKILL, "the build had ended before the kill"
+    assert current_version(catalog) == version  # not swapped: the last catalog, whole
+    pd.testing.assert_frame_equal(_catalog_rows(catalog), old)
+    assert len(list(versions.iterdir())) > 1  # the killed build's leftovers
     build_catalog(first, catalog, partition_rows=300)
     build_catalog(every, tmp_path / "full", partition_rows=300)
     pd.testing.assert_frame_equal(_catalog_rows(catalog), _catalog_rows(tmp_path / "full"))
-    assert len(list((tmp_path / ".catalog-versions").iterdir())) == 1  # the killed build's leftovers are gone
+    assert len(list(versions.iterdir())) == 1  # the killed build's leftovers are gone
 
 
 def test_a_rerun_of_the_pipeline_measures_only_new_images(tmp_path):

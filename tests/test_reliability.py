@@ -10,8 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from astropy.io import fits
-from distributed import Client, LocalCluster
 
 import spxdask
 from spxdask import PhotometryConfig
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
+from spxdask.archive.query import load_summary
 from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
+from spxdask.catalog.versions import current_version
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, drizzle, load_cube
 from spxdask.drizzle3d.grid import output_grid
 from spxdask.drizzle3d.reduce import tree_partials
@@ -33,6 +32,7 @@ from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.testing.http_server import FileServer
 
 from .conftest import lightcurve_rows
+from .kills import killed_worker, wait_for
 
 SPXDASK = str(Path(sys.executable).with_name("spxdask"))
 
@@ -44,37 +44,15 @@ def busy_sky(tmp_path_factory):
                                                                    radius=0.5), scheduler="processes")
 
 
-def _kill_a_worker_when(client, ready, timeout=60.0) -> bool:
-    """SIGKILL one worker process as soon as ``ready()``; True if it happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            pids = client.run(os.getpid)
-            os.kill(next(iter(pids.values())), signal.SIGKILL)
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _run_with_a_kill(work, ready):
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
-        killed = {}
-        killer = threading.Thread(target=lambda: killed.update(ok=_kill_a_worker_when(client, ready)), daemon=True)
-        killer.start()
-        result = work()
-        killer.join()
-    return result, killed.get("ok", False)
-
-
 def test_worker_killed_during_extraction(busy_sky, tmp_path):
     catalog = pd.read_csv(busy_sky.catalog)
     clean = tmp_path / "clean" / "per_image"
     run_extraction(busy_sky.archive, catalog, PhotometryConfig(), clean)
     out = tmp_path / "killed" / "per_image"
-    n, killed = _run_with_a_kill(lambda: run_extraction(busy_sky.archive, catalog, PhotometryConfig(), out),
-                                 lambda: out.exists() and 2 <= len(list(out.glob("*.parquet"))) < 40)
-    assert killed and n == len(busy_sky.files)
+    with killed_worker("photometry-", after=2) as (client, kill, progress):
+        n = run_extraction(busy_sky.archive, catalog, PhotometryConfig(), out, client=client)
+    assert kill.landed(progress) and kill.done < len(busy_sky.files), kill
+    assert n == len(busy_sky.files)
     for f in sorted(clean.glob("*.parquet")):
         pd.testing.assert_frame_equal(pd.read_parquet(out / f.name), pd.read_parquet(f))
 
@@ -83,11 +61,11 @@ def test_worker_killed_during_the_catalog_build(busy_sky, tmp_path):
     per_image = tmp_path / "per_image"
     run_extraction(busy_sky.archive, pd.read_csv(busy_sky.catalog), PhotometryConfig(), per_image)
     aggregate_lightcurves(per_image, tmp_path / "clean" / "catalog", spectra=SpectraConfig(), partition_rows=2000)
-    started = time.monotonic()
-    _, killed = _run_with_a_kill(lambda: aggregate_lightcurves(per_image, tmp_path / "killed" / "catalog",
-                                                               spectra=SpectraConfig(), partition_rows=2000),
-                                 lambda: time.monotonic() - started > 1.0)
-    assert killed
+    # while a worker splits a per-image file into its partitions' shards, two of them split
+    with killed_worker("catalog-split-", after=2) as (client, kill, progress):
+        aggregate_lightcurves(per_image, tmp_path / "killed" / "catalog", spectra=SpectraConfig(), partition_rows=2000,
+                              client=client)
+    assert kill.landed(progress) and kill.done < len(busy_sky.files), kill
     pd.testing.assert_frame_equal(lightcurve_rows(tmp_path / "killed"), lightcurve_rows(tmp_path / "clean"))
     a = pd.read_parquet(tmp_path / "clean" / "catalog" / "spectra").sort_values(["targetid", "wavelength"], ignore_index=True)
     b = pd.read_parquet(tmp_path / "killed" / "catalog" / "spectra").sort_values(["targetid", "wavelength"], ignore_index=True)
@@ -100,44 +78,58 @@ def test_worker_killed_during_the_drizzle_reduction(busy_sky):
     grid = output_grid(cfg, 2)
     import dask
     (clean,) = dask.compute(tree_partials(paths, grid, cfg), scheduler="sync")
-    holder = {}
-
-    def work():
-        from distributed import get_client
-        client = get_client()
-        future = client.compute(tree_partials(paths, grid, cfg))
-        holder["future"] = future
-        return future.result()
-
-    started = time.monotonic()
-    partial, killed = _run_with_a_kill(work, lambda: time.monotonic() - started > 1.0 and "future" in holder)
-    assert killed
+    with killed_worker("drizzle-", after=2) as (client, kill, progress):
+        partial = client.compute(tree_partials(paths, grid, cfg)).result()
+    assert kill.landed(progress) and kill.done < len(paths), kill
     a, b = DrizzleCube.from_partial(clean, grid, cfg), DrizzleCube.from_partial(partial, grid, cfg)
     # equal up to BLAS dot-product rounding in the zodi fit, which differs between processes
     np.testing.assert_allclose(b.flux_weighted, a.flux_weighted, rtol=1e-9, atol=1e-9 * np.abs(a.flux_weighted).max())
     np.testing.assert_array_equal(b.count_map, a.count_map)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_interrupted_batch_runs_converge(sky_qr2, tmp_path, seed):
-    args = ["batch", "--catalog", sky_qr2.catalog, "--ra", 150.1, "--dec", 2.2, "--radius", 0.5,
-            "--archive", sky_qr2.archive, "--out", tmp_path / "run"]
-    clean = tmp_path / "clean"
-    subprocess.run([SPXDASK, *map(str, args[:-1]), str(clean)], check=True, capture_output=True)
-    delay = np.random.default_rng(seed).uniform(1.0, 6.0)
-    proc = subprocess.Popen([SPXDASK, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    time.sleep(delay)
+def _measured(run: Path) -> int:
+    return sum(not f.name.startswith(".") for f in (run / "per_image").glob("*.parquet"))
+
+
+#: where the kill lands: a condition on the run's folder (and the number of images)
+STAGES = {"after the first image": lambda run, n: _measured(run) >= 1,
+          "halfway through the images": lambda run, n: _measured(run) >= n // 2,
+          "during the catalog build": lambda run, n: any((run / ".catalog-versions").glob("v-*/*"))}
+
+
+def _batch(sky, out: Path) -> list[str]:
+    return [SPXDASK, "batch", "--catalog", str(sky.catalog), "--ra", "150.1", "--dec", "2.2", "--radius", "0.5",
+            "--archive", str(sky.archive), "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def clean_run(sky_qr2, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "run"
+    subprocess.run(_batch(sky_qr2, out), check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_interrupted_batch_runs_converge(sky_qr2, clean_run, tmp_path, stage):
+    n, run = len(sky_qr2.files), tmp_path / "run"
+    args = _batch(sky_qr2, run)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert wait_for(lambda: STAGES[stage](run, n) or proc.poll() is not None), "the run never got there"
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the run had ended before the kill"
+    # the kill left work undone: images to measure, or a catalog not yet made
+    if stage == "during the catalog build":
+        assert _measured(run) == n and current_version(run / "catalog") is None
+    else:
+        assert _measured(run) < n
     # nothing partial under a final name: every Parquet file has its footer, every FITS its size
-    for f in (tmp_path / "run").rglob("*.parquet"):
+    for f in run.rglob("*.parquet"):
         if not any(part.startswith(".") for part in f.relative_to(tmp_path).parts):
             pq.read_metadata(f)
-    for f in (tmp_path / "run" / "images").rglob("*.fits") if (tmp_path / "run" / "images").exists() else []:
+    for f in (run / "images").rglob("*.fits") if (run / "images").exists() else []:
         assert f.stat().st_size == next(sky_qr2.archive.rglob(f.name)).stat().st_size
-    subprocess.run([SPXDASK, *map(str, args)], check=True, capture_output=True)
-    pd.testing.assert_frame_equal(lightcurve_rows(tmp_path / "run"), lightcurve_rows(clean))
+    subprocess.run(args, check=True, capture_output=True)
+    pd.testing.assert_frame_equal(lightcurve_rows(run), lightcurve_rows(clean_run))
 
 
 # -- corrupt inputs ------------------------------------------------------------------------------
@@ -184,8 +176,15 @@ def test_corrupt_inputs_are_reported_and_the_rest_goes_on(sky_qr2, tmp_path):
     # NaN variance on unflagged pixels: measured, those pixels treated as bad
     nan_var = manifest.loc[str(victims["NaN variance, unflagged"])]
     assert nan_var.status == "ok"
-    rows = pd.read_parquet(nan_var.output)
-    assert (rows.n_bad > 0).any() and rows.quality.str.contains("bad_pixels").any()
+    rows = pd.read_parquet(nan_var.output).set_index("targetid")
+    (tmp_path / "clean").mkdir()
+    shutil.copy2(next(sky_qr2.archive.rglob(victims["NaN variance, unflagged"].name)), tmp_path / "clean")
+    run_extraction(tmp_path / "clean", catalog, PhotometryConfig(), tmp_path / "clean" / "per_image")
+    before = pd.read_parquet(tmp_path / "clean" / "per_image" / Path(nan_var.output).name).set_index("targetid")
+    before = before.loc[rows.index]
+    hit = rows.n_bad > before.n_bad
+    assert (rows.n_bad >= before.n_bad).all() and hit.sum() > 5
+    assert rows.quality[hit].str.contains("bad_pixels").all() and np.isfinite(rows.flux_error).all()
 
 
 def test_unreadable_archive_files_are_named_in_the_run(sky_qr2, tmp_path):
@@ -208,6 +207,9 @@ def test_unreadable_archive_files_are_named_in_the_run(sky_qr2, tmp_path):
         row = manifest.loc[str(path)]
         assert row.status == "unreadable" and EXPECTED[kind] in row.error, (kind, row.error)
     assert (manifest.status == "ok").sum() == len(files) - 3
+    listed = {row["url"]: row["error"] for row in load_summary(config.output_dir)["unreadable"]}
+    assert set(listed) == {str(p) for p in victims.values()}
+    assert all(EXPECTED[kind] in listed[str(path)] for kind, path in victims.items())
     # a rerun still says so; the CLI prints it
     assert BatchPipeline(config).run_all().unreadable == 3
     out = subprocess.run([SPXDASK, "batch", "--catalog", str(sky_qr2.catalog), "--ra", "150.1", "--dec", "2.2",
@@ -223,20 +225,21 @@ def _served(found, archive, server, n):
     return dataclasses.replace(found, frame=frame)
 
 
-@pytest.mark.service
 def test_fetch_budget_is_respected(sky_qr2, tmp_path):
     found = LocalArchive(sky_qr2.archive, index_path=tmp_path / "i.parquet").query(RegionQuery(circle=(150.1, 2.2, 1.0)))
     with FileServer(sky_qr2.archive) as server:
         server.add_faults("*", [503] * 1000)
-        t0 = time.monotonic()
         result = fetch(_served(found, sky_qr2.archive, server, 2).to_bag(), tmp_path / "images",
                        FetchConfig(retries=50, backoff=0.2, max_backoff=0.4, budget=2.0))
-        elapsed = time.monotonic() - t0
     assert (result.status == "failed").all() and result.error.str.contains("HTTP 503").all()
-    assert elapsed < 6 and (result.attempts < 50).all() and (result.attempts > 2).all()
+    assert (result.attempts < 50).all() and (result.attempts > 2).all()
+    # every file's attempts, as the server saw them: each a request, none after its budget
+    # (2 s from its first; 0.5 s for the answer to start on a loaded machine)
+    for url, attempts in zip(result.url, result.attempts):
+        times = [r.at for r in server.log if url.endswith(r.path)]
+        assert len(times) == attempts and max(times) - min(times) < 2.0 + 0.5, (url, times)
 
 
-@pytest.mark.service
 def test_fetch_budget_starts_when_the_file_s_turn_comes(sky_qr2, tmp_path):
     """Three files that take 0.8 s each, one at a time, with a budget of 2 s per file: all
     arrive (the third waited 1.6 s in the queue, which is not its own time)."""
@@ -247,7 +250,6 @@ def test_fetch_budget_starts_when_the_file_s_turn_comes(sky_qr2, tmp_path):
         result = fetch(observations.to_bag(partition_size=3), tmp_path / "images",
                        FetchConfig(concurrency=1, retries=0, budget=2.0))
     assert len(result) == 3 and (result.status == "ok").all(), result[["status", "error"]]
-    assert (result.seconds < 2.0).all()
 
 
 # -- safety ----------------------------------------------------------------------------------------
@@ -268,7 +270,6 @@ def test_nothing_unpickles_or_evals_data():
             assert bad not in text, f"{bad} in {path}"
 
 
-@pytest.mark.service
 def test_secrets_in_storage_options_never_reach_the_outputs(sky_qr2, tmp_path):
     from spxdask.batch import BatchConfig, BatchPipeline
     from spxdask.testing.s3_server import S3Server
@@ -328,9 +329,7 @@ def test_ctrl_c_stops_a_run_in_one_line_and_the_rerun_resumes(busy_sky, tmp_path
     command = [SPXDASK, "batch", "--catalog", str(busy_sky.catalog), "--ra", "150.1", "--dec", "2.2", "--radius", "0.6",
                "--archive", str(busy_sky.archive), "--out", str(out)]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not any((out / "per_image").glob("*.parquet")) and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: _measured(out) > 0 or run.poll() is not None, timeout=300)
     assert run.poll() is None, "the run ended before the interrupt could land on its work"
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
     stdout, stderr = run.communicate(timeout=120)
