@@ -43,7 +43,6 @@ def test_observation_round_trip(archive, tmp_path):
     assert r.band == f"D{r.detector}" and r.filename.endswith(".fits") and r.corners.shape == (4, 2)
 
 
-@pytest.mark.service
 def test_index_reads_headers_only_and_is_incremental(sky_qr2, tmp_path):
     total = sum(p.stat().st_size for p in sky_qr2.files)
     with FileServer(sky_qr2.archive) as server:
@@ -52,9 +51,9 @@ def test_index_reads_headers_only_and_is_incremental(sky_qr2, tmp_path):
         assert len(table) == len(sky_qr2.files) and table["error"].isna().all()
         first = server.bytes_sent
         assert first < 0.1 * total  # small files: most of the bytes are the PSF cube
-        gets = sum(1 for m, p, _ in server.log if m == "GET" and p.endswith(".fits"))
+        gets = sum(1 for r in server.log if r.method == "GET" and r.path.endswith(".fits"))
         remote.index(scheduler="sync")
-        assert sum(1 for m, p, _ in server.log if m == "GET" and p.endswith(".fits")) == gets  # nothing re-read
+        assert sum(1 for r in server.log if r.method == "GET" and r.path.endswith(".fits")) == gets  # nothing re-read
     local = LocalArchive(sky_qr2.archive, index_path=tmp_path / "local.parquet").index(scheduler="sync")
     pd.testing.assert_frame_equal(local.drop(columns="url"), table.drop(columns="url"), check_dtype=False)
 
@@ -207,7 +206,6 @@ def _same_bytes(result, archive):
         assert _md5(Path(row.path)) == _md5(source)
 
 
-@pytest.mark.service
 def test_fetch_downloads_verifies_and_resumes(archive, tmp_path):
     with FileServer(archive.root) as server:
         found = _remote_set(archive, server)
@@ -231,7 +229,6 @@ def test_fetch_downloads_verifies_and_resumes(archive, tmp_path):
 
 @pytest.mark.parametrize("faults", [[500, 502], [503, 504, 500], [429], ["reset"], ["truncate"], ["short"],
                                     ["corrupt"], ["slow"]])
-@pytest.mark.service
 def test_fetch_survives_transient_faults(archive, tmp_path, faults):
     with FileServer(archive.root, slow_seconds=4.0) as server:
         found = _remote_set(archive, server)
@@ -244,7 +241,6 @@ def test_fetch_survives_transient_faults(archive, tmp_path, faults):
         _same_bytes(result, archive)
 
 
-@pytest.mark.service
 def test_fetch_reports_what_cannot_be_had(archive, tmp_path):
     with FileServer(archive.root) as server:
         found = _remote_set(archive, server)
@@ -274,7 +270,6 @@ def test_hostile_names_stay_in_the_folder(tmp_path, url):
 
 
 @pytest.mark.parametrize("layout", ["qr2", "qr3"])
-@pytest.mark.service
 def test_remote_files_read_in_place_fetch_only_the_rows_around_the_sources(tmp_path, layout):
     """Photometry of a file over HTTP reads the rows around its sources, the zodi fit's sample
     rows, the PSF and the headers: a few sources in a band of rows cost a fraction of the file,
@@ -302,7 +297,6 @@ def test_remote_files_read_in_place_fetch_only_the_rows_around_the_sources(tmp_p
     assert read - opened > 3 * 20 * image_bytes / 1024
 
 
-@pytest.mark.service
 def test_a_drizzle_names_the_files_it_could_not_download(archive, tmp_path):
     from spxdask.drizzle3d import Drizzle3DConfig, drizzle, load_cube
 

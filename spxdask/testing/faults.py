@@ -1,7 +1,10 @@
 """Loopback servers that inject faults: the aiohttp app on a background thread, the queue of
 faults and the faulty answers, shared by the HTTP file server and the S3 server's front.
 
-Faults (queued per path, or for any path with ``"*"``; each GET takes one):
+:class:`ServiceFront` puts the faults in front of any HTTP service (a TAP service).
+
+Faults (queued per path, or for any path with ``"*"``; each GET takes one, each request of
+any method at a :class:`ServiceFront`):
 ``500``/``502``/``503``/``504``/``404`` (status; the server's own error body), ``429`` (with
 ``Retry-After: 1``), ``"reset"`` (connection dropped after half the body), ``"truncate"``
 (half the body, then close, Content-Length announcing the whole), ``"short"`` (half the body
@@ -14,25 +17,42 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+import time
+from typing import NamedTuple
 
+import aiohttp
 from aiohttp import web
+
+#: hop-by-hop and length headers a front does not pass on (aiohttp sets its own; Host stays:
+#: signed S3 requests cover it)
+_DROP = {"content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
+
+
+class Request(NamedTuple):
+    """One request a server answered: what was asked, the answer's status, and when
+    (``time.monotonic()``, as the answer started)."""
+    method: str
+    path: str
+    status: int
+    at: float
 
 
 class FaultyServer:
     """An aiohttp app on ``http://127.0.0.1:<port>/`` served from a background thread; use as
     a context manager. Subclasses answer requests in :meth:`_handle` and pass the answers that
-    should fail through :meth:`_faulty`. ``bytes_sent`` totals response bodies; ``log`` lists
-    ``(method, path, status)`` per request."""
+    should fail through :meth:`_faulty`. ``bytes_sent`` totals response bodies; ``log`` lists a
+    :class:`Request` per request."""
 
     def __init__(self, slow_seconds: float = 5.0):
         self.slow_seconds = slow_seconds
         self.bytes_sent = 0
         self.requests = 0
-        self.log: list[tuple[str, str, int]] = []
+        self.log: list[Request] = []
         self._faults: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.port = 0
 
     def add_faults(self, path: str, faults: list) -> None:
@@ -47,6 +67,20 @@ class FaultyServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raise NotImplementedError
+
+    async def _forward(self, request: web.Request, upstream: str) -> tuple[int, bytes, dict]:
+        """Send ``request`` on to the server at ``upstream`` (``http://host:port``): its status,
+        body and headers (the hop-by-hop ones aside; a HEAD's Content-Length kept)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
+        async with self._session.request(request.method, f"{upstream}{request.path_qs}", headers=headers,
+                                         data=await request.read(), allow_redirects=False) as answer:
+            data = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP}
+            if request.method == "HEAD" and "Content-Length" in answer.headers:  # the object's size
+                kept["Content-Length"] = answer.headers["Content-Length"]
+            return answer.status, data, kept
 
     def _error_body(self, status: int) -> tuple[str, str]:
         """(body, content type) of an injected error answer."""
@@ -77,7 +111,7 @@ class FaultyServer:
 
     async def _count(self, request: web.Request, response: web.StreamResponse) -> None:
         self.requests += 1
-        self.log.append((request.method, request.path, response.status))
+        self.log.append(Request(request.method, request.path, response.status, time.monotonic()))
         if request.method != "HEAD":
             self.bytes_sent += response.content_length or 0
 
@@ -103,7 +137,31 @@ class FaultyServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._session is not None:
+            session = self._session
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(session.close()))
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class ServiceFront(FaultyServer):
+    """A faulty front for any HTTP service at ``upstream`` (e.g. a TAP service): every request
+    is passed on, except those :meth:`add_faults` spoils, of any method (``path`` relative to
+    the root, e.g. ``"tap/sync"``, or ``"*"``); ``log`` shows what reached it."""
+
+    def __init__(self, upstream: str, slow_seconds: float = 5.0):
+        super().__init__(slow_seconds)
+        self.upstream = "/".join(upstream.split("/", 3)[:3])  # scheme://host:port
+
+    def url_of(self, upstream_url: str) -> str:
+        """The front's address of ``upstream_url``."""
+        return self.url + upstream_url[len(self.upstream):]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault(request.path.lstrip("/"))
+        status, data, headers = await self._forward(request, self.upstream)
+        if fault is None:
+            return web.Response(status=status, body=data if request.method != "HEAD" else None, headers=headers)
+        return await self._faulty(request, data, fault, headers.get("Content-Type", "text/plain"))

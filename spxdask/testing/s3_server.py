@@ -9,7 +9,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from .faults import FaultyServer
@@ -18,8 +17,6 @@ BUCKET = "nasa-irsa-spherex"
 _S3_ERRORS = {500: ("InternalError", "We encountered an internal error. Please try again."),
               503: ("SlowDown", "Please reduce your request rate."),
               404: ("NoSuchKey", "The specified key does not exist.")}
-# hop-by-hop headers and those aiohttp sets itself (Host stays: signed requests cover it)
-_DROP = {"content-length", "transfer-encoding", "connection", "content-encoding", "keep-alive"}
 
 
 class S3Server(FaultyServer):
@@ -36,7 +33,6 @@ class S3Server(FaultyServer):
             s.bind(("127.0.0.1", 0))
             self._moto_port = s.getsockname()[1]
         self._moto: Any = None
-        self._session: aiohttp.ClientSession | None = None
 
     @property
     def endpoint(self) -> str:
@@ -67,22 +63,13 @@ class S3Server(FaultyServer):
                 f"<RequestId>fault</RequestId></Error>", "application/xml")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
-        async with self._session.request(request.method, f"http://127.0.0.1:{self._moto_port}{request.path_qs}",
-                                         headers=headers, data=await request.read()) as upstream:
-            data = await upstream.read()
-            answer = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP}
-            if request.method == "HEAD" and "Content-Length" in upstream.headers:  # the object's size
-                answer["Content-Length"] = upstream.headers["Content-Length"]
+        status, data, answer = await self._forward(request, f"http://127.0.0.1:{self._moto_port}")
         key = request.path.lstrip("/").removeprefix(f"{self.bucket}/")
-        is_object = request.path.startswith(f"/{self.bucket}/") and request.method == "GET" and upstream.status in (200, 206)
+        is_object = request.path.startswith(f"/{self.bucket}/") and request.method == "GET" and status in (200, 206)
         fault = self._next_fault(key) if is_object else None
         if fault is None:
-            return web.Response(status=upstream.status, body=data if request.method != "HEAD" else None,
-                                headers=answer)
-        return await self._faulty(request, data, fault, upstream.headers.get("Content-Type", "binary/octet-stream"))
+            return web.Response(status=status, body=data if request.method != "HEAD" else None, headers=answer)
+        return await self._faulty(request, data, fault, answer.get("Content-Type", "binary/octet-stream"))
 
     def __enter__(self) -> S3Server:
         from moto.server import ThreadedMotoServer
@@ -98,9 +85,6 @@ class S3Server(FaultyServer):
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._session is not None:
-            session = self._session
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(session.close()))
         super().__exit__(*exc)
         if self._moto is not None:
             self._moto.stop()
