@@ -64,7 +64,6 @@ def test_local_cluster_of_processes_equals_single_process(sky_qr2, single_proces
     assert (tmp_path / "performance-report-extract.html").stat().st_size > 10_000
 
 
-@pytest.mark.service
 def test_dask_gateway_run_equals_single_process(sky_qr2, single_process, tmp_path):
     with LocalGateway(max_workers=2) as gateway, dask.config.set(gateway.settings):
         client = get_client(gateway=True)

@@ -150,6 +150,7 @@ def test_each_figure_shows_what_the_run_holds(run):
     assert f["performance"]["images_timed"] == int(manifest.seconds.notna().sum())
 
 
+@pytest.mark.browser
 def test_the_page_renders_in_a_real_browser(run, tmp_path):
     config, _, _ = run
     page = config.output_dir / "report.html"
