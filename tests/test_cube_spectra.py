@@ -106,9 +106,10 @@ def test_correlation_model_is_recorded_per_plane(faint):
     covered = table["N_INPUT_SC"] > 0
     rho = np.column_stack([table[name] for name in correlation_columns()])[covered]
     # pixfrac 0.8 footprints, about one output pixel across: side neighbours share much more
-    # noise than diagonal ones
-    assert (rho[:, :2] > 0.1).all() and (rho[:, :2] < 0.4).all()
-    assert (rho[:, 2:] < rho[:, :2].min()).all() and (rho[:, 2:] >= 0).all()
+    # noise than diagonal ones (0.19-0.22 and 0.03-0.04 here; a model that dropped pixfrac or
+    # the input/output scale ratio would move them by more than these bands)
+    assert (rho[:, :2] > 0.17).all() and (rho[:, :2] < 0.24).all()
+    assert (rho[:, 2:] > 0.02).all() and (rho[:, 2:] < 0.05).all()
 
 
 def test_extract_spectrum_at_edges_gaps_and_masked_planes(faint):

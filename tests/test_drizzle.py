@@ -24,7 +24,6 @@ from spxdask.drizzle3d import (
     drizzle,
     drizzle_detector,
     load_cube,
-    partial_cube,
     save_cube,
 )
 from spxdask.drizzle3d.grid import output_grid
@@ -158,12 +157,13 @@ def _cube(paths, cfg, det=3):
     return DrizzleCube.from_partial(functools.reduce(combine, parts), grid, cfg), grid
 
 
-def test_point_source_flux_and_centroid(tmp_path):
+@pytest.mark.parametrize("kernel, rtol", [("square", 1e-3), ("bilinear", 5e-3)])  # bilinear: 0.3 % high, kept for comparison
+def test_point_source_flux_and_centroid(tmp_path, kernel, rtol):
     sim, sky = _single_source_sky(tmp_path)
     truth = pd.read_parquet(sky.truth_detections).iloc[0]
     cat = pd.read_parquet(sky.truth_sources).iloc[0]
     cfg = Drizzle3DConfig(float(cat.ra), float(cat.dec), 3, 3, xy_shrink=1.0, subtract_zodi=True, static_zodi=True,
-                          ivar_max=1.0, z_shrink=1.0)
+                          ivar_max=1.0, z_shrink=1.0, kernel=kernel)
     cube, grid = _cube(sky.files, cfg)
     with L2File(sky.files[0]) as l2:
         img = l2.image() - l2.zodi()
@@ -181,7 +181,7 @@ def test_point_source_flux_and_centroid(tmp_path):
         box = sci[z, cy - 12:cy + 13, cx - 12:cx + 13]
         if not (weight[z, cy - 12:cy + 13, cx - 12:cx + 13] > 0).all():
             continue  # the source straddles this plane's wavelength edge
-        assert box.sum() * out_area == pytest.approx(flux_in, rel=1e-3)
+        assert box.sum() * out_area == pytest.approx(flux_in, rel=rtol)
         yy, xx = np.mgrid[cy - 12:cy + 13, cx - 12:cx + 13]
         ox, oy = grid.wcs.wcs_world2pix(cat.ra, cat.dec, 0)
         assert abs((box * xx).sum() / box.sum() - ox) < 0.05 and abs((box * yy).sum() / box.sum() - oy) < 0.05
@@ -212,22 +212,24 @@ def test_spectrum_of_a_bright_source_matches_its_sed(tmp_path):
     truth = pd.read_parquet(sky.truth_detections)
     cfg = Drizzle3DConfig(float(cat.ra), float(cat.dec), 2.5, 2.5, xy_shrink=1.0, ivar_max=1.0, z_shrink=0.5)
     cube, grid = _cube(sky.files, cfg)
-    sci, var, w = cube.sci.astype(np.float64), cube.variance.astype(np.float64), cube.weight_total
+    sci, w = cube.sci.astype(np.float64), cube.weight_total
     ny, nx = sci.shape[1:]
     ap = (slice(ny // 2 - 7, ny // 2 + 8), slice(nx // 2 - 7, nx // 2 + 8))
     out_area = cfg.pixscale**2 * 23.50443  # MJy/sr -> uJy per output pixel
-    checked = 0
+    deviations = []
     for z in range(cube.zgrid.n_z):
         if not (w[z][ap] > 0).all():
             continue
         flux = sci[z][ap].sum() * out_area
-        err = np.sqrt(var[z][ap].sum()) * out_area
         lo, hi = cube.zgrid.edges[z], cube.zgrid.edges[z + 1]
         inside = truth[(truth.wavelength > lo) & (truth.wavelength < hi)]
         expected = inside.flux_true.mean()
-        assert abs(flux - expected) < 3 * err + 0.02 * expected, (z, flux, expected, err)
-        checked += 1
-    assert checked >= 15
+        # within 0.8 % per plane (0.5 % seen), without leaning on ``err``: the cube's variance is
+        # too small for an aperture sum (#26); a wrong pixel-area or wavelength-bin assignment
+        # along the SED's slope is off by more
+        deviations.append(flux / expected - 1)
+    assert len(deviations) >= 15
+    assert np.abs(deviations).max() < 0.008 and abs(np.median(deviations)) < 0.003, deviations
 
 
 # -- the Dask shape ----------------------------------------------------------------------------------
@@ -353,19 +355,12 @@ def test_bad_images_are_rejected_not_fatal(many, tmp_path):
     assert str(broken) in set(rej.image) and rej.reason.str.contains("truncated").any()
 
 
-def test_bilinear_kernel_is_kept_for_comparison(many):
-    cfg = Drizzle3DConfig(150.1, 2.2, 8, 8, detector=2, kernel="bilinear")
-    cube, _ = _cube(many.files[:5], cfg, det=2)
-    assert np.isfinite(cube.sci).sum() > 100
-
-
 def test_save_refuses_to_overwrite(many, tmp_path):
     cfg = Drizzle3DConfig(150.1, 2.2, 8, 8, detector=2)
     cube, _ = _cube(many.files[:3], cfg, det=2)
     save_cube(cube, tmp_path / "c.fits")
     with pytest.raises(FileExistsError):
         save_cube(cube, tmp_path / "c.fits")
-    assert partial_cube is not None
 
 
 def test_compiled_square_kernel_equals_the_numpy_pairs(many):

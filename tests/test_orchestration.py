@@ -10,6 +10,7 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
@@ -21,8 +22,9 @@ from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_l
 from spxdask.catalog.versions import HISTOGRAMS, PARTITIONS, current_version
 from spxdask.compat import KNOBS, ReferenceKnobWarning
 from spxdask.drizzle3d import Drizzle3DConfig, drizzle
-from spxdask.per_image import recorded_fingerprint
+from spxdask.per_image import file_name, recorded_fingerprint
 from spxdask.simulate import SimConfig
+from spxdask.spherex import L2File
 
 from .conftest import lightcurve_rows
 
@@ -71,10 +73,23 @@ def test_reruns_recompute_what_their_inputs_changed(sky_qr2, tmp_path):
     assert changed.measured == first.measured
     assert (pd.read_parquet(fixed.per_image_dir).aperture_radius == 2.0).all()
     assert (lightcurve_rows(fixed.output_dir).aperture_radius == 2.0).all()
-    # sources added to the catalog appear in every image that covers them
+    # sources added to the catalog appear in every image that covers them; exactly the images
+    # they fall in (or within the selection's 2 px margin) are measured again
+    added = full[~full.targetid.isin(pd.read_csv(tmp_path / "half.csv").targetid)]
+    before = {f.name: recorded_fingerprint(f) for f in fixed.per_image_dir.glob("*.parquet")}
     full.to_csv(tmp_path / "half.csv", index=False)
     grown = BatchPipeline(fixed).run_all()
-    assert grown.measured > 0
+    redone = {f.name for f in fixed.per_image_dir.glob("*.parquet") if recorded_fingerprint(f) != before.get(f.name)}
+    inside, near = set(), set()
+    for path in sky_qr2.files:
+        with L2File(path) as l2:
+            x, y = l2.wcs.all_world2pix(added.ra, added.dec, 0)
+            ny, nx = l2.shape
+            name = file_name(l2.meta.obs_id, l2.meta.detector)
+        distance = np.maximum.reduce([-0.5 - x, x - (nx - 0.5), -0.5 - y, y - (ny - 0.5)])  # > 0: outside, px
+        inside |= {name} if (distance < -0.1).any() else set()
+        near |= {name} if (distance < 3).any() else set()
+    assert inside <= redone <= near and grown.measured == len(redone) > 0, (inside, redone, near)
     got = pd.read_parquet(fixed.per_image_dir)
     truth = pd.read_parquet(sky_qr2.truth_detections)
     key = ["filename", "targetid"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from photutils.aperture import CircularAperture, aperture_photometry
 from photutils.geometry import circular_overlap_grid
@@ -19,7 +22,7 @@ from spxdask.photometry.overlap import circle_weights
 from spxdask.photometry.pixels import measure_pixels
 from spxdask.simulate import SimConfig, make_catalog, plan_survey, render_image, simulate_sky
 from spxdask.spherex import L2File
-from spxdask.spherex.flags import Flag
+from spxdask.spherex.flags import REFERENCE_BAD_BITS, Flag
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 
 TRUTH_SKY = SimConfig(n_images=12, size=256, n_sources=300, seed=5, radius=0.4)
@@ -95,7 +98,9 @@ def test_pull_distribution(measured):
     good = measured[measured.quality == ""]
     pull = (good.flux - good.flux_in_aperture) / good.flux_error
     assert len(pull) > 300
-    assert 0.9 <= np.std(pull) <= 1.2
+    # 0.91: the errors are ~9 % larger than the scatter (the local background's error counted
+    # in full); too-small errors (a variance term lost) would push it above 1
+    assert 0.85 <= np.std(pull) <= 1.0
     assert abs(np.median(pull)) < 0.2
 
 
@@ -159,10 +164,15 @@ def one_image(truth_sky, catalog):
     return run
 
 
-def test_zodi_subtraction_and_its_bounds(one_image):
+def test_zodi_subtraction_and_its_bounds(one_image, measured):
+    # the fitted scale is the injected one (0.97-1.03 per image): to ~7e-4 on these images
+    injected = {Path(s.relpath).name: s.zodi_scale for s in plan_survey(TRUTH_SKY, make_catalog(TRUTH_SKY))}
+    fitted = measured.groupby("filename").zodi_scale.first()
+    assert len(fitted) == TRUTH_SKY.n_images
+    np.testing.assert_allclose(fitted, fitted.index.map(injected), rtol=0, atol=2e-3)
     base = one_image()
     off = one_image(subtract_zodi=False)
-    assert 0.9 < base.zodi_scale.iloc[0] < 1.1 and (off.zodi_scale == 0).all()
+    assert (off.zodi_scale == 0).all()
     # without zodi subtraction the local background carries the zodi light, the flux does not
     assert (off.bg_level - base.bg_level).median() > 1.0
     bright = base.flux > 1000
@@ -207,10 +217,25 @@ def test_aperture_fields(one_image):
     np.testing.assert_allclose(fixed.flux_total[bright], base.flux_total[bright], rtol=0.03)
 
 
-def test_bad_flags_and_pixel_area(one_image):
+def test_bad_flags_and_pixel_area(one_image, truth_sky, catalog, tmp_path):
     base = one_image()
-    none = one_image(bad_flags=[])
-    assert none.n_bad.sum() <= base.n_bad.sum()
+    # one of the default bad bits set on the brightest source's central pixel, in a copy
+    bright = base.loc[base.flux.idxmax()]
+    copy = tmp_path / truth_sky.files[1].name
+    shutil.copy2(truth_sky.files[1], copy)
+    with fits.open(copy, mode="update") as h:
+        h["FLAGS"].data[round(bright.y), round(bright.x)] |= 1 << REFERENCE_BAD_BITS[0]
+
+    def measured(**kwargs):
+        with L2File(copy) as l2:
+            return measure_image(l2, catalog, PhotometryConfig(**kwargs)).set_index("targetid")
+
+    flagged, kept = measured(), measured(bad_flags=[])
+    assert flagged.loc[bright.targetid, "n_bad"] == base.n_bad[base.targetid == bright.targetid].iloc[0] + 1
+    assert "bad_pixels" in flagged.loc[bright.targetid, "quality"]
+    # with no bad bits the flag is ignored: nothing counted, the flux as before (the zodi fit's
+    # pixel set aside, which moves it by ~1e-7)
+    assert (kept.n_bad == 0).all() and kept.loc[bright.targetid, "flux"] == pytest.approx(bright.flux, rel=1e-5)
     local = one_image(pixel_area="local")
     ratio = (local.flux / base.flux)[base.flux.abs() > 100]
     assert np.all(np.abs(ratio - 1) < 0.01) and ratio.std() > 0
@@ -289,7 +314,7 @@ def test_compiled_loops_read_any_byte_order(truth_sky, catalog):
     native = [a.astype(a.dtype.newbyteorder("=")) for a in stored]
     image, zodi, variance, flags = stored
     scales = [fit_zodi_scale(*arrays, Flag.SOURCE, 0, 10) for arrays in (stored, native)]
-    assert scales[0] == scales[1] and 0.9 < scales[0] < 1.1
+    assert scales[0] == scales[1]
     # the weighted least-squares amplitude, by numpy on all usable pixels
     ok = ((flags & Flag.SOURCE) == 0) & np.isfinite(image) & (zodi != 0) & (variance > 0)
     w, z = 1 / variance[ok].astype(float), zodi[ok].astype(float)

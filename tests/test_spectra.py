@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from distributed import Client, LocalCluster
+from scipy import stats
 
 from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, read_lightcurve, read_spectrum
 from spxdask.batch.plot import plot_spectrum
@@ -101,6 +102,45 @@ def test_variability_is_told_from_colour(run):
     chi2 = (w * (lc.flux_total - mean.reindex(lc.targetid).to_numpy()) ** 2).groupby(lc.targetid).sum()
     flat_p = p_value(chi2.to_numpy(), lc.groupby("targetid").size().to_numpy() - 1)
     assert (flat_p < SpectraConfig().false_positive_rate).mean() > 0.5
+
+
+def test_light_curve_rows_match_the_injected_detections(run):
+    """Every light-curve row joined with the simulator's record of that detection: the time is
+    the exposure's middle, the flux the injected one within the row's own error."""
+    sky, config, _ = run
+    truth = pd.read_parquet(sky.truth_detections)
+    lc = lightcurve_rows(config.output_dir)
+    rows = lc.merge(truth, on=["targetid", "obs_id", "detector"], suffixes=("", "_true"), validate="one_to_one")
+    assert len(rows) == len(lc) > 5000
+    # MJD-AVG, not MJD-BEG (60 s off) nor the end: to 0.01 s
+    np.testing.assert_allclose(rows.mjd, rows.mjd_true, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(rows.wavelength, rows.wavelength_true, rtol=0, atol=1e-9)
+    good = rows[rows.quality == ""]
+    for flux, low, high in (("flux_psf", 0.9, 1.1), ("flux_total", 0.85, 1.1)):  # aperture errors are ~5 % wide
+        pull = (good[flux] - good.flux_true) / good[f"{flux}_error"]
+        median, sigma = robust(pull)
+        assert abs(median) < 0.1 and low <= sigma <= high, (flux, median, sigma)
+    # magnitudes: of the PSF flux, with its error
+    bright = good[good.flux_psf / good.flux_psf_error > 20]
+    true_mag = -2.5 * np.log10(bright.flux_true * 1e-6 / 3631)  # AB: 3631 Jy
+    median, sigma = robust((bright.mag_psf_ab - true_mag) / bright.mag_psf_ab_error)
+    assert abs(median) < 0.1 and 0.9 <= sigma <= 1.1, (median, sigma)
+
+
+def test_the_variability_test_is_calibrated_on_constant_sources(run):
+    """For sources whose injected flux is constant, χ²/dof about the fitted SED centres on 1
+    and the p-values are uniform: the false-positive rate is the one configured."""
+    sky, config, _ = run
+    sources = pd.read_parquet(config.sources_path).set_index("targetid")
+    truth = pd.read_parquet(sky.truth_sources).set_index("targetid").loc[sources.index]
+    constant = sources[(truth.amplitude == 0).to_numpy() & (sources.dof >= 10).to_numpy()]
+    assert len(constant) > 150
+    assert abs(np.median(constant.chi2_dof) - 1) < 0.1
+    assert stats.kstest(constant.p_value, "uniform").pvalue > 0.01
+    # the flagged constant sources: as many as the configured false-positive rate allows
+    rate = SpectraConfig().false_positive_rate
+    flagged = int(constant.variable.sum())
+    assert stats.binomtest(flagged, len(constant), rate, alternative="greater").pvalue > 1e-3, flagged
 
 
 def _serial_spectrum(rows: pd.DataFrame, config: SpectraConfig) -> list[tuple]:

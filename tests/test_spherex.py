@@ -25,7 +25,7 @@ from spxdask.simulate import (
     write_image,
 )
 from spxdask.spherex import Flag, L2File, L2FormatError, channels, flags, read_footprint
-from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
+from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR, pixel_area_arcsec2
 from spxdask.spherex.wave import wave_lookup
 from spxdask.testing.http_server import FileServer
 
@@ -101,8 +101,17 @@ def test_reader_fields_equal_what_was_written(layout, tmp_path):
         assert len(hdul["EPSF"].data) == (451 if spec.detector == 3 else 441)
 
 
+def _jacobian_area_arcsec2(wcs, x, y, h=1e-3):
+    """|det J| of ``all_pix2world`` by central differences (RA scaled by cos dec), arcsec^2."""
+    ra, dec = np.radians(wcs.all_pix2world(np.concatenate([x + h, x - h, x, x]), np.concatenate([y, y, y + h, y - h]), 0))
+    n, c = x.size, np.cos(np.radians(wcs.all_pix2world(x, y, 0)[1]))
+    dra_dx, dra_dy = (ra[:n] - ra[n:2 * n]) * c / (2 * h), (ra[2 * n:3 * n] - ra[3 * n:]) * c / (2 * h)
+    ddec_dx, ddec_dy = (dec[:n] - dec[n:2 * n]) / (2 * h), (dec[2 * n:3 * n] - dec[3 * n:]) / (2 * h)
+    return np.abs(dra_dx * ddec_dy - dra_dy * ddec_dx) * (180 / np.pi * 3600) ** 2
+
+
 @pytest.mark.parametrize("det", channels.DETECTORS)
-def test_fast_wavelength_agrees_with_astropy(det, tmp_path):
+def test_fast_wavelength_and_pixel_area_agree_with_astropy(det, tmp_path):
     # a full-size frame, so the whole control grid is exercised
     cfg = SimConfig(n_images=1, size=2040, n_sources=5, detectors=(det,), noiseless=True)
     spec = plan_survey(cfg, make_catalog(cfg))[0]
@@ -115,6 +124,9 @@ def test_fast_wavelength_agrees_with_astropy(det, tmp_path):
         ref_wl, ref_bw = f.spectral_wcs().pixel_to_world(x, y)
         assert np.max(np.abs(wl - ref_wl.to_value("um"))) < 1e-6
         assert np.max(np.abs(bw - ref_bw.to_value("um"))) < 1e-6
+        # the solid angle the simulator injects with and photometry converts back with, against
+        # astropy's mapping differentiated numerically (the SIP terms matter at the corners)
+        np.testing.assert_allclose(pixel_area_arcsec2(f.wcs, x, y), _jacobian_area_arcsec2(f.wcs, x, y), rtol=1e-6)
         sec = (slice(100, 2040, 97), slice(3, 2040, 101))
         wl_map, bw_map = f.wavelength_map(section=sec)
         yy, xx = np.mgrid[sec]
@@ -176,6 +188,14 @@ def test_small_images_are_central_cutouts_of_the_detector(sky_qr2):
     xs, ys, values = wave_table(f.meta.detector, "qr2")
     # 1-based parent coordinates of file pixel (10, 20)
     assert wl_cut[0] == pytest.approx(wave_lookup(xs, ys, values, px + 11, py + 21)[0][0])
+    # the cut-out's own WAVE-TAB as astropy reads it: the same wavelengths everywhere
+    with L2File(sky_qr2.files[0]) as f:
+        rng = np.random.default_rng(2)
+        x, y = rng.uniform(-0.5, 255.5, 2000), rng.uniform(-0.5, 255.5, 2000)
+        wl, bw = f.wavelength(x, y)
+        ref_wl, ref_bw = f.spectral_wcs().pixel_to_world(x, y)
+    np.testing.assert_allclose(wl, ref_wl.to_value("um"), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(bw, ref_bw.to_value("um"), rtol=0, atol=1e-6)
 
 
 def test_footprint_is_the_pixel_edge_polygon(sky_qr2):
@@ -367,7 +387,6 @@ def test_missing_file_is_not_a_format_error(tmp_path):
 
 
 # -- remote reads ----------------------------------------------------------------------------
-@pytest.mark.service
 def test_http_reads_only_what_is_asked(tmp_path):
     cfg = SimConfig(n_images=1, size=2040, n_sources=20, detectors=(2,))
     sky = simulate_sky(tmp_path, cfg, scheduler="sync")
