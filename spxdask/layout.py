@@ -7,7 +7,7 @@
       archive_index.parquet               the index of a remote archive (remote roots stay read-only)
       images/D<n>/<file>.fits             downloads (none when files are read in place)
       per_image/<obs_id>_D<n>.parquet     one file per image (:mod:`spxdask.per_image`)
-      catalog/                            the HATS catalog (a link to its current version)
+      catalog/                            the HATS collection: catalog and margin (a link to its current version)
       spectra/, sources.parquet           flat channel spectra; per-source summaries
       lightcurves_csv/<targetid>.csv      optional, reference-compatible export
       manifest.parquet                    per image: status, error, timings

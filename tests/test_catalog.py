@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import hats.pixel_math.healpix_shim as hp
 import lsdb
 import numpy as np
 import pandas as pd
@@ -34,7 +36,7 @@ from spxdask.batch.plot import plot_lightcurve, plot_spectrum
 from spxdask.catalog import build_catalog
 from spxdask.catalog.export import csv_name
 from spxdask.catalog.plan import align, fine_pixels, plan
-from spxdask.catalog.versions import current_version, partition_files
+from spxdask.catalog.versions import MAIN, current_version, main_catalog, partition_files
 from spxdask.per_image import write as write_per_image
 from spxdask.photometry import COLUMNS
 from spxdask.simulate import SimConfig, simulate_sky
@@ -114,6 +116,39 @@ def test_a_crossmatch_with_another_hats_catalog_finds_every_source_itself(field,
     assert (matched["targetid"].to_numpy() == matched["other_id"].to_numpy()).all()
 
 
+def test_the_catalog_carries_a_margin_so_cross_matches_across_partitions_are_complete(field, tmp_path):
+    """Each source's partner 8″ away, often across a partition edge: the run's catalog (a HATS
+    collection with its margin cache) finds every pair, without LSDB's missing-margin warning;
+    its catalog alone misses exactly the pairs that straddle an edge (counted independently)."""
+    build_catalog(field / "per_image", tmp_path / "catalog", partition_rows=300)
+    sources = _rows(field / "per_image").drop_duplicates("targetid")[["targetid", "ra", "dec"]].reset_index(drop=True)
+    shifted = pd.DataFrame({"partner": sources.targetid, "ra": sources.ra + 8 / 3600 / np.cos(np.radians(sources.dec)),
+                            "dec": sources.dec})
+    lsdb.from_dataframe(shifted, catalog_name="partners").write_catalog(tmp_path / "partners")
+    partners = lsdb.open_catalog(tmp_path / "partners")
+    pixels = pd.read_csv(main_catalog(current_version(tmp_path / "catalog")) / "partition_info.csv")
+
+    def partition(ra, dec):
+        found = np.full(len(ra), -1)
+        for k, (order, pix) in enumerate(zip(pixels.Norder, pixels.Npix)):
+            found[hp.radec2pix(int(order), ra.to_numpy(), dec.to_numpy()) == pix] = k
+        return found
+
+    straddling = int((partition(sources.ra, sources.dec) != partition(shifted.ra, shifted.dec)).sum())
+    assert straddling >= 3
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*margin.*")
+        run = lsdb.open_catalog(tmp_path / "catalog", columns=["targetid", "ra", "dec"])
+        assert run.margin is not None
+        both = partners.crossmatch(run, radius_arcsec=9.0, n_neighbors=1, suffix_method="overlapping_columns").compute()
+    assert len(both) == len(sources) and (both.partner.to_numpy() == both.targetid.to_numpy()).all()
+    alone = lsdb.open_catalog(main_catalog(current_version(tmp_path / "catalog")), columns=["targetid", "ra", "dec"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        missed = partners.crossmatch(alone, radius_arcsec=9.0, n_neighbors=1, suffix_method="overlapping_columns").compute()
+    assert len(missed) == len(sources) - straddling
+
+
 def test_plan_equals_hats_alignment_and_grows_without_overlaps():
     rng = np.random.default_rng(3)
     ra = np.concatenate([rng.uniform(150, 152, 40_000), rng.normal(150.7, 0.05, 40_000)])
@@ -162,7 +197,7 @@ def _sources_and_spectra(path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _files(catalog) -> dict:
-    version = current_version(catalog)
+    version = main_catalog(current_version(catalog))
     return {p.relative_to(version): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in (version / "dataset").rglob("Npix=*.parquet")}
 
@@ -219,7 +254,7 @@ def test_a_killed_worker_during_an_append_changes_nothing(field, tmp_path):
 def _written(versions: Path, old: Path) -> bool:
     """A partition file of a new version that is not a link to the old version's."""
     return any(f.stat().st_nlink == 1 for v in versions.glob("v-*") if v.name != old.name and v.is_dir()
-               and not v.name.endswith(".shards") for f in v.glob("dataset/*/*/*.parquet"))
+               and not v.name.endswith(".shards") for f in v.glob(f"{MAIN}/dataset/*/*/*.parquet"))
 
 
 #: where the kill lands in the append: a condition on the versions folder

@@ -28,7 +28,7 @@ from .._io import write_parquet_atomic
 from ..cluster import compute
 from ..spectra import SpectraConfig
 from ..spectra.config import chosen_flux
-from . import tasks, update, versions
+from . import margin, tasks, update, versions
 from .metadata import write_hats_metadata, write_index
 
 #: light-curve rows per partition at most (a single fine pixel may hold more)
@@ -93,6 +93,19 @@ def _histograms(files: list[Path], fingerprints: dict[str, str | None], known: p
     todo = [f for f in files if f.name not in done]
     jobs = [dask.delayed(tasks.histogram, pure=False)(str(f), dask_key_name=f"catalog-hist-{f.stem}") for f in todo]
     return update.histogram_frame(known, done, list(compute(*jobs, client=client)) if jobs else [], fingerprints)
+
+
+def _write_margin(version: Path, pixels: list[HealpixPixel], client) -> None:
+    """The version's margin cache, one ``catalog-margin-…`` task per partition (each reads the
+    partitions beside it), and the collection that names it."""
+    order = margin.margin_order(pixels)
+    jobs = [dask.delayed(margin.write_partition, pure=False)(
+                p, str(versions.partition_path(version, p)), [str(versions.partition_path(version, q)) for q in near],
+                order, str(margin.partition_path(version, p)), dask_key_name=f"catalog-margin-{p.order}-{p.pixel}")
+            for p, near in margin.neighbours(pixels, order).items()]
+    rows = sum(compute(*jobs, client=client)) if jobs else 0
+    margin.write_metadata(version / margin.MARGIN, pixels, int(rows), order)
+    margin.write_collection(version)
 
 
 def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra: SpectraConfig | None = None,
@@ -170,6 +183,7 @@ def build_catalog(per_image_dir: str | Path, catalog_dir: str | Path, *, spectra
         write_parquet_atomic(records, version / versions.PARTITIONS)
         write_parquet_atomic(hist, version / versions.HISTOGRAMS)
         write_hats_metadata(version, plan.partitions, hist, records["n_sources"])
+        _write_margin(version, plan.partitions, client)
         versions.swap(catalog_dir, version)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)

@@ -17,7 +17,7 @@ from .. import __version__
 from .._io import write_parquet_atomic
 from .nested import HEALPIX_29
 from .plan import HIGHEST_ORDER
-from .versions import ID_INDEX
+from .versions import ID_INDEX, main_catalog
 
 SKYMAP_ORDER = 7
 
@@ -41,8 +41,10 @@ def write_index(version: Path, previous: Path | None, kept: list[HealpixPixel], 
 
 
 def write_hats_metadata(version: Path, pixels: list[HealpixPixel], hist: pd.DataFrame, sources: pd.Series) -> None:
-    """The HATS metadata, with hats' own writers: ``_metadata`` / ``_common_metadata``,
-    ``partition_info.csv``, the skymap and ``properties`` (``sources``: per partition)."""
+    """The HATS metadata of a version's catalog, with hats' own writers: ``_metadata`` /
+    ``_common_metadata``, ``partition_info.csv``, the skymap and ``properties`` (``sources``:
+    per partition)."""
+    version = main_catalog(version)
     hats.io.write_parquet_metadata(version)
     PartitionInfo.from_healpix(pixels).write_to_file(catalog_path=version)
     skymap = np.bincount(hist["pixel"].to_numpy() >> 2 * (HIGHEST_ORDER - SKYMAP_ORDER),

@@ -5,6 +5,10 @@ it. A build writes a new version beside the current one and swaps the link in on
 rename, so a reader never opens a half-written catalog and a killed build leaves the last one
 whole. Partitions whose inputs are unchanged are hard-linked from the previous version (same
 bytes, same modification time). Here: where each file of a version lies, the link, the swap.
+
+A version is a HATS collection (:mod:`spxdask.catalog.margin`): the catalog under
+:data:`MAIN`, its margin cache beside it; the flat spectra and spxdask's own records (the
+partitions, histograms and id index) at the version's top.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from hats.pixel_math import HealpixPixel
 PARTITIONS, HISTOGRAMS, ID_INDEX = "_partitions.parquet", "_histograms.parquet", "targetid_index.parquet"
 #: The folder of each version's flat channel spectra.
 SPECTRA = "spectra"
+#: The HATS catalog's folder in a version (the collection's primary table).
+MAIN = "lightcurves"
 
 
 def current_version(catalog_dir: Path) -> Path | None:
@@ -34,9 +40,14 @@ def versions_dir(catalog_dir: Path) -> Path:
     return catalog_dir.parent / f".{catalog_dir.name}-versions"
 
 
+def main_catalog(version: Path) -> Path:
+    """The HATS catalog of a version (a version of an earlier layout is one itself)."""
+    return version / MAIN if (version / MAIN).is_dir() or not (version / "partition_info.csv").exists() else version
+
+
 def partition_path(version: Path, pixel: HealpixPixel) -> Path:
     """The data file of one partition (hats' layout)."""
-    return Path(str(paths.pixel_catalog_file(version, pixel)))
+    return Path(str(paths.pixel_catalog_file(main_catalog(version), pixel)))
 
 
 def spectra_path(version: Path, pixel: HealpixPixel) -> Path:
@@ -46,7 +57,7 @@ def spectra_path(version: Path, pixel: HealpixPixel) -> Path:
 
 def partition_files(version: Path) -> list[Path]:
     """The data files of a catalog version, in partition_info order."""
-    frame = pd.read_csv(version / "partition_info.csv")
+    frame = pd.read_csv(main_catalog(version) / "partition_info.csv")
     return [partition_path(version, HealpixPixel(int(o), int(p))) for o, p in zip(frame["Norder"], frame["Npix"])]
 
 
