@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._io import atomic_path
+from .batch.plot import VIEWS
 from .spherex import channels
 
 
@@ -213,21 +214,32 @@ def _cmd_lightcurve(args: argparse.Namespace) -> int:
     if rows.empty:
         print(f"spxdask lightcurve: error: no rows for targetid {args.targetid} in {args.out}", file=sys.stderr)
         return 1
+    spectrum, source = _stored_summaries(args.out, rows)
     if args.plot:
-        print(f"light curve plot: {plot_lightcurve(rows, args.plot)}")
+        print(f"light curve plot: {plot_lightcurve(rows, args.plot, view=args.view, source=source)}")
     if args.spectrum:
-        print(f"spectrum plot: {plot_spectrum(rows, args.spectrum, spectrum=_stored_spectrum(args.out, args.targetid))}")
+        print(f"spectrum plot: {plot_spectrum(rows, args.spectrum, spectrum=spectrum, source=source)}")
     if not (args.plot or args.spectrum):
         cols = ["obs_id", "band", "mjd", "wavelength", "flux_psf", "flux_psf_error", "flux_total", "flag", "quality"]
         print(rows[cols].to_string(index=False))
     return 0
 
 
-def _stored_spectrum(run: Path, targetid):
-    """The run's channel spectrum of ``targetid``, or None when its catalog has no spectra."""
-    from .batch import read_spectrum
+def _stored_summaries(run: Path, rows):
+    """The run's channel spectrum and sources-table row of the source of ``rows`` (None for
+    each the run does not hold: the plots compute them)."""
+    import pandas as pd
 
-    return read_spectrum(run, targetid) if (run / "spectra").exists() else None
+    from .batch import read_spectrum
+    from .layout import RunLayout
+
+    layout, targetid = RunLayout(run), rows["targetid"].iloc[0]
+    spectrum = read_spectrum(run, targetid) if layout.spectra.exists() else None
+    source = None
+    if layout.sources.exists():
+        found = pd.read_parquet(layout.sources, filters=[("targetid", "==", targetid)])
+        source = found.iloc[0] if len(found) else None
+    return spectrum, source
 
 
 def _cmd_spectrum(args: argparse.Namespace) -> int:
@@ -243,7 +255,9 @@ def _cmd_spectrum(args: argparse.Namespace) -> int:
         print(f"spectrum table: {args.csv}")
     if args.plot:
         rows = read_lightcurve(args.out, args.targetid)
-        print(f"spectrum plot: {plot_spectrum(rows, args.plot, spectrum=spectrum, log_wavelength=args.log_wavelength)}")
+        source = _stored_summaries(args.out, rows)[1]
+        png = plot_spectrum(rows, args.plot, spectrum=spectrum, source=source, log_wavelength=args.log_wavelength)
+        print(f"spectrum plot: {png}")
     if not (args.csv or args.plot):
         print(spectrum.drop(columns="targetid").to_string(index=False))
     return 0
@@ -398,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targetid", help="the source's exact targetid")
     p.add_argument("--out", type=Path, required=True, help="the batch output folder")
     p.add_argument("--plot", type=Path, help="write the light curve (flux vs MJD) as PNG")
+    p.add_argument("--view", choices=VIEWS, default="wavelength",
+                   help="the light curve coloured by wavelength, one panel per detector, or normalised by the "
+                        "source's spectrum (variability stands out)")
     p.add_argument("--spectrum", type=Path, help="write the spectrum (channels over the measurements) as PNG")
     p.set_defaults(func=_cmd_lightcurve)
 

@@ -355,6 +355,25 @@ def test_bad_images_are_rejected_not_fatal(many, tmp_path):
     assert str(broken) in set(rej.image) and rej.reason.str.contains("truncated").any()
 
 
+def test_a_cube_slice_is_drawn_on_sky_axes(many, tmp_path):
+    from spxdask.drizzle3d.plot import draw_cube_slice
+
+    cfg = Drizzle3DConfig(150.1, 2.2, 8, 8, detector=2)
+    cube, _ = _cube(many.files[:3], cfg, det=2)
+    save_cube(cube, tmp_path / "c.fits")
+    loaded = load_cube(tmp_path / "c.fits")
+    fig = draw_cube_slice(loaded, name="c.fits")
+    ax = fig.axes[0]
+    ny, nx = loaded["sci"].shape[1:]
+    # the axes map pixels to the sky: the box's centre pixel is the box's centre
+    ra, dec = ax.wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+    assert ra == pytest.approx(150.1, abs=1e-4) and dec == pytest.approx(2.2, abs=1e-4)
+    assert (ax.coords[0].get_axislabel(), ax.coords[1].get_axislabel()) == ("RA", "Dec")
+    plane = int(np.argmax(loaded["wavelength"]["N_INPUT_SC"]))
+    np.testing.assert_array_equal(ax.images[0].get_array().filled(np.nan), loaded["sci"][plane])
+    assert f"plane {plane}" in ax.get_title()
+
+
 def test_save_refuses_to_overwrite(many, tmp_path):
     cfg = Drizzle3DConfig(150.1, 2.2, 8, 8, detector=2)
     cube, _ = _cube(many.files[:3], cfg, det=2)

@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 from scipy import stats
 
 from spxdask.batch import BatchConfig, BatchPipeline, aggregate_lightcurves, read_lightcurve, read_spectrum
-from spxdask.batch.plot import plot_spectrum
+from spxdask.batch.plot import draw_lightcurve, plot_spectrum
 from spxdask.catalog import build_catalog
 from spxdask.catalog.export import write_sources
 from spxdask.catalog.versions import current_version
@@ -141,6 +141,50 @@ def test_the_variability_test_is_calibrated_on_constant_sources(run):
     rate = SpectraConfig().false_positive_rate
     flagged = int(constant.variable.sum())
     assert stats.binomtest(flagged, len(constant), rate, alternative="greater").pvalue > 1e-3, flagged
+
+
+def _points_and_errors(ax) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) of an axes' scatter points, and the half-lengths of its error bars by x."""
+    (points,) = ax.collections[:1]
+    (bars,) = [c for c in ax.containers if c.has_yerr]
+    segments = np.array(bars.lines[2][0].get_segments())
+    return points.get_offsets().data, (segments[:, 1, 1] - segments[:, 0, 1]) / 2
+
+
+def test_light_curve_figures_show_the_rows_with_their_errors(run):
+    """What the figure draws is the data: the rows' fluxes, their errors as bars over the
+    points; the title says where the source is and the test's verdict; the normalised view's
+    scatter about 1 is the variability test's χ²; one panel per detector."""
+    sky, config, _ = run
+    sources = pd.read_parquet(config.sources_path).set_index("targetid")
+    truth = pd.read_parquet(sky.truth_sources).set_index("targetid").loc[sources.index]
+    bright = sources[sources.median_snr > 30]
+    varying = bright[bright.variable & (truth.loc[bright.index].amplitude > 0.2)].index[0]
+    constant = bright[~bright.variable & (truth.loc[bright.index].amplitude == 0)].n_used.idxmax()
+    for tid, verdict in ((varying, "variable (p = "), (constant, "constant (p = ")):
+        rows = read_lightcurve(config.output_dir, tid)
+        fig = draw_lightcurve(rows, source=sources.loc[tid])
+        ax = fig.axes[0]
+        xy, half = _points_and_errors(ax)
+        np.testing.assert_allclose(xy, rows[["mjd", "flux_psf"]].to_numpy())
+        np.testing.assert_allclose(half, rows.flux_psf_error, rtol=1e-6)
+        assert ax.containers[0].lines[2][0].get_zorder() > ax.collections[0].get_zorder()  # bars over points
+        assert fig.get_suptitle().startswith(f"{tid} · RA {rows.ra.iloc[0]:.5f}°, Dec {rows.dec.iloc[0]:+.5f}°")
+        assert verdict in fig.get_suptitle()
+        # normalised by the stored spectrum: pulls about 1
+        # normalised by the smooth spectrum the test fits: the points' χ² is the test's
+        xy, half = _points_and_errors(draw_lightcurve(rows, view="normalised").axes[0])
+        good = np.isfinite(xy[:, 1])
+        chi2 = np.sum(((xy[good, 1] - 1) / half[good]) ** 2)
+        assert chi2 / sources.loc[tid, "dof"] == pytest.approx(sources.loc[tid, "chi2_dof"], rel=1e-6)
+        # one panel per detector, each with that detector's rows only
+        panels = [ax for ax in draw_lightcurve(rows, view="detector").axes if ax.get_visible() and ax.get_title()]
+        assert [ax.get_title() for ax in panels] == [f"D{d}" for d in sorted(rows.detector.unique())]
+        for ax in panels:
+            mine = rows[rows.detector == int(ax.get_title()[1:])]
+            np.testing.assert_allclose(_points_and_errors(ax)[0], mine[["mjd", "flux_psf"]].to_numpy())
+    with pytest.raises(ValueError, match="view must be one of"):
+        draw_lightcurve(rows, view="colour")
 
 
 def _serial_spectrum(rows: pd.DataFrame, config: SpectraConfig) -> list[tuple]:

@@ -36,7 +36,7 @@ def knots(knot_spacing: float) -> np.ndarray:
 
 
 def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux: np.ndarray, error: np.ndarray,
-               *, knot_spacing: float, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+               *, knot_spacing: float, chunk: int = 4096, return_model: bool = False) -> tuple[np.ndarray, ...]:
     """χ² of each source's measurements about its weighted least-squares smooth spectrum.
 
     Parameters
@@ -49,11 +49,14 @@ def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux:
         Knot spacing of the spline in ln(λ).
     chunk : int
         Sources fitted together (bounds memory: ``chunk`` normal matrices at a time).
+    return_model : bool
+        Also return the fitted smooth spectrum at each measurement.
 
     Returns
     -------
-    chi2, dof
-        Per source χ² and degrees of freedom (measurements − rank of the fit).
+    chi2, dof[, model]
+        Per source χ² and degrees of freedom (measurements − rank of the fit); per
+        measurement its source's smooth spectrum at its wavelength (µJy) when asked.
     """
     source = np.asarray(source, np.int64)
     t = knots(knot_spacing)
@@ -66,6 +69,7 @@ def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux:
     f = np.asarray(flux, float)
     chi2 = np.zeros(n_sources)
     rank = np.zeros(n_sources, np.int64)
+    models = np.full(f.size, np.nan)
     order = np.argsort(source, kind="stable")
     bounds = np.searchsorted(source[order], np.arange(0, n_sources + chunk, chunk))
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -91,10 +95,11 @@ def smooth_fit(source: np.ndarray, n_sources: int, wavelength: np.ndarray, flux:
         proj = np.einsum("sji,sj->si", evecs, rhs * scale) * inv
         coef = np.einsum("sij,sj->si", evecs, proj) * scale
         model = np.einsum("ra,ra->r", v, coef[s[:, None], c])
+        models[rows] = model
         chi2[first:first + m] = np.bincount(s, wr * (f[rows] - model) ** 2, m)
         rank[first:first + m] = keep.sum(axis=1)
     counts = np.bincount(source, minlength=n_sources)
-    return chi2, counts - rank
+    return (chi2, counts - rank, models) if return_model else (chi2, counts - rank)
 
 
 def p_value(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:
