@@ -28,7 +28,7 @@ import pandas as pd
 
 from .._io import save_figure
 from ..spectra import SpectraConfig, spectra_of
-from ..spectra.compute import resolve, usable
+from ..spectra.compute import INPUT_COLUMNS, resolve, usable
 from ..spectra.variability import smooth_fit
 
 VIEWS = ("wavelength", "detector", "normalised")
@@ -50,7 +50,7 @@ def _summaries(rows: pd.DataFrame, spectrum: pd.DataFrame | None,
                source: pd.Series | None) -> tuple[pd.DataFrame, pd.Series | None]:
     """The source's channel spectrum and its summary row (the variability test), computed from
     ``rows`` with the default :class:`~spxdask.spectra.SpectraConfig` where not given."""
-    if (spectrum is None or source is None) and len(rows):
+    if (spectrum is None or source is None) and len(rows) and set(INPUT_COLUMNS) <= set(rows.columns):
         computed, sources = spectra_of(rows)
         spectrum = computed if spectrum is None else spectrum
         source = sources.iloc[0] if source is None else source
@@ -61,14 +61,14 @@ def title(rows: pd.DataFrame, source: pd.Series | None) -> str:
     """``targetid · RA, Dec · verdict``: where the source is and what the variability test found."""
     if not len(rows):
         return ""
-    where = f"RA {rows['ra'].iloc[0]:.5f}°, Dec {rows['dec'].iloc[0]:+.5f}°"
+    where = f" · RA {rows['ra'].iloc[0]:.5f}°, Dec {rows['dec'].iloc[0]:+.5f}°" if {"ra", "dec"} <= set(rows) else ""
     verdict = ""
     if source is not None and np.isfinite(source.get("p_value", np.nan)):
         p = float(source["p_value"])
         verdict = f" · variable (p = {p:.1e})" if bool(source["variable"]) else f" · constant (p = {p:.2f})"
     elif source is not None:
         verdict = " · too few measurements to test variability"
-    return f"{rows['targetid'].iloc[0]} · {where}{verdict}"
+    return f"{rows['targetid'].iloc[0]}{where}{verdict}"
 
 
 def _normalised(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
