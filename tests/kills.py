@@ -18,13 +18,16 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 class Progress(SchedulerPlugin):
     """Scheduler-side counts of the tasks whose key starts with ``prefix``: how many finished,
-    which run where; and which workers the scheduler lost."""
+    which run where, the most the scheduler held at once (``peak``); and which workers the
+    scheduler lost."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
         self.done = 0
         self.running: dict[str, str] = {}
         self.removed: list[str] = []
+        self.live: set = set()
+        self.peak = 0
         self.lock = threading.Lock()
         self.scheduler = None
 
@@ -39,6 +42,11 @@ class Progress(SchedulerPlugin):
                 self.running.pop(key, None)
             if finish == "memory":
                 self.done += 1
+            if finish == "forgotten":
+                self.live.discard(key)
+            else:
+                self.live.add(key)
+                self.peak = max(self.peak, len(self.live))
 
     def remove_worker(self, scheduler, worker: str, **kwargs) -> None:
         with self.lock:
@@ -61,15 +69,23 @@ class Kill:
 
 
 @contextlib.contextmanager
-def killed_worker(prefix: str, *, after: int = 1, timeout: float = 120.0) -> Iterator[tuple[Client, Kill, Progress]]:
-    """A two-worker cluster on which one worker is SIGKILLed once ``after`` tasks of
-    ``prefix`` have finished, while it runs one of them. Yields the client, the :class:`Kill`
-    (filled in when it happens) and the :class:`Progress`."""
-    kill, progress = Kill(), Progress(prefix)
+def watched(prefix: str) -> Iterator[tuple[Client, Progress]]:
+    """A two-worker cluster whose scheduler counts the tasks of ``prefix``."""
+    progress = Progress(prefix)
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         progress.scheduler = cluster.scheduler  # in this process: added directly, read directly
         cluster.scheduler.add_plugin(progress)
+        yield client, progress
+
+
+@contextlib.contextmanager
+def killed_worker(prefix: str, *, after: int = 1, timeout: float = 120.0) -> Iterator[tuple[Client, Kill, Progress]]:
+    """A two-worker cluster on which one worker is SIGKILLed once ``after`` tasks of
+    ``prefix`` have finished, while it runs one of them. Yields the client, the :class:`Kill`
+    (filled in when it happens) and the :class:`Progress`."""
+    kill = Kill()
+    with watched(prefix) as (client, progress):
         stop = threading.Event()
         killer = threading.Thread(target=_kill_when, args=(client, progress, after, kill, stop, timeout), daemon=True)
         killer.start()

@@ -122,6 +122,6 @@ def test_distributed_run_equals_local_threads(extracted, sky_qr2, tmp_path):
             lambda dask_scheduler: list(dask_scheduler.task_prefixes))}
     assert n == len(sky_qr2.files)
     assert "photometry" in names
-    # the targets went into the graph once, shared by the tasks (which carry row positions)
+    # the targets went to the workers once (scattered, not through the graph), shared by the tasks
     assert "targets" in names
     pd.testing.assert_frame_equal(_read_dir(tmp_path / "per_image"), _read_dir(out))

@@ -24,6 +24,7 @@ from spxdask import PhotometryConfig
 from spxdask.archive import FetchConfig, LocalArchive, RegionQuery, fetch
 from spxdask.archive.query import load_summary
 from spxdask.batch import BatchConfig, BatchPipeline, SpectraConfig, aggregate_lightcurves, run_extraction
+from spxdask.batch.extract import IN_FLIGHT_PER_THREAD
 from spxdask.catalog.versions import current_version
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, drizzle, load_cube
 from spxdask.drizzle3d.grid import output_grid
@@ -32,7 +33,7 @@ from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.testing.http_server import FileServer
 
 from .conftest import lightcurve_rows
-from .kills import killed_worker, wait_for
+from .kills import killed_worker, wait_for, watched
 
 SPXDASK = str(Path(sys.executable).with_name("spxdask"))
 
@@ -55,6 +56,18 @@ def test_worker_killed_during_extraction(busy_sky, tmp_path):
     assert n == len(busy_sky.files)
     for f in sorted(clean.glob("*.parquet")):
         pd.testing.assert_frame_equal(pd.read_parquet(out / f.name), pd.read_parquet(f))
+
+
+def test_images_go_to_the_cluster_through_a_bounded_window(busy_sky, tmp_path):
+    """48 images on 2 worker threads: the scheduler never holds more than 4 per thread (a
+    graph of every image would hold all 48), and every image is measured and recorded."""
+    with watched("photometry-") as (client, progress):
+        n = run_extraction(busy_sky.archive, pd.read_csv(busy_sky.catalog), PhotometryConfig(), tmp_path / "per_image",
+                           client=client)
+    assert n == len(busy_sky.files) == progress.done
+    # (+2: a finished task is forgotten a moment after the next one is submitted)
+    assert 0 < progress.peak <= IN_FLIGHT_PER_THREAD * 2 + 2 < len(busy_sky.files), progress.peak
+    assert (pd.read_parquet(tmp_path / "manifest.parquet").status == "ok").sum() == n
 
 
 def test_worker_killed_during_the_catalog_build(busy_sky, tmp_path):
@@ -329,7 +342,7 @@ def test_ctrl_c_stops_a_run_in_one_line_and_the_rerun_resumes(busy_sky, tmp_path
     command = [SPXDASK, "batch", "--catalog", str(busy_sky.catalog), "--ra", "150.1", "--dec", "2.2", "--radius", "0.6",
                "--archive", str(busy_sky.archive), "--out", str(out)]
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for(lambda: _measured(out) > 0 or run.poll() is not None, timeout=300)
+    wait_for(lambda: _measured(out) > 2 or run.poll() is not None, timeout=300)
     assert run.poll() is None, "the run ended before the interrupt could land on its work"
     os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
     stdout, stderr = run.communicate(timeout=120)
@@ -338,6 +351,10 @@ def test_ctrl_c_stops_a_run_in_one_line_and_the_rerun_resumes(busy_sky, tmp_path
     assert run.returncode == 130
     assert stderr.strip().splitlines() == ["spxdask batch: interrupted; rerun the same command to resume"]
     assert "Traceback" not in stdout and 0 < written < found  # the interrupt landed on the extraction
+    # the images whose results had come back are in the manifest and the summary (the workers
+    # may write a few more files while the cluster stops: the rerun reuses them)
+    recorded = (pd.read_parquet(out / "manifest.parquet").status == "ok").sum()
+    assert 0 < recorded <= written and int(re.search(r"images measured\s+(\d+)", stdout).group(1)) == recorded
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert int(re.search(r"images measured\s+(\d+)", again.stdout).group(1)) == found - written

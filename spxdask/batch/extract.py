@@ -2,9 +2,12 @@
 
 Images arrive as :class:`~spxdask.archive.observation.Observation` records (from a query:
 identity, footprint, processing version) or as bare files (their record is read from their
-headers inside the task). The targets and their spatial index enter the task graph once, shared
-by every task; each task selects the sources inside its image's footprint, measures them and
-writes one file, also when no source falls in the image.
+headers inside the task). The targets and their spatial index go to the workers once
+(scattered), shared by every task; each task selects the sources inside its image's footprint,
+measures them and writes one file, also when no source falls in the image. The tasks go to
+the cluster through a bounded window (a few per worker thread, the next as one finishes), so
+the scheduler's state does not grow with the run, and the manifest is brought up to date as
+images finish: a run stopped at any moment keeps the record of every image it measured.
 
 Each file records in its metadata what made it (``spxdask.fingerprint``: the photometry
 config, the target rows it measured, the image record and the package version). A rerun
@@ -15,23 +18,25 @@ measured again. Failures are recorded in the run manifest and never stop the oth
 from __future__ import annotations
 
 import functools
+import itertools
+import os
 import random
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import dask
 import pandas as pd
 import pyarrow as pa
-from dask.base import tokenize
 
 from .. import __version__, per_image
 from .._io import is_transient, write_parquet_atomic
 from ..archive.local import observation_of
 from ..archive.observation import Observation
-from ..cluster import compile_ahead, compute, running_client
+from ..cluster import compile_ahead, compute, progress_line, running_client
 from ..layout import RunLayout
 from ..photometry import PhotometryConfig, measure_image
 from ..source import Source, sources_frame
@@ -41,7 +46,7 @@ from .select import TargetIndex
 from .warmup import compile_loops
 
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
-                    "seconds", "fingerprint")
+                    "seconds", "fingerprint", "run")
 #: Sources within this margin (deg) outside a footprint are still handed to its task.
 MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
 #: retries of a remote file read in place after a network fault, the first after ~READ_BACKOFF s
@@ -132,7 +137,7 @@ def _extract(image: Observation | str, index: TargetIndex, neighbour_index: Targ
     it: then the task is running again after its worker was lost, and the image counts as
     measured."""
     t0 = time.perf_counter()
-    row = {"image": image.url if isinstance(image, Observation) else image, "n_rows": 0, "error": None}
+    row = {"image": image.url if isinstance(image, Observation) else image, "n_rows": 0, "error": None, "run": run}
     try:
         if not isinstance(image, Observation):
             with L2File(image, storage_options=storage_options) as l2:
@@ -145,12 +150,12 @@ def _extract(image: Observation | str, index: TargetIndex, neighbour_index: Targ
                    n_sources=len(sources), fingerprint=made_from)
         footer = per_image.footer(out) if skip_existing else None
         if footer and per_image.recorded(footer, per_image.FINGERPRINT_KEY) == made_from:
-            status = "ok" if per_image.recorded(footer, per_image.RUN_KEY) == run else "skipped"
-            row.update(status=status, n_rows=footer.num_rows)
+            made_by = per_image.recorded(footer, per_image.RUN_KEY)
+            row.update(status="ok" if made_by == run else "skipped", n_rows=footer.num_rows, run=made_by)
         else:
             table = _measured(image.url, sources, config, near, storage_options)
             per_image.write(table, out, tid_type, fingerprint=made_from, run=run)
-            row.update(status="ok", n_rows=len(table))
+            row.update(status="ok", n_rows=len(table), run=run)
     except Exception as exc:  # recorded in the manifest; the run goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["seconds"] = time.perf_counter() - t0
@@ -173,6 +178,24 @@ def _measured(url: str, sources: pd.DataFrame, config: PhotometryConfig, near: p
     raise AssertionError("unreachable")
 
 
+def measured_since(path: Path, runs: set) -> int:
+    """The images the manifest at ``path`` records as measured by a run not in ``runs`` (the
+    runs it named before): what an interrupted extraction measured."""
+    if not path.exists():
+        return 0
+    manifest = pd.read_parquet(path)
+    made_by = manifest["run"] if "run" in manifest else pd.Series(None, index=manifest.index)
+    return int(((manifest["status"] == "ok") & ~made_by.isin(runs) & made_by.notna()).sum())
+
+
+def manifest_runs(path: Path) -> set:
+    """The runs the manifest at ``path`` names."""
+    if not path.exists():
+        return set()
+    manifest = pd.read_parquet(path)
+    return set(manifest["run"].dropna()) if "run" in manifest else set()
+
+
 def write_manifest(rows: list[dict], path: Path) -> None:
     """Merge run records into the manifest: a new record of an image replaces its old one."""
     new = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
@@ -186,7 +209,8 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
                    config: PhotometryConfig, output_dir: str | Path, *, skip_existing: bool = True,
                    manifest_path: str | Path | None = None, storage_options: dict | None = None,
                    neighbours: pd.DataFrame | None = None, client=None) -> int:
-    """Measure images with Dask: one ``photometry-<obs_id>_D<n>`` task per image.
+    """Measure images with Dask: one ``photometry-<obs_id>_D<n>`` task per image, a bounded
+    number in flight, the manifest updated as they finish.
 
     Parameters
     ----------
@@ -218,30 +242,95 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(manifest_path) if manifest_path else RunLayout(output_dir.parent).manifest
     targets = sources_frame(sources)
-    index = TargetIndex(targets)
-    # the targets and their index travel once, as one shared input of every task; the shared
-    # options sit in a partial, which dask does not traverse for every task
-    shared = dask.delayed(index, name=f"targets-{tokenize(index.rows)}")
-    neighbour_index = _neighbour_index(neighbours)
-    shared_neighbours = (None if neighbour_index is None
-                         else dask.delayed(neighbour_index, name=f"neighbours-{tokenize(neighbour_index.rows)}"))
+    index, neighbour_index = TargetIndex(targets), _neighbour_index(neighbours)
     measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=per_image.targetid_type(targets),
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
     images = [image if isinstance(image, Observation) else str(image) for image in images]  # paths as text
-    tasks = [dask.delayed(measure, pure=False)(image, shared, shared_neighbours,
-                                               dask_key_name=f"photometry-{_label(image, k)}")
-             for k, image in enumerate(images)]
+    log = _ManifestLog(manifest)
     client = client or running_client()
-    if tasks and client is not None:
-        compile_ahead(client, compile_loops)
-    rows = list(compute(*tasks, client=client)) if tasks else []
-    # a reused file keeps the manifest record of the run that made it
-    known = set(pd.read_parquet(manifest, columns=["image"])["image"]) if manifest.exists() else set()
-    records = [r if r["status"] != "skipped" else {**r, "status": "ok"} for r in rows
-               if r["status"] != "skipped" or r["image"] not in known]
-    if records:
-        write_manifest(records, manifest)
-    return sum(r["status"] == "ok" for r in rows)
+    try:
+        if client is None:
+            _measure_locally(images, measure, index, neighbour_index, log)
+        elif images:
+            compile_ahead(client, compile_loops)
+            _measure_on(client, images, measure, index, neighbour_index, log)
+    finally:  # also when interrupted: every image measured so far is in the manifest
+        log.flush()
+    return log.measured
+
+
+#: Images in flight per worker thread: every thread stays busy, and the scheduler holds a
+#: bounded number of tasks however many images the run has.
+IN_FLIGHT_PER_THREAD = 4
+#: The manifest is brought up to date with the finished images at most this often (s).
+MANIFEST_EVERY = 10.0
+
+
+class _ManifestLog:
+    """The manifest records of the images as they finish, merged into the manifest every
+    :data:`MANIFEST_EVERY` s and at the end. A reused file keeps the record of the run that
+    made it (a record is written for it only when the manifest has none)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.known = set(pd.read_parquet(path, columns=["image"])["image"]) if path.exists() else set()
+        self.pending: list[dict] = []
+        self.measured = 0
+        self.last = time.monotonic()
+
+    def add(self, row: dict) -> None:
+        self.measured += row["status"] == "ok"
+        if row["status"] != "skipped" or row["image"] not in self.known:
+            self.pending.append({**row, "status": "ok"} if row["status"] == "skipped" else row)
+        if time.monotonic() - self.last > MANIFEST_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            write_manifest(self.pending, self.path)
+            self.known.update(r["image"] for r in self.pending)
+            self.pending = []
+        self.last = time.monotonic()
+
+
+def _measure_locally(images: list, measure, index: TargetIndex, neighbour_index: TargetIndex | None,
+                     log: _ManifestLog) -> None:
+    """Local threads, a window of images at a time (the targets shared in memory)."""
+    window = IN_FLIGHT_PER_THREAD * (os.cpu_count() or 1)
+    for start in range(0, len(images), window):
+        chunk = [dask.delayed(measure, pure=False)(image, index, neighbour_index,
+                                                   dask_key_name=f"photometry-{_label(image, start + k)}")
+                 for k, image in enumerate(images[start:start + window])]
+        for row in compute(*chunk):
+            log.add(row)
+
+
+def _measure_on(client, images: list, measure, index: TargetIndex, neighbour_index: TargetIndex | None,
+                log: _ManifestLog) -> None:
+    """One ``photometry-…`` task per image on ``client``, at most :data:`IN_FLIGHT_PER_THREAD`
+    per worker thread submitted at a time, the next submitted as one finishes. The targets go
+    to the workers once (scattered, not through the scheduler's graph)."""
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:12]
+    shared = client.scatter({f"targets-{token}": index})[f"targets-{token}"]
+    near = (client.scatter({f"neighbours-{token}": neighbour_index})[f"neighbours-{token}"]
+            if neighbour_index is not None else None)
+    window = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
+    todo = iter(enumerate(images))
+
+    def submit(k: int, image) -> Any:
+        return client.submit(measure, image, shared, near, key=f"photometry-{_label(image, k)}", pure=False)
+
+    running = as_completed([submit(k, image) for k, image in itertools.islice(todo, window)])
+    done = 0
+    for future in running:
+        log.add(future.result())
+        future.release()
+        done += 1
+        progress_line("photometry: images", done, len(images))
+        for k, image in itertools.islice(todo, 1):
+            running.add(submit(k, image))
 
 
 def _label(image: Observation | str, k: int) -> str:

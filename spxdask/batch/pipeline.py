@@ -28,7 +28,7 @@ from ..photometry import PhotometryConfig
 from ..record import write_run_record
 from ..report import counts, write_report
 from .config import BatchConfig, load_catalog, load_neighbours
-from .extract import extract_images, write_manifest
+from .extract import extract_images, manifest_runs, measured_since, write_manifest
 from .query import query_region_observations
 
 
@@ -223,11 +223,16 @@ class BatchPipeline:
         """
         t0 = time.perf_counter()
         targets, neighbours = self._targets
-        with cluster.run_context("extract", self.config.layout.performance_report("extract"), client=self.client):
-            n = extract_images(self._images(), targets, self.config.photometry, self.config.per_image_dir,
-                               skip_existing=skip_existing, manifest_path=self.config.manifest_path,
-                               storage_options=self.config.storage_options, neighbours=neighbours,
-                               client=self.client)
+        earlier = manifest_runs(self.config.manifest_path)
+        try:
+            with cluster.run_context("extract", self.config.layout.performance_report("extract"), client=self.client):
+                n = extract_images(self._images(), targets, self.config.photometry, self.config.per_image_dir,
+                                   skip_existing=skip_existing, manifest_path=self.config.manifest_path,
+                                   storage_options=self.config.storage_options, neighbours=neighbours,
+                                   client=self.client)
+        except KeyboardInterrupt:  # what it measured is in the manifest
+            self.summary.measured = measured_since(self.config.manifest_path, earlier)
+            raise
         self.summary.measured = n
         self.summary.targets = len(targets)
         self.summary.seconds["extract"] = time.perf_counter() - t0
