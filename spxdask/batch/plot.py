@@ -108,7 +108,7 @@ def draw_lightcurve(rows: pd.DataFrame, column: str | None = None, *, view: str 
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     column = _flux_column(rows, column)
-    source = _summaries(rows, pd.DataFrame(), source)[1]
+    source = source if source is not None else _summaries(rows, None, None)[1]
     detectors = sorted(int(d) for d in rows["detector"].unique()) if view == "detector" else [0]
     ncols = min(3, len(detectors))
     nrows = -(-len(detectors) // ncols)
