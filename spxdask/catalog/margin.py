@@ -28,6 +28,7 @@ from hats.pixel_math.healpix_shim import margin2order, order2mindist
 from hats.pixel_math.pixel_margins import get_margin
 
 from .._io import write_parquet_atomic
+from .metadata import SPATIAL_COLUMNS
 from .nested import HEALPIX_29
 from .versions import MAIN
 
@@ -79,7 +80,6 @@ def write_partition(pixel: HealpixPixel, schema_from: str, near: list[str], orde
             pieces.append(table.filter(pa.array(keep)))
     schema = pq.read_schema(schema_from)
     table = pa.concat_tables(pieces).cast(schema) if pieces else schema.empty_table()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(table, path)
     return table.num_rows
 
@@ -89,8 +89,7 @@ def write_metadata(margin_dir: Path, pixels: list[HealpixPixel], rows: int, orde
     write_parquet_metadata(margin_dir)
     PartitionInfo.from_healpix(pixels).write_to_file(catalog_path=margin_dir)
     properties: dict[str, Any] = {
-        "catalog_name": MARGIN, "catalog_type": "margin", "total_rows": rows, "ra_column": "ra", "dec_column": "dec",
-        "healpix_column": HEALPIX_29, "healpix_order": 29, "primary_catalog": MAIN,
+        "catalog_name": MARGIN, "catalog_type": "margin", "total_rows": rows, **SPATIAL_COLUMNS, "primary_catalog": MAIN,
         "margin_threshold": float(order2mindist(order) * 60.0)}
     TableProperties(**properties).to_properties_file(margin_dir)
 

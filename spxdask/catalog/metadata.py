@@ -20,6 +20,8 @@ from .plan import HIGHEST_ORDER
 from .versions import ID_INDEX, main_catalog
 
 SKYMAP_ORDER = 7
+#: The HATS properties naming the position columns, shared by the catalog and its margin.
+SPATIAL_COLUMNS = {"ra_column": "ra", "dec_column": "dec", "healpix_column": HEALPIX_29, "healpix_order": 29}
 
 
 def write_index(version: Path, previous: Path | None, kept: list[HealpixPixel], results: list[dict],
@@ -52,8 +54,7 @@ def write_hats_metadata(version: Path, pixels: list[HealpixPixel], hist: pd.Data
     write_skymap(skymap, version)
     properties: dict[str, Any] = {
         "catalog_name": "spxdask_lightcurves", "catalog_type": "object", "total_rows": int(sources.sum()),
-        "ra_column": "ra", "dec_column": "dec", "healpix_column": HEALPIX_29, "healpix_order": 29,
-        "skymap_order": SKYMAP_ORDER, "hats_max_rows": int(sources.max()),
+        **SPATIAL_COLUMNS, "skymap_order": SKYMAP_ORDER, "hats_max_rows": int(sources.max()),
         "hats_order": max((p.order for p in pixels), default=0),
         "moc_sky_fraction": PartitionInfo.from_healpix(pixels).calculate_fractional_coverage(),
         "hats_builder": f"spxdask v{__version__}"}
