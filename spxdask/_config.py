@@ -60,6 +60,8 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, np.generic):
         return value.item()
+    if type(value).__module__.startswith("lsdb"):  # a catalog given as an object: named, not serialised
+        return f"<{type(value).__name__} {getattr(value, 'name', '')}>"
     return value
 
 

@@ -39,6 +39,16 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
                         "0.0.0.0:8787 exposes it to the network)")
 
 
+class _CancelRace(logging.Filter):
+    """Drops the NameError that distributed's ``sync`` logs when Ctrl-C lands before the coroutine
+    it waits for has started (its cancel callback reads a variable not yet bound, distributed
+    2026.8): the interrupt itself is handled, and a traceback is not what the user should see."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, NameError) and "'future'" in str(error))
+
+
 @contextlib.contextmanager
 def _client(args: argparse.Namespace):
     from .cluster import get_client
@@ -53,6 +63,8 @@ def _client(args: argparse.Namespace):
                             dashboard_address=getattr(args, "dashboard_address", None), log_level=logging.ERROR)
     finally:
         signal.signal(signal.SIGINT, previous)
+    tornado, race = logging.getLogger("tornado.application"), _CancelRace()
+    tornado.addFilter(race)
     try:
         yield client
     finally:
@@ -60,6 +72,7 @@ def _client(args: argparse.Namespace):
         client.close()
         if cluster is not None and not getattr(args, "scheduler", None):
             cluster.close()
+        tornado.removeFilter(race)
 
 
 # -- simulate / demo -------------------------------------------------------------------------
@@ -122,7 +135,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                          mjd_range=tuple(args.mjd) if args.mjd else None, max_images=args.max_images,
                          output_dir=args.out, archive=args.archive, tap_url=args.tap, archive_index=args.index,
                          read_in_place=args.read_in_place, copy_images=args.copy_images, export_csv=args.csv,
-                         neighbour_catalog_path=args.neighbours)
+                         neighbour_catalog_path=args.neighbours, id_column=args.id_column,
+                         ra_column=args.ra_column, dec_column=args.dec_column)
     stage = args.stage
     with _client(args) as client:
         pipe = BatchPipeline(config, client=client)
@@ -369,7 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batch", help="batch photometry: query, download, extract, aggregate",
                        description="Forced photometry of a catalog in every image of a region, then light curves.")
-    p.add_argument("--catalog", type=Path, required=True, help="CSV with targetid, ra, dec")
+    p.add_argument("--catalog", required=True,
+                   help="the targets: a HATS catalog or collection (folder or URL), or a CSV, Parquet, FITS or "
+                        "VOTable file with an id, ra and dec column")
+    for column, usual in (("id", "targetid, source_id, objid, id"), ("ra", "ra, ra_deg, raj2000, ra_icrs"),
+                          ("dec", "dec, dec_deg, dej2000, decj2000, dec_icrs")):
+        p.add_argument(f"--{column}-column", metavar="NAME", help=f"the catalog's {column} column (default: {usual})")
     region(p, "output folder")
     p.add_argument("--stage", choices=("query", "download", "extract", "aggregate", "all"), default="all")
     p.add_argument("--read-in-place", action="store_true",
@@ -377,8 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--copy-images", action="store_true",
                    help="copy a local archive's files into OUT/images/ before measuring them")
     p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
-    p.add_argument("--neighbours", type=Path, metavar="PATH",
-                   help="deeper catalog (CSV or Parquet with ra, dec) fitted with the targets in the PSF fit")
+    p.add_argument("--neighbours", metavar="PATH",
+                   help="deeper catalog (any form of --catalog, with ra, dec) fitted with the targets in the PSF fit")
     _cluster_args(p)
     p.set_defaults(func=_cmd_batch)
 

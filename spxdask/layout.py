@@ -6,6 +6,7 @@
       query.parquet, query_summary.yaml   observations found
       archive_index.parquet               the index of a remote archive (remote roots stay read-only)
       images/D<n>/<file>.fits             downloads (none when files are read in place)
+      targets/<role>-<key>/               flat input catalogs laid out as HATS (:mod:`spxdask.targets`)
       per_image/<obs_id>_D<n>.parquet     one file per image (:mod:`spxdask.per_image`)
       catalog/                            the HATS collection: catalog and margin (a link to its current version)
       spectra/, sources.parquet           flat channel spectra; per-source summaries
@@ -58,6 +59,11 @@ class RunLayout:
     def images(self) -> Path:
         """Downloaded files, in ``D<n>/`` folders."""
         return self.root / "images"
+
+    @property
+    def targets(self) -> Path:
+        """The input catalogs (targets, neighbours) laid out for per-image reads."""
+        return self.root / "targets"
 
     @property
     def per_image(self) -> Path:

@@ -4,8 +4,9 @@ partitions, no shuffle): per source its light curve, channel spectrum and variab
 
 from ..catalog.read import read_lightcurve, read_lightcurves, read_spectra, read_spectrum
 from ..spectra import SpectraConfig
+from ..targets import CatalogError, load_catalog, load_neighbours
 from .aggregate import aggregate_lightcurves
-from .config import BatchConfig, CatalogError, load_catalog, load_neighbours
+from .config import BatchConfig
 from .extract import extract_images, process_single_image, run_extraction
 from .pipeline import BatchPipeline, RunSummary, load_query_summary, run_batch
 from .query import query_region_observations

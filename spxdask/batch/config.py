@@ -1,12 +1,10 @@
-"""Batch configuration and the catalog loader (reference names and defaults)."""
+"""Batch configuration (reference names and defaults)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import Any
 
 from .._config import Config, require, require_position
 from .._io import is_http_url, is_remote
@@ -28,8 +26,14 @@ class BatchConfig(Config):
         Centre of the region (deg).
     radius : float
         Radius of the region (deg).
-    catalog_path : Path
-        The targets: a CSV or Parquet file with an id column and ra, dec (deg).
+    catalog_path : path, URL or lsdb.Catalog
+        The targets: a HATS catalog or collection (folder or URL, read per image where it
+        is), an ``lsdb.Catalog``, or a flat file (CSV, Parquet file or folder, FITS binary
+        table, VOTable; laid out once as HATS in the run's ``targets/``). An id, ra and dec
+        (deg) column, named by the next three fields or found by their usual names.
+    id_column, ra_column, dec_column : str, optional
+        The catalog's names of the id, ra and dec columns (default: ``targetid``,
+        ``source_id``, ``objid`` or ``id``; ``ra``, ``ra_deg``, ...; ``dec``, ``dec_deg``, ...).
     coverage_mode : {"any", "full"}
         Images overlapping the region, or containing it.
     bands : list of str, optional
@@ -65,8 +69,8 @@ class BatchConfig(Config):
         fsspec options for remote files, e.g. ``{"anon": True}`` for the public S3 bucket.
     spectra : SpectraConfig
         How the catalog stage bins measurements and tests variability.
-    neighbour_catalog_path : Path, optional
-        A deeper catalog (CSV or Parquet with ra, dec) whose sources enter the joint PSF fit of
+    neighbour_catalog_path : path, URL or lsdb.Catalog, optional
+        A deeper catalog (any form of ``catalog_path``, with ra, dec) whose sources enter the joint PSF fit of
         every image they fall in, so the targets' PSF fluxes are deblended from them (only the
         targets get rows).
     partition_rows : int
@@ -81,7 +85,7 @@ class BatchConfig(Config):
     center_ra: float
     center_dec: float
     radius: float
-    catalog_path: Path
+    catalog_path: Any
     coverage_mode: str = "any"
     bands: list[str] | None = None
     mjd_range: tuple[float, float] | None = None
@@ -100,16 +104,18 @@ class BatchConfig(Config):
     export_csv: bool = False
     storage_options: dict | None = None
     spectra: SpectraConfig = field(default_factory=SpectraConfig)
-    neighbour_catalog_path: Path | None = None
+    neighbour_catalog_path: Any = None
     partition_rows: int = PARTITION_ROWS
     report: bool = True
     archive_index: Path | None = None
+    id_column: str | None = None
+    ra_column: str | None = None
+    dec_column: str | None = None
 
     def __post_init__(self) -> None:
         check_config(self)
-        self.catalog_path = Path(self.catalog_path)
-        if self.neighbour_catalog_path is not None:
-            self.neighbour_catalog_path = Path(self.neighbour_catalog_path)
+        self.catalog_path = _catalog(self.catalog_path)
+        self.neighbour_catalog_path = _catalog(self.neighbour_catalog_path)
         self.output_dir = Path(self.output_dir)
         if self.archive_index is not None:
             self.archive_index = Path(self.archive_index)
@@ -190,122 +196,8 @@ class BatchConfig(Config):
         return self.layout.manifest
 
 
-class CatalogError(ValueError):
-    """A catalog file is unusable; the message names the file and the offending rows."""
-
-
-def _rows(mask: pd.Series, limit: int = 10, first: int = 2) -> str:
-    """Where ``mask`` holds: CSV file line numbers (header = line 1), or row numbers from
-    ``first``."""
-    idx = (np.flatnonzero(mask.to_numpy()) + first).tolist()
-    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
-    return ", ".join(map(str, idx[:limit])) + more
-
-
-def load_catalog(catalog_path: str | Path) -> pd.DataFrame:
-    """Read a catalog CSV with columns targetid, ra, dec (extra columns are dropped).
-
-    ``targetid`` keeps its exact value: int64 when every id is an integer that fits, string
-    otherwise (never float).
-
-    Parameters
-    ----------
-    catalog_path : path
-        The CSV file.
-
-    Returns
-    -------
-    DataFrame
-        targetid, ra, dec (deg), in file order.
-
-    Raises
-    ------
-    CatalogError
-        For a missing or empty file, missing columns, non-numeric / NaN / out-of-range
-        coordinates or duplicate ids, listing the offending file lines.
-    """
-    path = Path(catalog_path)
-    if not path.exists():
-        raise CatalogError(f"{path}: catalog file not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError as exc:
-        raise CatalogError(f"{path}: catalog file is empty") from exc
-    df.columns = [c.strip().lower() for c in df.columns]
-    missing = [c for c in ("targetid", "ra", "dec") if c not in df.columns]
-    if missing:
-        raise CatalogError(f"{path}: missing column(s) {missing}; need targetid, ra, dec (found {list(df.columns)})")
-    if df.empty:
-        raise CatalogError(f"{path}: catalog has no rows")
-    tid = df["targetid"].str.strip()
-    problems = []
-    if (tid == "").any():
-        problems.append(f"empty targetid on line(s) {_rows(tid == '')}")
-    coords = {}
-    for col, lo, hi in (("ra", 0.0, 360.0), ("dec", -90.0, 90.0)):
-        raw = df[col].str.strip()
-        val = pd.to_numeric(raw, errors="coerce")
-        bad_text = val.isna() & (raw != "") & ~raw.str.lower().isin(["nan", "null", "none"])
-        if bad_text.any():
-            problems.append(f"non-numeric {col} on line(s) {_rows(bad_text)}")
-        if (val.isna() & ~bad_text).any():
-            problems.append(f"missing/NaN {col} on line(s) {_rows(val.isna() & ~bad_text)}")
-        out = (val < lo) | (val > hi)
-        if out.any():
-            problems.append(f"{col} outside [{lo:g}, {hi:g}] on line(s) {_rows(out)}")
-        coords[col] = val.astype(float)
-    dup = tid.duplicated(keep=False) & (tid != "")
-    if dup.any():
-        problems.append(f"duplicate targetid on line(s) {_rows(dup)}")
-    if problems:
-        raise CatalogError(f"{path}: " + "; ".join(problems))
-    as_int = pd.to_numeric(tid, errors="coerce")
-    integer = tid.str.fullmatch(r"[+-]?\d{1,18}").all()
-    targetid = tid.astype("int64") if integer and as_int.notna().all() else tid.astype("string")
-    return pd.DataFrame({"targetid": targetid, "ra": coords["ra"], "dec": coords["dec"]})
-
-
-def load_neighbours(path: str | Path) -> pd.DataFrame:
-    """Read a neighbour catalog (CSV for a ``.csv`` file, else Parquet) with columns
-    ra, dec in degrees (other columns, such as an id, are dropped).
-
-    Parameters
-    ----------
-    path : path
-        The CSV or Parquet file.
-
-    Returns
-    -------
-    DataFrame
-        ra, dec (deg).
-
-    Raises
-    ------
-    CatalogError
-        For a missing or unreadable file, missing columns, or non-numeric / NaN /
-        out-of-range coordinates (naming the file and the first offending rows).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CatalogError(f"{path}: neighbour catalog not found")
-    try:
-        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # pandas / pyarrow raise many kinds for a bad file
-        raise CatalogError(f"{path}: neighbour catalog unreadable ({type(exc).__name__}: {exc})") from exc
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    missing = [c for c in ("ra", "dec") if c not in frame.columns]
-    if missing:
-        raise CatalogError(f"{path}: missing column(s) {missing}; need ra, dec (found {list(frame.columns)})")
-    problems = []
-    coords = {}
-    where = "line(s)" if path.suffix == ".csv" else "row(s)"
-    for col, lo, hi in (("ra", 0.0, 360.0), ("dec", -90.0, 90.0)):
-        val = pd.to_numeric(frame[col], errors="coerce")
-        bad = val.isna() | (val < lo) | (val > hi)
-        if bad.any():
-            problems.append(f"{col} not a number within [{lo:g}, {hi:g}] on {where} "
-                            f"{_rows(bad, first=2 if path.suffix == '.csv' else 0)}")
-        coords[col] = val.to_numpy(float)
-    if problems:
-        raise CatalogError(f"{path}: " + "; ".join(problems))
-    return pd.DataFrame(coords)
+def _catalog(value: Any) -> Any:
+    """A local catalog's path as a Path; a URL as text; a catalog object as it is."""
+    if isinstance(value, str) and not is_remote(value):
+        return Path(value)
+    return value

@@ -2,9 +2,10 @@
 
 Images arrive as :class:`~spxdask.archive.observation.Observation` records (from a query:
 identity, footprint, processing version) or as bare files (their record is read from their
-headers inside the task). The targets and their spatial index go to the workers once
-(scattered), shared by every task; each task selects the sources inside its image's footprint,
-measures them and writes one file, also when no source falls in the image. The tasks go to
+headers inside the task). Each task reads the targets inside its image's footprint (from the
+HEALPix pixels it touches of a :class:`~spxdask.targets.TargetTable`; rows given in memory go
+to the workers once, scattered), measures them and writes one file, also when no source falls
+in the image. The tasks go to
 the cluster through a bounded window (a few per worker thread, the next as one finishes), so
 the scheduler's state does not grow with the run, and the manifest is brought up to date as
 images finish: a run stopped at any moment keeps the record of every image it measured.
@@ -39,11 +40,14 @@ from ..archive.observation import Observation
 from ..cluster import compile_ahead, compute, progress_line, running_client
 from ..layout import RunLayout
 from ..photometry import PhotometryConfig, measure_image
-from ..source import Source, sources_frame
+from ..source import Source
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
-from .select import TargetIndex
+from ..targets import MemoryTargets, TargetTable, open_targets
 from .warmup import compile_loops
+
+#: Targets as the tasks read them: per footprint.
+Targets = TargetTable | MemoryTargets
 
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
                     "seconds", "fingerprint", "run")
@@ -67,38 +71,36 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     return per_image.digest(made_from)
 
 
-def _in_image(index: TargetIndex, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
-    return index.rows.take(index.in_polygon(observation.corners, margin_deg=margin_deg))
+def _in_image(targets: Targets, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
+    return targets.in_footprint(observation.corners, margin_deg=margin_deg)
 
 
-def _neighbours_in_image(index: TargetIndex | None, observation: Observation,
+def _neighbours_in_image(neighbours: Targets | None, observation: Observation,
                          config: PhotometryConfig) -> pd.DataFrame | None:
     """The neighbour rows whose PSF can reach the image's pixels (None without a neighbour
     catalog or a PSF fit)."""
-    if index is None or not config.psf_fit:
+    if neighbours is None or not config.psf_fit:
         return None
-    return _in_image(index, observation, MARGIN_DEG + (config.psf_fit_radius + 1) * PIXEL_SCALE_ARCSEC / 3600)
+    return _in_image(neighbours, observation, MARGIN_DEG + (config.psf_fit_radius + 1) * PIXEL_SCALE_ARCSEC / 3600)
 
 
-def _neighbour_index(neighbours: pd.DataFrame | None) -> TargetIndex | None:
-    if neighbours is None:
-        return None
-    missing = {"ra", "dec"} - set(neighbours.columns)
-    if missing:
-        raise ValueError(f"neighbours lack column(s) {sorted(missing)}")
-    return TargetIndex(neighbours[["ra", "dec"]])
+def _as_targets(catalog, role: str, output_dir: str | Path) -> Targets:
+    """Targets or neighbours as the tasks read them (a file laid out beside ``output_dir``)."""
+    if isinstance(catalog, (TargetTable, MemoryTargets)):
+        return catalog
+    return open_targets(catalog, cache=RunLayout(Path(output_dir).parent).targets, role=role)
 
 
-def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequence[Source],
+def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequence[Source] | Targets,
                          config: PhotometryConfig, output_dir: str | Path,
-                         skip_existing: bool = True, *, neighbours: pd.DataFrame | None = None) -> Path | None:
+                         skip_existing: bool = True, *, neighbours: pd.DataFrame | Targets | None = None) -> Path | None:
     """Measure all ``sources`` that fall in one image and write ``<obs_id>_D<n>.parquet``.
 
     Parameters
     ----------
     image_path : path or URL
         A SPHEREx L2 file (its identity is read from its headers).
-    sources : DataFrame (targetid, ra, dec) or list of Source
+    sources : path, DataFrame (targetid, ra, dec), list of Source, or TargetTable
         Candidate sources; those outside the image are ignored.
     config : PhotometryConfig
     output_dir : path
@@ -106,7 +108,7 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     skip_existing : bool
         Return None without work when the output exists and was made from the same image,
         sources, neighbours and config.
-    neighbours : DataFrame (ra, dec), optional
+    neighbours : path, DataFrame (ra, dec) or TargetTable, optional
         More sources fitted with the targets in the joint PSF fit (a deeper catalog); they
         get no rows.
 
@@ -115,21 +117,22 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     Path or None
         The file written (also when no source falls in the image), or None when skipped.
     """
-    targets = sources_frame(sources)
+    targets = _as_targets(sources, "targets", output_dir)
+    deeper = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
     with L2File(image_path) as l2:
         observation = observation_of(l2, str(image_path))
         out = Path(output_dir) / per_image.file_name(observation.obs_id, observation.detector)
-        mine = _in_image(TargetIndex(targets), observation)
-        near = _neighbours_in_image(_neighbour_index(neighbours), observation, config)
+        mine = _in_image(targets, observation)
+        near = _neighbours_in_image(deeper, observation, config)
         made_from = fingerprint(observation, mine, config, near)
         if skip_existing and per_image.recorded_fingerprint(out) == made_from:
             return None
         table = measure_image(l2, mine, config, neighbours=near)
-    per_image.write(table, out, per_image.targetid_type(targets), fingerprint=made_from)
+    per_image.write(table, out, targets.targetid_type, fingerprint=made_from)
     return out
 
 
-def _extract(image: Observation | str, index: TargetIndex, neighbour_index: TargetIndex | None, *, out_dir: str,
+def _extract(image: Observation | str, targets: Targets, neighbours: Targets | None, *, out_dir: str,
              config: PhotometryConfig, tid_type: pa.DataType, skip_existing: bool, run: str,
              storage_options: dict | None = None) -> dict:
     """Measure one image (a record, or a file whose record its headers give); the manifest row.
@@ -143,8 +146,8 @@ def _extract(image: Observation | str, index: TargetIndex, neighbour_index: Targ
             with L2File(image, storage_options=storage_options) as l2:
                 image = observation_of(l2, image)
         out = Path(out_dir) / per_image.file_name(image.obs_id, image.detector)
-        sources = _in_image(index, image)
-        near = _neighbours_in_image(neighbour_index, image, config)
+        sources = _in_image(targets, image)
+        near = _neighbours_in_image(neighbours, image, config)
         made_from = fingerprint(image, sources, config, near)
         row.update(obs_id=image.obs_id, detector=image.detector, version=image.version, output=str(out),
                    n_sources=len(sources), fingerprint=made_from)
@@ -205,10 +208,10 @@ def write_manifest(rows: list[dict], path: Path) -> None:
     write_parquet_atomic(new.astype({"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64"}), path)
 
 
-def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | Sequence[Source],
+def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | Sequence[Source] | Targets,
                    config: PhotometryConfig, output_dir: str | Path, *, skip_existing: bool = True,
                    manifest_path: str | Path | None = None, storage_options: dict | None = None,
-                   neighbours: pd.DataFrame | None = None, client=None) -> int:
+                   neighbours: pd.DataFrame | Targets | None = None, client=None) -> int:
     """Measure images with Dask: one ``photometry-<obs_id>_D<n>`` task per image, a bounded
     number in flight, the manifest updated as they finish.
 
@@ -216,7 +219,8 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     ----------
     images : sequence of Observation or path / URL
         Records from a query (``url`` says where to read each file) or bare L2 files.
-    sources : DataFrame (targetid, ra, dec) or list of Source
+    sources : path, DataFrame (targetid, ra, dec), list of Source, or TargetTable
+        The targets (a :class:`~spxdask.targets.TargetTable` is read per image, by each task).
     config : PhotometryConfig
     output_dir : path
         Folder of the per-image Parquet files.
@@ -227,7 +231,7 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
         fingerprint, timing).
     storage_options : dict, optional
         fsspec options for remote files.
-    neighbours : DataFrame (ra, dec), optional
+    neighbours : path, DataFrame (ra, dec) or TargetTable, optional
         A deeper catalog whose sources enter the joint PSF fit of each image (selected per
         image, like the targets); they get no rows.
     client : distributed.Client, optional
@@ -241,19 +245,19 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     manifest = Path(manifest_path) if manifest_path else RunLayout(output_dir.parent).manifest
-    targets = sources_frame(sources)
-    index, neighbour_index = TargetIndex(targets), _neighbour_index(neighbours)
-    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=per_image.targetid_type(targets),
+    targets = _as_targets(sources, "targets", output_dir)
+    near = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
+    measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targets.targetid_type,
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
     images = [image if isinstance(image, Observation) else str(image) for image in images]  # paths as text
     log = _ManifestLog(manifest)
     client = client or running_client()
     try:
         if client is None:
-            _measure_locally(images, measure, index, neighbour_index, log)
+            _measure_locally(images, measure, targets, near, log)
         elif images:
             compile_ahead(client, compile_loops)
-            _measure_on(client, images, measure, index, neighbour_index, log)
+            _measure_on(client, images, measure, targets, near, log)
     finally:  # also when interrupted: every image measured so far is in the manifest
         log.flush()
     return log.measured
@@ -293,29 +297,29 @@ class _ManifestLog:
         self.last = time.monotonic()
 
 
-def _measure_locally(images: list, measure, index: TargetIndex, neighbour_index: TargetIndex | None,
-                     log: _ManifestLog) -> None:
+def _measure_locally(images: list, measure, targets: Targets, neighbours: Targets | None, log: _ManifestLog) -> None:
     """Local threads, a window of images at a time (the targets shared in memory)."""
     window = IN_FLIGHT_PER_THREAD * (os.cpu_count() or 1)
     for start in range(0, len(images), window):
-        chunk = [dask.delayed(measure, pure=False)(image, index, neighbour_index,
+        chunk = [dask.delayed(measure, pure=False)(image, targets, neighbours,
                                                    dask_key_name=f"photometry-{_label(image, start + k)}")
                  for k, image in enumerate(images[start:start + window])]
         for row in compute(*chunk):
             log.add(row)
 
 
-def _measure_on(client, images: list, measure, index: TargetIndex, neighbour_index: TargetIndex | None,
+def _measure_on(client, images: list, measure, targets: Targets, neighbours: Targets | None,
                 log: _ManifestLog) -> None:
     """One ``photometry-…`` task per image on ``client``, at most :data:`IN_FLIGHT_PER_THREAD`
-    per worker thread submitted at a time, the next submitted as one finishes. The targets go
-    to the workers once (scattered, not through the scheduler's graph)."""
+    per worker thread submitted at a time, the next submitted as one finishes. The targets (a
+    catalog's pixel list, or rows in memory) go to the workers once, scattered, not through
+    the scheduler's graph."""
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:12]
-    shared = client.scatter({f"targets-{token}": index})[f"targets-{token}"]
-    near = (client.scatter({f"neighbours-{token}": neighbour_index})[f"neighbours-{token}"]
-            if neighbour_index is not None else None)
+    shared = client.scatter({f"targets-{token}": targets})[f"targets-{token}"]
+    near = (client.scatter({f"neighbours-{token}": neighbours})[f"neighbours-{token}"]
+            if neighbours is not None else None)
     window = IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
     todo = iter(enumerate(images))
 
@@ -339,21 +343,21 @@ def _label(image: Observation | str, k: int) -> str:
     return f"{Path(str(image)).stem}-{k}"
 
 
-def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source], config: PhotometryConfig,
+def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Source] | Targets, config: PhotometryConfig,
                    output_dir: str | Path, n_workers: int = 12, skip_existing: bool = True, *,
-                   manifest_path: str | Path | None = None, neighbours: pd.DataFrame | None = None,
+                   manifest_path: str | Path | None = None, neighbours: pd.DataFrame | Targets | None = None,
                    client=None) -> int:
     """Measure every L2 image under ``image_dir`` (recursively) with Dask (reference name).
 
     Each ``photometry-…`` task reads its file's record from the headers, selects the targets
-    in its footprint (the targets and their index are shared by all tasks) and measures them,
-    fitting them jointly with the ``neighbours`` in the footprint.
+    in its footprint (read per image from a laid-out catalog, or from rows in memory shared by
+    all tasks) and measures them, fitting them jointly with the ``neighbours`` in the footprint.
 
     Parameters
     ----------
     image_dir : path
         A folder of L2 files.
-    sources : DataFrame (targetid, ra, dec) or list of Source
+    sources : path, DataFrame (targetid, ra, dec), list of Source, or TargetTable
         The targets.
     config : PhotometryConfig
         How each image is measured.
@@ -365,7 +369,7 @@ def run_extraction(image_dir: str | Path, sources: pd.DataFrame | Sequence[Sourc
         Reuse per-image files made from the same image, targets and config.
     manifest_path : path, optional
         Default ``<output_dir>/../manifest.parquet``.
-    neighbours : DataFrame (ra, dec), optional
+    neighbours : path, DataFrame (ra, dec) or TargetTable, optional
         A deeper catalog whose sources enter the joint PSF fit; they get no rows.
     client : distributed.Client, optional
         Where the tasks run (default: the running Client, else local threads).

@@ -4,6 +4,7 @@ from disk, so each runs alone in a new process, and ``run_all`` resumes."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -27,7 +28,8 @@ from ..per_image import file_name
 from ..photometry import PhotometryConfig
 from ..record import write_run_record
 from ..report import counts, write_report
-from .config import BatchConfig, load_catalog, load_neighbours
+from ..targets import MemoryTargets, TargetTable, open_targets
+from .config import BatchConfig
 from .extract import extract_images, manifest_runs, measured_since, write_manifest
 from .query import query_region_observations
 
@@ -293,10 +295,14 @@ class BatchPipeline:
                    if current is None or f.name in current)
 
     @cached_property
-    def _targets(self) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        """The targets and the neighbour catalog (None without one), read once per pipeline."""
-        path = self.config.neighbour_catalog_path
-        return load_catalog(self.config.catalog_path), (load_neighbours(path) if path is not None else None)
+    def _targets(self) -> tuple[TargetTable | MemoryTargets, TargetTable | MemoryTargets | None]:
+        """The targets and the neighbour catalog (None without one), opened once per pipeline
+        (a flat file laid out in the run's ``targets/`` the first time)."""
+        c = self.config
+        opened = functools.partial(open_targets, cache=c.layout.targets, storage_options=c.storage_options)
+        targets = opened(c.catalog_path, id_column=c.id_column, ra_column=c.ra_column, dec_column=c.dec_column)
+        near = c.neighbour_catalog_path
+        return targets, (opened(near, role="neighbours") if near is not None else None)
 
     def check_inputs(self) -> None:
         """Read the targets (and the neighbour catalog), so that a typo fails in a second,
@@ -393,7 +399,7 @@ def run_batch(catalog: str, center_ra: float, center_dec: float, radius: float, 
     BatchPipeline
         The pipeline, its ``summary`` filled.
     """
-    config = BatchConfig(center_ra=center_ra, center_dec=center_dec, radius=radius, catalog_path=Path(catalog),
+    config = BatchConfig(center_ra=center_ra, center_dec=center_dec, radius=radius, catalog_path=catalog,
                          coverage_mode=coverage_mode, bands=bands, max_images=max_images, output_dir=Path(output_dir),
                          max_download_workers=max_download_workers, max_extract_workers=max_extract_workers,
                          photometry=photometry_config or PhotometryConfig(), **options)
