@@ -8,7 +8,17 @@ import json
 import platform
 from pathlib import Path
 
-from . import REGISTRY, bench_archive, bench_drizzle, bench_lightcurves, bench_photometry, bench_psf, bench_report, bench_spherex  # noqa: F401
+from . import (  # noqa: F401
+    REGISTRY,
+    bench_archive,
+    bench_catalogs,
+    bench_drizzle,
+    bench_lightcurves,
+    bench_photometry,
+    bench_psf,
+    bench_report,
+    bench_spherex,
+)
 
 
 def main() -> None:

@@ -92,7 +92,7 @@ def test_every_form_gives_the_rows_of_the_catalog(kind, sky_qr2, tmp_path):
     np.testing.assert_array_equal(rows[["ra", "dec"]].to_numpy(), expected[["ra", "dec"]].to_numpy())
     counts = []
     for box in quarters:
-        got, want = targets.in_footprint(box, 0.01), plain.in_footprint(box, 0.01)
+        got, want = targets.in_footprint(box, margin_deg=0.01), plain.in_footprint(box, margin_deg=0.01)
         pd.testing.assert_frame_equal(got[["targetid", "ra", "dec"]], want[["targetid", "ra", "dec"]])
         counts.append(len(got))
     assert min(counts) > 10  # each quarter holds sources: the comparison is not of empty tables

@@ -62,7 +62,7 @@ class MemoryTargets:
         """The Arrow type of the ids."""
         return pa.int64() if pd.api.types.is_integer_dtype(self.rows["targetid"].dtype) else pa.string()
 
-    def in_footprint(self, corners: np.ndarray, margin_deg: float = 0.0) -> pd.DataFrame:
+    def in_footprint(self, corners: np.ndarray, *, margin_deg: float = 0.0) -> pd.DataFrame:
         """The rows inside the convex spherical polygon through ``corners`` ((k, 2) ra, dec in
         degrees), or within ``margin_deg`` of it."""
         poly, centre, radius = _circle(corners, margin_deg)
@@ -108,7 +108,7 @@ class TargetTable:
         """The Arrow type of the ids."""
         return pa.int64() if self.id_kind == "int64" else pa.string()
 
-    def pixels_touched(self, corners: np.ndarray, margin_deg: float = 0.0) -> list[tuple[int, int]]:
+    def pixels_touched(self, corners: np.ndarray, *, margin_deg: float = 0.0) -> list[tuple[int, int]]:
         """The leaf pixels the circle around the footprint (and ``margin_deg``) touches."""
         import astropy.units as u
         from astropy.coordinates import Angle, Latitude, Longitude
@@ -125,7 +125,7 @@ class TargetTable:
             touched += sorted((order, int(p)) for p in set(ipix.tolist()) if (order, int(p)) in leaves)
         return touched
 
-    def in_footprint(self, corners: np.ndarray, margin_deg: float = 0.0) -> pd.DataFrame:
+    def in_footprint(self, corners: np.ndarray, *, margin_deg: float = 0.0) -> pd.DataFrame:
         """The rows inside the convex spherical polygon through ``corners`` ((k, 2) ra, dec in
         degrees), or within ``margin_deg`` of it: read from the pixels it touches only."""
         import fsspec
@@ -134,7 +134,7 @@ class TargetTable:
 
         fs, base = fsspec.core.url_to_fs(self.root, **(self.storage_options or {}))
         frames = []
-        for order, pixel in self.pixels_touched(corners, margin_deg):
+        for order, pixel in self.pixels_touched(corners, margin_deg=margin_deg):
             file = paths.pixel_catalog_file(base, HealpixPixel(order, pixel), npix_suffix=self.npix_suffix)
             table = pq.read_table(str(file), columns=self.columns.read(), filesystem=fs)
             frames.append(checked(table.to_pandas(), self.columns, where=str(file), first=0, unit="row(s)",
