@@ -228,3 +228,28 @@ def test_a_catalog_larger_than_a_worker_memory_runs(sky_qr2, tmp_path):
     for f in sorted((tmp_path / "small" / "per_image").glob("*.parquet")):
         big = tmp_path / "big" / "per_image" / f.name
         assert recorded(footer(big), FINGERPRINT_KEY) == recorded(footer(f), FINGERPRINT_KEY)
+
+
+def test_a_remote_hats_catalog_is_read_per_footprint(sky_qr2, tmp_path):
+    """A HATS catalog in an S3 bucket (the loopback S3 server, read through s3fs as users read
+    the cloud copies of the surveys): the footprint's pixels are read where they are; a
+    neighbour catalog needs no id."""
+    from spxdask.testing.s3_server import S3Server
+
+    truth = _truth(sky_qr2)
+    (tmp_path / "bucket").mkdir()
+    _write("hats catalog", truth, tmp_path / "bucket")
+    box = _boxes(truth)[1]
+    with S3Server(tmp_path / "bucket") as s3:
+        for path in (tmp_path / "bucket").rglob("*"):
+            if path.is_file() and path.suffix != ".fits":  # the server puts the FITS files only
+                s3.put(path.relative_to(tmp_path / "bucket").as_posix(), path.read_bytes())
+        targets = open_targets(f"{s3.url}/hats", cache=tmp_path / "cache", storage_options=s3.storage_options)
+        got = targets.in_footprint(box)
+        near = open_targets(f"{s3.url}/hats", cache=tmp_path / "cache", role="neighbours",
+                            storage_options=s3.storage_options).in_footprint(box)
+        reads = [r.path for r in s3.log if r.method == "GET" and "Npix=" in r.path]
+    pd.testing.assert_frame_equal(got[["targetid", "ra", "dec"]], MemoryTargets(truth).in_footprint(box))
+    assert list(near.columns) == ["ra", "dec"] and len(near) == len(got) > 10
+    assert 0 < len(set(reads)) < len(targets.pixels)  # only the pixels the footprint touches
+    assert not (tmp_path / "cache").exists()  # read where it is: nothing copied
