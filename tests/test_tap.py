@@ -95,6 +95,23 @@ def test_overflowing_sync_query_goes_async(served):
     assert len(small._run_async(adql(q))) == len(big)
 
 
+def test_a_large_answer_is_asked_in_time_windows(served):
+    """An answer over ``sync_maxrec`` rows is counted, then asked in time windows none of
+    which overflows: the same observations as one query, no async job, no row twice. (The
+    sky has two exposures of six detectors: no window can hold fewer than six rows.)"""
+    q = RegionQuery(circle=(150.1, 2.2, 1.0))
+    whole = served["tap"].query(q)
+    with ServiceFront(served["url"]) as front:
+        small = IrsaArchive(front.url_of(served["url"]), data_root=served["tap"].data_root, sync_maxrec=7)
+        pieces = small.query(q)
+        asked = [r for r in front.log if r.path.endswith("/sync")]
+    assert len(whole) > 7
+    pd.testing.assert_frame_equal(pieces.frame, whole.frame)
+    # the overflowing query, the count, then 2 x ceil(n / 7) windows; nothing async
+    assert len(asked) == 2 + 2 * -(-len(whole) // 7)
+    assert not any(r.path.endswith("/async") for r in front.log)
+
+
 def test_tap_errors_are_clear(served):
     with pytest.raises(TapError, match="refused the query"):
         served["tap"].execute("SELECT nonsense FROM spherex.nowhere")

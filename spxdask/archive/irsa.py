@@ -31,8 +31,18 @@ def _polygon(corners) -> str:
     return "POLYGON('ICRS', " + ", ".join(f"{ra:.8f}, {dec:.8f}" for ra, dec in corners) + ")"
 
 
-def adql(q: RegionQuery) -> str:
-    """The ADQL for ``q`` on ``spherex.artifact JOIN spherex.plane``, as IRSA accepts it."""
+_FROM = "FROM spherex.artifact a JOIN spherex.plane p ON a.planeid = p.planeid"
+
+
+def adql(q: RegionQuery, *, piece: str = "") -> str:
+    """The ADQL for ``q`` on ``spherex.artifact JOIN spherex.plane``, as IRSA accepts it
+    (``piece``: more conditions, such as a time window)."""
+    return ("SELECT a.uri, a.contentlength, a.contentchecksum, p.obs_publisher_did, p.time_bounds_lower, "
+            "p.time_bounds_upper, p.energy_bandpassname, p.energy_bounds_lower, p.energy_bounds_upper, p.poly "
+            f"{_FROM} WHERE {_where(q)}{piece} ORDER BY p.time_bounds_lower")
+
+
+def _where(q: RegionQuery) -> str:
     if q.circle is not None:
         ra, dec, r = q.circle
         circle = f"CIRCLE('ICRS', {ra:.8f}, {dec:.8f}, {r:.8f})"
@@ -61,10 +71,16 @@ def adql(q: RegionQuery) -> str:
             else:
                 raise ValueError(f"bad collection name {c!r}")
         where += " AND (" + " OR ".join(terms) + ")"
-    return ("SELECT a.uri, a.contentlength, a.contentchecksum, p.obs_publisher_did, p.time_bounds_lower, "
-            "p.time_bounds_upper, p.energy_bandpassname, p.energy_bounds_lower, p.energy_bounds_upper, p.poly "
-            "FROM spherex.artifact a JOIN spherex.plane p ON a.planeid = p.planeid "
-            f"WHERE {where} ORDER BY p.time_bounds_lower")
+    return where
+
+
+def time_windows(t0: float, t1: float, count: int) -> list[str]:
+    """ADQL conditions cutting [t0, t1] of ``time_bounds_lower`` into ``count`` windows, each
+    row in exactly one (the first open below, the last open above: no row lost to rounding)."""
+    edges = [f"{e:.10f}" for e in np.linspace(t0, t1, count + 1)[1:-1]]
+    lows, highs = [None, *edges], [*edges, None]
+    return [(f" AND p.time_bounds_lower >= {lo}" if lo else "") + (f" AND p.time_bounds_lower < {hi}" if hi else "")
+            for lo, hi in zip(lows, highs)]
 
 
 def _footprint(poly) -> list[float]:
@@ -121,7 +137,9 @@ class IrsaArchive:
         Retries on 5xx / timeouts / connection errors; waits ``backoff`` x 2^attempt seconds
         (at most ``max_backoff``) times a random factor in [0.5, 1.5].
     sync_maxrec : int
-        Row limit of a synchronous query; a larger (overflowing) result is redone as an async job.
+        Row limit of a synchronous query. A region query that overflows it is asked again in
+        time windows of about this many rows each (the rows counted first), so no answer
+        larger than that is ever held; another query is redone as an async job.
     async_timeout : float
         Seconds an async job may take (polled with growing pauses); then it is aborted.
     """
@@ -193,12 +211,14 @@ class IrsaArchive:
                     pass
         return self._with_retries("async query", run)
 
-    def execute(self, query: str):
+    def execute(self, query: str, *, overflow: str = "async"):
         """Run ADQL: synchronously first; as an async job when the sync query fails or
-        overflows ``sync_maxrec``. Returns an astropy Table."""
+        overflows ``sync_maxrec`` (``overflow="none"``: None then). Returns an astropy Table."""
         try:
             result = self._service().search(query, maxrec=self.sync_maxrec)
             if getattr(result, "query_status", "OK") == "OVERFLOW":
+                if overflow == "none":
+                    return None
                 log.info("sync TAP result overflowed %d rows; running an async job", self.sync_maxrec)
                 return self._run_async(query)
             return result.to_table()
@@ -211,5 +231,22 @@ class IrsaArchive:
             return self._run_async(query)
 
     def query(self, q: RegionQuery) -> ObservationSet:
-        """Observations matching ``q`` (newest version per file, ``max_images`` gate)."""
-        return finish(rows_to_frame(self.execute(adql(q)), self.data_root), q, self.tap_url)
+        """Observations matching ``q`` (newest version per file, ``max_images`` gate), asked in
+        time windows of at most about ``sync_maxrec`` rows when there are more."""
+        frames = [rows_to_frame(table, self.data_root) for table in self._pieces(q)]
+        found = [f for f in frames if len(f)] or frames[:1]  # an empty window's columns have no types
+        return finish(pd.concat(found, ignore_index=True) if len(found) > 1 else found[0], q, self.tap_url)
+
+    def _pieces(self, q: RegionQuery):
+        """The answer's rows, one table at a time: the whole, or its time windows."""
+        whole = self.execute(adql(q), overflow="none")
+        if whole is not None:
+            yield whole
+            return
+        span = self.execute(f"SELECT COUNT(*) AS n, MIN(p.time_bounds_lower) AS t0, MAX(p.time_bounds_lower) AS t1 "
+                            f"{_FROM} WHERE {_where(q)}")
+        n, t0, t1 = int(span["n"][0]), float(span["t0"][0]), float(span["t1"][0])
+        windows = time_windows(t0, t1, 2 * -(-n // self.sync_maxrec))  # twice as many: uneven times fit
+        log.info("TAP answer of %d rows; asking it in %d time windows", n, len(windows))
+        for piece in windows:
+            yield self.execute(adql(q, piece=piece))

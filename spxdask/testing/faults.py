@@ -70,14 +70,16 @@ class FaultyServer:
 
     async def _forward(self, request: web.Request, upstream: str) -> tuple[int, bytes, dict]:
         """Send ``request`` on to the server at ``upstream`` (``http://host:port``): its status,
-        body and headers (the hop-by-hop ones aside; a HEAD's Content-Length kept)."""
+        body (as sent: compressed if it was) and headers (the hop-by-hop ones aside; a HEAD's
+        Content-Length kept)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(auto_decompress=False)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
         async with self._session.request(request.method, f"{upstream}{request.path_qs}", headers=headers,
                                          data=await request.read(), allow_redirects=False) as answer:
             data = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP}
+            # the body goes on as it came (still compressed): so does the header saying how
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _DROP or k.lower() == "content-encoding"}
             if request.method == "HEAD" and "Content-Length" in answer.headers:  # the object's size
                 kept["Content-Length"] = answer.headers["Content-Length"]
             return answer.status, data, kept
