@@ -52,16 +52,24 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return min(times)
 
 
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
 class PeakMemory:
-    """Poll each worker's process memory from the scheduler while a block runs."""
+    """Poll each worker's process memory (``peak``: bytes per worker) and the scheduler's
+    (``scheduler``: bytes; with a LocalCluster, the client's process) while a block runs."""
 
     def __init__(self, client):
-        self.client, self.peak, self._stop = client, {}, threading.Event()
+        self.client, self.peak, self.scheduler, self._stop = client, {}, 0, threading.Event()
 
     def _poll(self):
         while not self._stop.wait(0.25):
             for addr, w in self.client.scheduler_info(n_workers=-1)["workers"].items():
                 self.peak[addr] = max(self.peak.get(addr, 0), w["metrics"]["memory"])
+            self.scheduler = max(self.scheduler, self.client.run_on_scheduler(_rss))
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._poll, daemon=True)

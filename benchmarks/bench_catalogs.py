@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import resource
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,34 +26,12 @@ from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky,
 from spxdask.spherex import L2File
 from spxdask.targets import open_targets
 
-from . import Result, register
+from . import PeakMemory, Result, register
 
 SIZES = (10**4, 10**7, 10**8)
 COUNTS = (1_000, 10_000)
 #: the baseline holds the catalog in every worker: beyond this it does not fit this machine
 BASELINE_MAX_ROWS = 10**7
-
-
-class Peaks:
-    """The workers' and the scheduler's peak process memory (bytes), polled while a block runs."""
-
-    def __init__(self, client):
-        self.client, self.worker, self.scheduler, self._stop = client, 0, 0, threading.Event()
-
-    def _poll(self) -> None:
-        rss = lambda: __import__("psutil").Process().memory_info().rss  # noqa: E731
-        while not self._stop.wait(0.2):
-            self.worker = max([self.worker, *self.client.run(rss).values()])
-            self.scheduler = max(self.scheduler, self.client.run_on_scheduler(rss))
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def _catalog(path: Path, rows: int, inside: pd.DataFrame, seed: int = 0) -> None:
@@ -88,14 +65,15 @@ def _measured(images: list, catalog, folder: Path, *, read_first: Path | None = 
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
         extract_images(images[:2], pd.DataFrame({"targetid": [1], "ra": [0.0], "dec": [0.0]}), PhotometryConfig(),
                        folder / "warm" / "per_image", client=client)
-        with Peaks(client) as peaks:
+        with PeakMemory(client) as peaks:
             t0 = time.perf_counter()
             if read_first is not None:
                 catalog = pd.read_parquet(read_first)
             n = extract_images(images, catalog, PhotometryConfig(), folder / "per_image", client=client)
             seconds = time.perf_counter() - t0
     assert n == len(images)
-    return {"s": seconds, "worker GiB": peaks.worker / 2**30, "client+scheduler GiB": peaks.scheduler / 2**30}
+    return {"s": seconds, "worker GiB": max(peaks.peak.values()) / 2**30,
+            "client+scheduler GiB": peaks.scheduler / 2**30}
 
 
 def _catalog_size(tmp: Path) -> list[Result]:
@@ -160,14 +138,14 @@ def _image_count(tmp: Path) -> list[Result]:
                     Client(cluster) as client:
                 extract_images(files[:4], catalog, PhotometryConfig(), tmp / f"warm-{way}-{count}" / "per_image",
                                client=client)
-                with Peaks(client) as peaks:
+                with PeakMemory(client) as peaks:
                     t0 = time.perf_counter()
                     folder = tmp / f"{way}-{count}" / "per_image"
                     if way == "spxdask":
                         assert extract_images(images, catalog, PhotometryConfig(), folder, client=client) == count
                     else:
                         _all_at_once(client, images, catalog, folder)
-                    figures[way] = (time.perf_counter() - t0, peaks.scheduler / 2**30, peaks.worker / 2**30)
+                    figures[way] = (time.perf_counter() - t0, peaks.scheduler / 2**30, max(peaks.peak.values()) / 2**30)
         seconds, scheduler, worker = figures["spxdask"]
         tasks = float(pd.read_parquet(tmp / f"spxdask-{count}" / "manifest.parquet")["seconds"].sum())
         out.append(Result("catalogs", f"{count} images 128^2, 2 workers", seconds, "every image submitted at once",

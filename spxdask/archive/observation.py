@@ -4,7 +4,7 @@ schema and round trips to pandas and Parquet."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
 
@@ -111,6 +111,28 @@ def to_table(observations: Iterable[Observation] | pd.DataFrame) -> pa.Table:
 
 def to_frame(observations: Iterable[Observation]) -> pd.DataFrame:
     return to_table(observations).to_pandas()
+
+
+class Records:
+    """The records of a table with :data:`SCHEMA` columns, made a chunk at a time as they are
+    iterated: a query's answer of 10^5 images is not held as 10^5 objects.
+
+    Parameters
+    ----------
+    frame : DataFrame
+    chunk : int
+        Records made at a time.
+    """
+
+    def __init__(self, frame: pd.DataFrame, chunk: int = 1024):
+        self.frame, self.chunk = frame, chunk
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __iter__(self) -> Iterator[Observation]:
+        for start in range(0, len(self.frame), self.chunk):
+            yield from from_frame(self.frame.iloc[start:start + self.chunk])
 
 
 def from_frame(df: pd.DataFrame) -> list[Observation]:

@@ -24,7 +24,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import pyarrow as pa
 from .. import __version__, per_image
 from .._io import is_transient, write_parquet_atomic
 from ..archive.local import observation_of
-from ..archive.observation import Observation
+from ..archive.observation import Observation, Records
 from ..cluster import compile_ahead, compute, progress_line, running_client
 from ..layout import RunLayout
 from ..photometry import PhotometryConfig, measure_image
@@ -208,7 +208,7 @@ def write_manifest(rows: list[dict], path: Path) -> None:
     write_parquet_atomic(new.astype({"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64"}), path)
 
 
-def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | Sequence[Source] | Targets,
+def extract_images(images: Sequence[Observation | str] | Records, sources: pd.DataFrame | Sequence[Source] | Targets,
                    config: PhotometryConfig, output_dir: str | Path, *, skip_existing: bool = True,
                    manifest_path: str | Path | None = None, storage_options: dict | None = None,
                    neighbours: pd.DataFrame | Targets | None = None, client=None) -> int:
@@ -217,8 +217,9 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
 
     Parameters
     ----------
-    images : sequence of Observation or path / URL
-        Records from a query (``url`` says where to read each file) or bare L2 files.
+    images : sequence of Observation or path / URL, or Records
+        Records from a query (``url`` says where to read each file; :class:`Records` makes
+        them as the window reaches them) or bare L2 files.
     sources : path, DataFrame (targetid, ra, dec), list of Source, or TargetTable
         The targets (a :class:`~spxdask.targets.TargetTable` is read per image, by each task).
     config : PhotometryConfig
@@ -249,15 +250,16 @@ def extract_images(images: Sequence[Observation | str], sources: pd.DataFrame | 
     near = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
     measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targets.targetid_type,
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
-    images = [image if isinstance(image, Observation) else str(image) for image in images]  # paths as text
+    count = len(images)
+    todo = (image if isinstance(image, Observation) else str(image) for image in images)  # paths as text
     log = _ManifestLog(manifest)
     client = client or running_client()
     try:
         if client is None:
-            _measure_locally(images, measure, targets, near, log)
-        elif images:
+            _measure_locally(todo, measure, targets, near, log)
+        elif count:
             compile_ahead(client, compile_loops)
-            _measure_on(client, images, measure, targets, near, log)
+            _measure_on(client, todo, count, measure, targets, near, log)
     finally:  # also when interrupted: every image measured so far is in the manifest
         log.flush()
     return log.measured
@@ -297,18 +299,19 @@ class _ManifestLog:
         self.last = time.monotonic()
 
 
-def _measure_locally(images: list, measure, targets: Targets, neighbours: Targets | None, log: _ManifestLog) -> None:
+def _measure_locally(images: Iterator, measure, targets: Targets, neighbours: Targets | None,
+                     log: _ManifestLog) -> None:
     """Local threads, a window of images at a time (the targets shared in memory)."""
     window = IN_FLIGHT_PER_THREAD * (os.cpu_count() or 1)
-    for start in range(0, len(images), window):
-        chunk = [dask.delayed(measure, pure=False)(image, targets, neighbours,
-                                                   dask_key_name=f"photometry-{_label(image, start + k)}")
-                 for k, image in enumerate(images[start:start + window])]
+    numbered = enumerate(images)
+    while batch := list(itertools.islice(numbered, window)):
+        chunk = [dask.delayed(measure, pure=False)(image, targets, neighbours, dask_key_name=f"photometry-{_label(image, k)}")
+                 for k, image in batch]
         for row in compute(*chunk):
             log.add(row)
 
 
-def _measure_on(client, images: list, measure, targets: Targets, neighbours: Targets | None,
+def _measure_on(client, images: Iterator, count: int, measure, targets: Targets, neighbours: Targets | None,
                 log: _ManifestLog) -> None:
     """One ``photometry-…`` task per image on ``client``, at most :data:`IN_FLIGHT_PER_THREAD`
     per worker thread submitted at a time, the next submitted as one finishes. The targets (a
@@ -332,7 +335,7 @@ def _measure_on(client, images: list, measure, targets: Targets, neighbours: Tar
         log.add(future.result())
         future.release()
         done += 1
-        progress_line("photometry: images", done, len(images))
+        progress_line("photometry: images", done, count)
         for k, image in itertools.islice(todo, 1):
             running.add(submit(k, image))
 

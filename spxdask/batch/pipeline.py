@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from .. import cluster
 from ..archive.fetch import FetchConfig, destination, fetch
-from ..archive.observation import Observation
+from ..archive.observation import Observation, Records
 from ..archive.query import load as load_query
 from ..archive.query import load_summary
 from ..catalog import build_catalog
@@ -201,12 +201,12 @@ class BatchPipeline:
         self.record()
         return result
 
-    def _images(self) -> list[Observation]:
+    def _images(self) -> Records | list[Observation]:
         """The query's observations that can be measured, each with ``url`` where it is read
-        (in place, or its downloaded copy)."""
-        found = self._observations().observations
+        (in place: made as the extraction reaches them; or its downloaded copy)."""
         if self.config.in_place:
-            return found
+            return Records(self._observations().frame)
+        found = self._observations().observations
         where = [destination(o, self.config.image_dir) for o in found]
         return [replace(o, url=str(w)) for o, w in zip(found, where) if w.exists()]
 
