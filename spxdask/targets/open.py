@@ -3,7 +3,6 @@ read whole (:func:`load_catalog`, :func:`load_neighbours`, the reference's funct
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -121,15 +120,10 @@ def _open_flat(path: Path, cache: Path, role: str, names: dict) -> TargetTable:
         cache.mkdir(parents=True, exist_ok=True)
         order = layout_order(_read(path, kind, lambda: formats.estimate_rows(path, kind)))
         write_layout(_checked_pieces(path, kind, columns), root, order, name=f"spxdask_{role}", where=str(path))
-        _meta(root).write_text(json.dumps({"source": str(path), "kind": kind}))
         for stale in cache.glob(f"{role}-{path.stem}-*"):  # the layouts of the file's earlier states
             if stale != root and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     return _open_hats(str(root), {**names, "id_column": None, "ra_column": None, "dec_column": None}, None)
-
-
-def _meta(root: Path) -> Path:
-    return root / "spxdask_source.json"
 
 
 def _open_lsdb(catalog: Any, cache: Path, role: str, names: dict) -> TargetTable:

@@ -140,7 +140,7 @@ class TargetTable:
             frames.append(checked(table.to_pandas(), self.columns, where=str(file), first=0, unit="row(s)",
                                   kind=self.id_kind))
         if not frames:
-            return _inside(np.zeros((1, 0, 3)), self._empty(), margin_deg)
+            return self._empty()
         poly, _, _ = _circle(corners, margin_deg)
         return _inside(poly, pd.concat(frames, ignore_index=True), margin_deg)
 
