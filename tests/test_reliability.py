@@ -141,7 +141,10 @@ def test_interrupted_batch_runs_converge(sky_qr2, clean_run, tmp_path, stage):
             pq.read_metadata(f)
     for f in (run / "images").rglob("*.fits") if (run / "images").exists() else []:
         assert f.stat().st_size == next(sky_qr2.archive.rglob(f.name)).stat().st_size
-    subprocess.run(args, check=True, capture_output=True)
+    before = _measured(run)
+    again = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    # each image measured once: the rerun measures exactly those the killed run had not
+    assert int(re.search(r"images measured\s+(\d+)", again).group(1)) == n - before, again
     pd.testing.assert_frame_equal(lightcurve_rows(run), lightcurve_rows(clean_run))
 
 

@@ -167,6 +167,20 @@ def test_a_dense_file_is_laid_out_in_pieces_and_small_pixels(tmp_path, monkeypat
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [changed.root.rsplit("/", 1)[-1]]
 
 
+def test_an_all_sky_file_is_laid_out_in_thousands_of_pixels(tmp_path, monkeypatch):
+    """More pixels than a dataset writer opens by default (1,024): every row lands once."""
+    monkeypatch.setattr(layout, "ROWS_PER_PIXEL", 50)
+    rng = np.random.default_rng(6)
+    n = 60_000  # order 4 (the rows counted as if all-sky): the northern sky's 1,536 pixels of ~40 rows
+    truth = pd.DataFrame({"targetid": np.arange(n), "ra": rng.uniform(0, 360, n),
+                          "dec": np.degrees(np.arcsin(rng.uniform(0, 1, n)))})
+    truth.to_parquet(tmp_path / "sky.parquet")
+    targets = open_targets(tmp_path / "sky.parquet", cache=tmp_path / "cache")
+    assert len(targets.pixels) > 1100 and min(order for order, _ in targets.pixels) == 4
+    read = pd.concat(pd.read_parquet(f) for f in (tmp_path / "cache").rglob("Npix=*.parquet"))
+    assert sorted(read.targetid) == list(range(n))
+
+
 def test_a_hats_catalog_read_per_image_measures_what_the_csv_does(sky_qr2, tmp_path):
     """The same catalog as a CSV, as HATS (read per image by each task) and in memory: every
     image measures the same rows (equal per-image fingerprints, which digest the rows) and

@@ -96,7 +96,7 @@ def _split(batches: Iterable[pa.RecordBatch], folder: Path, schema: pa.Schema, o
             yield batch.append_column(_PIXEL, pa.array(pixel, pa.int64()))
 
     pads.write_dataset(tagged(), folder, schema=schema.append(pa.field(_PIXEL, pa.int64())), format="parquet",
-                       min_rows_per_group=16_384, max_rows_per_group=1 << 20,
+                       min_rows_per_group=16_384, max_rows_per_group=1 << 20, max_partitions=12 * 4**order,
                        partitioning=pads.partitioning(pa.schema([(_PIXEL, pa.int64())]), flavor="hive"))
 
 
