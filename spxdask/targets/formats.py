@@ -76,7 +76,9 @@ def pieces(path: Path, kind: str, columns: Sequence[str]) -> Iterator[tuple[pd.D
         yield from _csv_pieces(path, columns)
     elif kind == "parquet":
         first = 0
-        for batch in pads.dataset(path, format="parquet").to_batches(columns=list(columns), batch_size=PIECE_ROWS):
+        scan = pads.dataset(path, format="parquet").to_batches(columns=list(columns), batch_size=PIECE_ROWS,
+                                                               batch_readahead=1, fragment_readahead=1)
+        for batch in scan:  # read ahead by one piece only: memory stays a few pieces
             yield batch.to_pandas(), first
             first += batch.num_rows
     elif kind == "fits":

@@ -33,6 +33,11 @@ ROWS_PER_PIXEL = 100_000
 MAX_ORDER = 7
 #: Pixels are split no finer than this (3.4 arcmin).
 MAX_SPLIT_ORDER = 10
+#: The first pass writes pixels no finer than this (768: one open file each, under the usual
+#: limit of 1,024); finer ones come from splitting them.
+FIRST_PASS_ORDER = 3
+#: Rows the first pass may hold back to write in fuller row groups, over all its pixels.
+BUFFERED_ROWS = 4_000_000
 _PIXEL = "_npix"
 
 
@@ -69,10 +74,11 @@ def write_layout(frames: Iterable[pd.DataFrame], root: Path, order: int, *, name
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise CatalogError(f"{where}: a column changes type part way through ({exc})") from exc
 
-        _split(agreeing(), scratch, schema, order)
+        first_order = min(order, FIRST_PASS_ORDER)  # finer pixels come from splitting the full ones
+        _split(agreeing(), scratch, schema, first_order)
         pixels: list[HealpixPixel] = []
         rows = 0
-        for folder, pixel in _pixel_folders(scratch, order):
+        for folder, pixel in _pixel_folders(scratch, first_order):
             rows += _settle(folder, pixel, schema, partial, pixels, where)
         scratch.rmdir()
         pixels.sort()
@@ -95,8 +101,12 @@ def _split(batches: Iterable[pa.RecordBatch], folder: Path, schema: pa.Schema, o
             pixel = batch.column(HEALPIX_29).to_numpy() >> 2 * (29 - order)
             yield batch.append_column(_PIXEL, pa.array(pixel, pa.int64()))
 
+    # no dictionaries: each of the hundreds of open files would grow its own, up to 1 MB a column
+    options = pads.ParquetFileFormat().make_write_options(use_dictionary=False)
     pads.write_dataset(tagged(), folder, schema=schema.append(pa.field(_PIXEL, pa.int64())), format="parquet",
-                       min_rows_per_group=16_384, max_rows_per_group=1 << 20, max_partitions=12 * 4**order,
+                       file_options=options,
+                       min_rows_per_group=max(1, min(16_384, BUFFERED_ROWS // (12 * 4**order))),
+                       max_rows_per_group=1 << 20, max_partitions=12 * 4**order,
                        partitioning=pads.partitioning(pa.schema([(_PIXEL, pa.int64())]), flavor="hive"))
 
 
