@@ -109,9 +109,14 @@ def _open_hats(url: str, names: dict, storage_options: dict | None) -> TargetTab
                        storage_options=storage_options)
 
 
-def _open_flat(path: Path, cache: Path, role: str, names: dict) -> TargetTable:
+def _flat(path: Path, names: dict) -> tuple[str, Columns]:
+    """A flat file's format and which of its columns are used."""
     kind = formats.kind_of(path)
-    columns = resolve(_read(path, kind, lambda: formats.column_names(path, kind)), str(path), **names)
+    return kind, resolve(_read(path, kind, lambda: formats.column_names(path, kind)), str(path), **names)
+
+
+def _open_flat(path: Path, cache: Path, role: str, names: dict) -> TargetTable:
+    kind, columns = _flat(path, names)
     stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in ([path] if path.is_file() else
                                                                       sorted(path.rglob("*.parquet")))]
     key = per_image.digest({"files": stamp, "columns": columns.__dict__, "layout": LAYOUT_VERSION})[:16]
@@ -166,9 +171,7 @@ def _checked_pieces(path: Path, kind: str, columns: Columns) -> Iterator[pd.Data
 
 def _load(path: str | Path, role: str, **names: Any) -> pd.DataFrame:
     path = _existing(path, role)
-    kind = formats.kind_of(path)
-    columns = resolve(_read(path, kind, lambda: formats.column_names(path, kind)), str(path),
-                      need_id=role == "targets", **names)
+    kind, columns = _flat(path, {**names, "need_id": role == "targets"})
     frames = list(_checked_pieces(path, kind, columns))
     if not frames or not sum(map(len, frames)):
         raise CatalogError(f"{path}: catalog has no rows")
