@@ -31,9 +31,6 @@ class BatchConfig(Config):
         is), an ``lsdb.Catalog``, or a flat file (CSV, Parquet file or folder, FITS binary
         table, VOTable; laid out once as HATS in the run's ``targets/``). An id, ra and dec
         (deg) column, named by the next three fields or found by their usual names.
-    id_column, ra_column, dec_column : str, optional
-        The catalog's names of the id, ra and dec columns (default: ``targetid``,
-        ``source_id``, ``objid`` or ``id``; ``ra``, ``ra_deg``, ...; ``dec``, ``dec_deg``, ...).
     coverage_mode : {"any", "full"}
         Images overlapping the region, or containing it.
     bands : list of str, optional
@@ -80,6 +77,9 @@ class BatchConfig(Config):
     archive_index : Path, optional
         Where the archive's index lives; default in the run folder for a remote archive, in
         the user's cache for a local one (an archive is only ever read).
+    id_column, ra_column, dec_column : str, optional
+        The catalog's names of the id, ra and dec columns (default: ``targetid``,
+        ``source_id``, ``objid`` or ``id``; ``ra``, ``ra_deg``, ...; ``dec``, ``dec_deg``, ...).
     """
 
     center_ra: float

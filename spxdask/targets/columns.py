@@ -17,8 +17,17 @@ CARRIED = ("pmra", "pmdec", "parallax", "ref_epoch", "type", "shape_r", "shape_e
 
 @dataclass(frozen=True)
 class Columns:
-    """The catalog's own names of the columns used: ``id`` (None for a neighbour catalog),
-    ``ra``, ``dec`` (degrees) and the ``carried`` ones (read as ``name.lower()``)."""
+    """The catalog's own names of the columns used.
+
+    Parameters
+    ----------
+    id : str or None
+        The id column (None for a neighbour catalog).
+    ra, dec : str
+        The position columns (degrees).
+    carried : tuple of str
+        Columns kept with the rows (read as ``name.lower()``).
+    """
 
     id: str | None
     ra: str
@@ -34,6 +43,23 @@ def resolve(names: Sequence[str], where: str, *, id_column: str | None = None, r
             dec_column: str | None = None, need_id: bool = True, preferred: Sequence[str] = ()) -> Columns:
     """Map a catalog's column ``names``: explicit names win, then ``preferred`` (a HATS
     catalog's own ra / dec columns), then the usual names (:data:`ID_NAMES`, ...).
+
+    Parameters
+    ----------
+    names : sequence of str
+        The catalog's columns.
+    where : str
+        The catalog, for the messages.
+    id_column, ra_column, dec_column : str, optional
+        Explicit names (matched without regard to case).
+    need_id : bool
+        Whether an id column is needed (not for a neighbour catalog).
+    preferred : sequence of str
+        (ra, dec) names tried before the usual ones.
+
+    Returns
+    -------
+    Columns
 
     Raises
     ------
