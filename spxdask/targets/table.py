@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.spatial import cKDTree
 
+from .. import per_image
 from ..geometry import contains_points, polygons, unit_vectors
 from .check import checked
 from .columns import Columns
@@ -60,7 +61,7 @@ class MemoryTargets:
     @property
     def targetid_type(self) -> pa.DataType:
         """The Arrow type of the ids."""
-        return pa.int64() if pd.api.types.is_integer_dtype(self.rows["targetid"].dtype) else pa.string()
+        return per_image.targetid_type(self.rows)
 
     def in_footprint(self, corners: np.ndarray, *, margin_deg: float = 0.0) -> pd.DataFrame:
         """The rows inside the convex spherical polygon through ``corners`` ((k, 2) ra, dec in
