@@ -71,6 +71,18 @@ class SimConfig(Config):
     psf_erratum : bool
         QR2 files of pipeline VERSION 6.5.4 whose PSF header carries the zone centres
         transposed, as IRSA's PSF erratum describes.
+    moving_fraction : float
+        Share of sources with a proper motion (20 to ``max_proper_motion`` mas/yr, log-uniform,
+        random direction) and a parallax (tangential speeds of 20-80 km/s); ``catalog.csv``
+        then gives Gaia's pmra, pmdec, parallax and ref_epoch columns, and positions at
+        ``catalog_epoch``, while the images show each source where it is when they are taken.
+    max_proper_motion : float
+        Largest proper motion (mas/yr).
+    catalog_epoch : float
+        Julian year of the catalog positions (Gaia DR3: 2016.0).
+    header_offset_arcsec : float
+        Each image's celestial WCS points this far off (in a random direction): the sources lie
+        that far from where the header puts them.
     """
 
     n_images: int = 24
@@ -95,6 +107,10 @@ class SimConfig(Config):
     flat_spectra: bool = False
     hot_fraction: float = 2e-4
     psf_erratum: bool = False
+    moving_fraction: float = 0.0
+    max_proper_motion: float = 500.0
+    catalog_epoch: float = 2016.0
+    header_offset_arcsec: float = 0.0
 
     def __post_init__(self) -> None:
         need = functools.partial(require, self)
@@ -111,6 +127,9 @@ class SimConfig(Config):
         need(-0.5 < self.psf_gradient < 0.5, "psf_gradient", "must be within (-0.5, 0.5)")
         need(0 <= self.hot_fraction <= 0.1, "hot_fraction", "must be within [0, 0.1]")
         need(not self.psf_erratum or self.layout == "qr2", "psf_erratum", "applies to QR2 files only")
+        need(0 <= self.moving_fraction <= 1, "moving_fraction", "must be within [0, 1]")
+        need(self.max_proper_motion > 20, "max_proper_motion", "must be > 20 mas/yr")
+        need(0 <= self.header_offset_arcsec <= 60, "header_offset_arcsec", "must be within [0, 60]")
         need(len(self.center) == 2 and valid_position(*self.center), "center",
              "must be (ra 0..360, dec -90..90) deg")
 

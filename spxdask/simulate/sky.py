@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import astropy.units as u
 import numpy as np
 import pandas as pd
+from astropy.coordinates import Distance, SkyCoord, get_body_barycentric
 from astropy.time import Time
 
 from ..geometry import sky_to_tangent, tangent_to_sky
 from ..spherex import channels
-from .config import QR_VERSIONS, SCALE_DEG, SimConfig
+from .config import PIXEL_SCALE_ARCSEC, QR_VERSIONS, SCALE_DEG, SimConfig
 
 TARGETID_BASE = 39627000000000000  # DESI-like 17-digit identifiers
 MJD_START = 61027.0  # 2025-12-18
+#: The motion columns of a catalog of moving sources, in Gaia's names and units.
+GAIA_MOTION = ("pmra", "pmdec", "parallax", "ref_epoch")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class ImageSpec:
         0-based parent-detector pixel (x, y) of the image's first pixel.
     sources : DataFrame
         The sources it may see (with their SEDs).
+    header_offset : (float, float)
+        Where the sources truly are minus where the header's WCS puts them (pixels, x and y).
     """
 
     index: int
@@ -62,6 +68,7 @@ class ImageSpec:
     relpath: str
     origin: tuple[int, int]  # 0-based parent-detector pixel (x, y) of the image's first pixel
     sources: pd.DataFrame = field(repr=False)
+    header_offset: tuple[float, float] = (0.0, 0.0)
 
 def central_origin(size: int) -> int:
     """0-based parent-detector pixel of a central cut-out's first pixel."""
@@ -114,7 +121,57 @@ def make_catalog(config: SimConfig) -> pd.DataFrame:
     })
     if config.flat_spectra:
         frame = frame.assign(alpha=0.0, beta=0.0)
+    if config.moving_fraction > 0:
+        frame = frame.assign(**_motions(np.random.default_rng([config.seed, 4]), n, config))
     return frame.assign(catalogued=frame["f0_ujy"] >= config.uncatalogued_below_ujy)
+
+
+def _motions(rng: np.random.Generator, n: int, config: SimConfig) -> dict[str, np.ndarray]:
+    """Gaia-style pmra (µα*), pmdec (mas/yr), parallax (mas) and ref_epoch: a share
+    ``moving_fraction`` moves, the others have none (NaN, as for Gaia's two-parameter rows)."""
+    moving = rng.uniform(0, 1, n) < config.moving_fraction
+    speed = np.exp(rng.uniform(np.log(20.0), np.log(config.max_proper_motion), n))
+    angle = rng.uniform(0, 2 * np.pi, n)
+    parallax = speed / (4.74 * rng.uniform(20.0, 80.0, n))  # mas, from km/s = 4.74 µ[mas/yr] / ϖ[mas]
+    nan = np.full(n, np.nan)
+    values = (np.where(moving, speed * np.sin(angle), nan), np.where(moving, speed * np.cos(angle), nan),
+              np.where(moving, parallax, nan), np.full(n, config.catalog_epoch))
+    return dict(zip(GAIA_MOTION, values))
+
+
+def true_positions(sources: pd.DataFrame, mjd: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``sources`` are at ``mjd`` seen from the Earth (deg): their catalog positions
+    moved along their space motion by astropy (``SkyCoord.apply_space_motion``) and shifted by
+    the Earth's barycentric position (the simulator's own route, independent of the pipeline's).
+
+    Parameters
+    ----------
+    sources : DataFrame
+        Rows of :func:`make_catalog`.
+    mjd : float
+
+    Returns
+    -------
+    ra, dec : ndarray
+    """
+    ra, dec = sources["ra"].to_numpy(float).copy(), sources["dec"].to_numpy(float).copy()
+    if "pmra" not in sources:
+        return ra, dec
+    moving = np.flatnonzero(sources["pmra"].notna().to_numpy())
+    if not moving.size:
+        return ra, dec
+    rows = sources.iloc[moving]
+    epoch = Time(rows["ref_epoch"].to_numpy(float), format="jyear", scale="tcb")
+    star = SkyCoord(ra=ra[moving] * u.deg, dec=dec[moving] * u.deg,
+                    distance=Distance(parallax=rows["parallax"].to_numpy() * u.mas),
+                    pm_ra_cosdec=rows["pmra"].to_numpy() * u.mas / u.yr, pm_dec=rows["pmdec"].to_numpy() * u.mas / u.yr,
+                    radial_velocity=0 * u.km / u.s, obstime=epoch, frame="icrs")
+    when = Time(mjd, format="mjd", scale="utc")
+    seen = star.apply_space_motion(new_obstime=when).cartesian.xyz.to_value(u.au) - \
+        get_body_barycentric("earth", when).xyz.to_value(u.au)[:, None]
+    ra[moving] = np.degrees(np.arctan2(seen[1], seen[0])) % 360.0
+    dec[moving] = np.degrees(np.arctan2(seen[2], np.hypot(seen[0], seen[1])))
+    return ra, dec
 
 
 def _source_counts(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
@@ -205,11 +262,14 @@ def plan_survey(config: SimConfig, catalog: pd.DataFrame) -> list[ImageSpec]:
                 origin = (int(ox), int(oy))
             else:
                 origin = (central_origin(config.size),) * 2
+            # drawn only when asked for: the skies without it stay what they were
+            turn = rng.uniform(0, 2 * np.pi) if config.header_offset_arcsec else 0.0
+            shift = config.header_offset_arcsec / PIXEL_SCALE_ARCSEC * np.array([np.cos(turn), np.sin(turn)])
             specs.append(ImageSpec(
                 index=len(specs), obs_id=obs_id, expidn=expidn, detector=det, ra=ra, dec=dec,
                 rotation_deg=rot, mjd_beg=mjd, zodi_scale=float(rng.uniform(0.97, 1.03)),
                 zodi_gradient=(float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.05))),
                 relpath=f"{config.layout}/level2/{plan}/{tag}/{det}/{name}", origin=origin,
-                sources=catalog.loc[near].reset_index(drop=True),
+                sources=catalog.loc[near].reset_index(drop=True), header_offset=(float(shift[0]), float(shift[1])),
             ))
     return specs

@@ -23,7 +23,7 @@ from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, pixel_area_arcsec2
 from ..spherex.wave import wave_lookup, wave_map
 from .config import ERRATUM_VERSION, QR_VERSIONS, SCALE_DEG, SimConfig
 from .models import PSF_FWHM_ARCSEC, psf_pixels, psf_sigma, render_stamps, wave_table, zodi_model, zone_grid
-from .sky import ImageSpec, true_flux
+from .sky import ImageSpec, true_flux, true_positions
 
 # A small SIP distortion (pixels relative to CRPIX), like the real files' order-3 terms.
 SIP_A = {(0, 0): -0.359, (2, 0): 4e-7, (1, 1): -3e-7, (0, 2): 2e-7, (3, 0): -2e-10, (1, 2): 1e-10}
@@ -177,12 +177,15 @@ def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.D
     zodi = zodi_model(wl_map, xx + ox, yy + oy, spec.zodi_gradient).astype(np.float32)
 
     src = spec.sources
-    x, y = wcs.all_world2pix(src["ra"].to_numpy(), src["dec"].to_numpy(), 0)
+    mjd_mid = spec.mjd_beg + 0.5 * EXPOSURE_S / 86400
+    # where each source is when the image is taken, and where that is on the detector: the
+    # header's WCS misses it by ``spec.header_offset``
+    x, y = wcs.all_world2pix(*true_positions(src, mjd_mid), 0)
+    x, y = x + spec.header_offset[0], y + spec.header_offset[1]
     inside = (x >= -0.5) & (x <= n - 0.5) & (y >= -0.5) & (y <= n - 0.5)
     near = (x > -10) & (x < n + 9) & (y > -10) & (y < n + 9)
     src, x, y, inside = src[near], x[near], y[near], inside[near]
     wl, bw = wave_lookup(xs_c, ys_c, values, x + ox + 1.0, y + oy + 1.0)
-    mjd_mid = spec.mjd_beg + 0.5 * EXPOSURE_S / 86400
     flux = true_flux(src, wl, np.full(len(src), mjd_mid))
     area = pixel_area_arcsec2(wcs, x, y)
     gx, gy, _, _ = zone_grid(spec.detector, config.layout)
