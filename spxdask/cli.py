@@ -129,6 +129,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 # -- batch ---------------------------------------------------------------------------------------
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .batch import BatchConfig, BatchPipeline
+    from .photometry import PhotometryConfig
 
     config = BatchConfig(center_ra=args.ra, center_dec=args.dec, radius=args.radius, catalog_path=args.catalog,
                          coverage_mode=args.coverage, bands=[f"D{b}" for b in args.bands] if args.bands else None,
@@ -136,7 +137,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                          output_dir=args.out, archive=args.archive, tap_url=args.tap, archive_index=args.index,
                          read_in_place=args.read_in_place, copy_images=args.copy_images, export_csv=args.csv,
                          neighbour_catalog_path=args.neighbours, id_column=args.id_column,
-                         ra_column=args.ra_column, dec_column=args.dec_column)
+                         ra_column=args.ra_column, dec_column=args.dec_column,
+                         photometry=PhotometryConfig(catalog_epoch=args.catalog_epoch, astrometry=args.astrometry))
     stage = args.stage
     with _client(args) as client:
         pipe = BatchPipeline(config, client=client)
@@ -398,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write one light-curve CSV per source")
     p.add_argument("--neighbours", metavar="PATH",
                    help="deeper catalog (any form of --catalog, with ra, dec) fitted with the targets in the PSF fit")
+    p.add_argument("--catalog-epoch", type=float, metavar="YEAR",
+                   help="Julian year of the positions of rows without ref_epoch (catalogs with pmra, pmdec)")
+    p.add_argument("--astrometry", choices=("apply", "measure", "none"), default="apply",
+                   help="measure each image's shift against its stars and apply it when significant (default), only "
+                        "record it, or neither")
     _cluster_args(p)
     p.set_defaults(func=_cmd_batch)
 

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 from ._io import write_parquet_atomic
 
-__all__ = ["COLUMNS", "FINGERPRINT_KEY", "NAMES", "RUN_KEY", "UNITS", "UNITS_KEY", "Column", "digest", "empty_frame",
-           "file_name", "footer", "read", "recorded", "recorded_fingerprint", "rows_digest", "schema", "targetid_type",
-           "write"]
+__all__ = ["ASTROMETRY_KEY", "COLUMNS", "FINGERPRINT_KEY", "NAMES", "RUN_KEY", "UNITS", "UNITS_KEY", "Column", "digest",
+           "empty_frame", "file_name", "footer", "read", "recorded", "recorded_fingerprint", "rows_digest", "schema",
+           "targetid_type", "write"]
 
 #: Metadata key of what made a file (:func:`digest` of its inputs).
 FINGERPRINT_KEY = b"spxdask.fingerprint"
@@ -33,6 +33,8 @@ FINGERPRINT_KEY = b"spxdask.fingerprint"
 RUN_KEY = b"spxdask.run"
 #: Metadata key of the column units (JSON).
 UNITS_KEY = b"spxdask.units"
+#: Metadata key of the image's astrometry record (JSON; :class:`spxdask.photometry.astrometry.Astrometry`).
+ASTROMETRY_KEY = b"spxdask.astrometry"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 UNITS: dict[str, str] = {c.name: c.unit for c in COLUMNS if c.unit}
 
 
-def schema(targetid_type: pa.DataType, *, fingerprint: str = "", run: str = "") -> pa.Schema:
+def schema(targetid_type: pa.DataType, *, fingerprint: str = "", run: str = "",
+           astrometry: dict | None = None) -> pa.Schema:
     """The Arrow schema of a per-image file.
 
     Parameters
@@ -114,6 +117,8 @@ def schema(targetid_type: pa.DataType, *, fingerprint: str = "", run: str = "") 
         What made the file (metadata key ``spxdask.fingerprint``).
     run : str
         The run that wrote it (metadata key ``spxdask.run``).
+    astrometry : dict, optional
+        The image's astrometry record (metadata key ``spxdask.astrometry``, JSON).
 
     Returns
     -------
@@ -122,7 +127,10 @@ def schema(targetid_type: pa.DataType, *, fingerprint: str = "", run: str = "") 
     """
     fields = [pa.field(c.name, targetid_type if c.type is None else c.type,
                        metadata={"unit": c.unit} if c.unit else None) for c in COLUMNS]
-    return pa.schema(fields, metadata={UNITS_KEY: json.dumps(UNITS), FINGERPRINT_KEY: fingerprint, RUN_KEY: run})
+    metadata = {UNITS_KEY: json.dumps(UNITS), FINGERPRINT_KEY: fingerprint, RUN_KEY: run}
+    if astrometry is not None:
+        metadata[ASTROMETRY_KEY] = json.dumps(astrometry)
+    return pa.schema(fields, metadata=metadata)
 
 
 def targetid_type(targets: pd.DataFrame) -> pa.DataType:
@@ -212,7 +220,7 @@ def rows_digest(frame: pd.DataFrame) -> str:
 
 
 def write(rows: pd.DataFrame, path: str | Path, targetid_type: pa.DataType, *, fingerprint: str = "",
-          run: str = "") -> None:
+          run: str = "", astrometry: dict | None = None) -> None:
     """Write one image's rows, atomically, with :func:`schema`.
 
     Parameters
@@ -224,11 +232,13 @@ def write(rows: pd.DataFrame, path: str | Path, targetid_type: pa.DataType, *, f
     targetid_type : pyarrow.DataType
     fingerprint, run : str
         What made it and the run that wrote it (see :func:`schema`).
+    astrometry : dict, optional
+        The image's astrometry record (see :func:`schema`).
     """
     if targetid_type == pa.string():
         rows = rows.assign(targetid=rows["targetid"].astype(str))
-    table = pa.Table.from_pandas(rows, schema=schema(targetid_type, fingerprint=fingerprint, run=run),
-                                 preserve_index=False)
+    table = pa.Table.from_pandas(rows, schema=schema(targetid_type, fingerprint=fingerprint, run=run,
+                                                     astrometry=astrometry), preserve_index=False)
     write_parquet_atomic(table, Path(path))
 
 
@@ -275,7 +285,7 @@ def recorded(meta: pq.FileMetaData | None, key: bytes) -> str | None:
     meta : pyarrow.parquet.FileMetaData or None
         From :func:`footer`.
     key : bytes
-        :data:`FINGERPRINT_KEY` or :data:`RUN_KEY`.
+        :data:`FINGERPRINT_KEY`, :data:`RUN_KEY` or :data:`ASTROMETRY_KEY`.
 
     Returns
     -------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import random
 import time
@@ -40,6 +41,8 @@ from ..archive.observation import Observation, Records
 from ..cluster import compile_ahead, compute, progress_line, running_client
 from ..layout import RunLayout
 from ..photometry import PhotometryConfig, measure_image
+from ..photometry.aperture import ASTROMETRY_ATTR
+from ..photometry.motion import MOTION_COLUMNS
 from ..source import Source
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
@@ -49,8 +52,12 @@ from .warmup import compile_loops
 #: Targets as the tasks read them: per footprint.
 Targets = TargetTable | MemoryTargets
 
+#: The astrometry record's fields, as the manifest names them (:class:`~spxdask.photometry.astrometry.Astrometry`).
+ASTROMETRY_COLUMNS = {"status": "astrometry", "dx": "astrometry_dx", "dy": "astrometry_dy",
+                      "dx_error": "astrometry_dx_error", "dy_error": "astrometry_dy_error", "rms": "astrometry_rms",
+                      "n_stars": "astrometry_n_stars"}
 MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
-                    "seconds", "fingerprint", "run")
+                    "seconds", "fingerprint", "run", *ASTROMETRY_COLUMNS.values())
 #: Sources within this margin (deg) outside a footprint are still handed to its task.
 MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
 #: retries of a remote file read in place after a network fault, the first after ~READ_BACKOFF s
@@ -64,11 +71,28 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
     aside), the target rows measured, the neighbour rows fitted with them, the photometry
     config and the package version."""
     image = {k: v for k, v in asdict(observation).items() if k != "url"}
-    made_from = {"image": image, "sources": per_image.rows_digest(sources[["targetid", "ra", "dec"]]),
+    made_from = {"image": image, "sources": per_image.rows_digest(sources[_measured_columns(sources, "targetid")]),
                  "config": config.to_dict(), "spxdask": __version__}
     if neighbours is not None:
-        made_from["neighbours"] = per_image.rows_digest(neighbours[["ra", "dec"]])
+        made_from["neighbours"] = per_image.rows_digest(neighbours[_measured_columns(neighbours)])
     return per_image.digest(made_from)
+
+
+def _measured_columns(rows: pd.DataFrame, *first: str) -> list[str]:
+    """The columns of ``rows`` the kernel reads: ``first``, the position and its motion."""
+    return [*first, "ra", "dec", *(c for c in MOTION_COLUMNS if c in rows)]
+
+
+def _check_epochs(targets: Targets, neighbours: Targets | None, config: PhotometryConfig) -> None:
+    """Raise before any image is measured when the targets or neighbours move (proper motions
+    or parallaxes) but neither a ``ref_epoch`` column nor ``config.catalog_epoch`` says when
+    their positions are."""
+    for role, catalog in (("targets", targets), ("neighbours", neighbours)):
+        carried = catalog.carried if catalog is not None else ()
+        moving = [c for c in ("pmra", "pmdec", "parallax") if c in carried]
+        if moving and "ref_epoch" not in carried and config.catalog_epoch is None:
+            raise ValueError(f"the {role} have {', '.join(moving)} but no ref_epoch column: say when their positions "
+                             "are with PhotometryConfig(catalog_epoch=...) (--catalog-epoch; Gaia DR3: 2016.0)")
 
 
 def _in_image(targets: Targets, observation: Observation, margin_deg: float = MARGIN_DEG) -> pd.DataFrame:
@@ -119,6 +143,7 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     """
     targets = _as_targets(sources, "targets", output_dir)
     deeper = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
+    _check_epochs(targets, deeper, config)
     with L2File(image_path) as l2:
         observation = observation_of(l2, str(image_path))
         out = Path(output_dir) / per_image.file_name(observation.obs_id, observation.detector)
@@ -128,7 +153,9 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
         if skip_existing and per_image.recorded_fingerprint(out) == made_from:
             return None
         table = measure_image(l2, mine, config, neighbours=near)
-    per_image.write(table, out, targets.targetid_type, fingerprint=made_from)
+    record = table.attrs.get(ASTROMETRY_ATTR)
+    per_image.write(table, out, targets.targetid_type, fingerprint=made_from,
+                    astrometry=record.to_dict() if record is not None else None)
     return out
 
 
@@ -154,11 +181,15 @@ def _extract(image: Observation | str, targets: Targets, neighbours: Targets | N
         footer = per_image.footer(out) if skip_existing else None
         if footer and per_image.recorded(footer, per_image.FINGERPRINT_KEY) == made_from:
             made_by = per_image.recorded(footer, per_image.RUN_KEY)
+            astrometry = json.loads(per_image.recorded(footer, per_image.ASTROMETRY_KEY) or "null")
             row.update(status="ok" if made_by == run else "skipped", n_rows=footer.num_rows, run=made_by)
         else:
             table = _measured(image.url, sources, config, near, storage_options)
-            per_image.write(table, out, tid_type, fingerprint=made_from, run=run)
+            record = table.attrs.get(ASTROMETRY_ATTR)
+            astrometry = record.to_dict() if record is not None else None
+            per_image.write(table, out, tid_type, fingerprint=made_from, run=run, astrometry=astrometry)
             row.update(status="ok", n_rows=len(table), run=run)
+        row.update({ASTROMETRY_COLUMNS[k]: v for k, v in (astrometry or {}).items()})
     except Exception as exc:  # recorded in the manifest; the run goes on
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     row["seconds"] = time.perf_counter() - t0
@@ -205,7 +236,9 @@ def write_manifest(rows: list[dict], path: Path) -> None:
     if path.exists():
         old = pd.read_parquet(path)
         new = pd.concat([old[~old["image"].isin(new["image"])], new], ignore_index=True)
-    write_parquet_atomic(new.astype({"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64"}), path)
+    types = {"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64", "astrometry_n_stars": "Int64",
+             **{c: "float64" for c in ASTROMETRY_COLUMNS.values() if c not in ("astrometry", "astrometry_n_stars")}}
+    write_parquet_atomic(new.astype(types), path)
 
 
 def extract_images(images: Sequence[Observation | str] | Records, sources: pd.DataFrame | Sequence[Source] | Targets,
@@ -248,6 +281,7 @@ def extract_images(images: Sequence[Observation | str] | Records, sources: pd.Da
     manifest = Path(manifest_path) if manifest_path else RunLayout(output_dir.parent).manifest
     targets = _as_targets(sources, "targets", output_dir)
     near = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
+    _check_epochs(targets, near, config)
     measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targets.targetid_type,
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
     count = len(images)

@@ -28,8 +28,10 @@ from .. import per_image
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
+from .astrometry import MAX_SHIFT_PX, Astrometry, combine, measure_shift
 from .background import background_regions, fit_zodi_scale, zodi_row_step
 from .config import PhotometryConfig
+from .motion import positions_at
 from .pixels import measure_pixels
 from .psf_fit import DEGENERATE_CORRELATION, fit_psf
 
@@ -43,6 +45,8 @@ PSF_QUALITY_REASONS = ("edge", "bad_pixels", "psf_degenerate", "no_pixels")
 SAME_SOURCE_ARCSEC = 0.5
 #: Sources are measured in bands of this many image rows.
 ROW_BAND = 16
+#: Key of :func:`measure_image`'s result's ``attrs`` holding the image's :class:`.Astrometry`.
+ASTROMETRY_ATTR = "astrometry"
 
 
 def aperture_radius(l2: L2File, config: PhotometryConfig) -> float:
@@ -66,11 +70,17 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
                   neighbours: pd.DataFrame | None = None) -> pd.DataFrame:
     """Forced photometry of ``sources`` (columns targetid, ra, dec) in one image.
 
+    Sources with proper motions (columns pmra, pmdec, parallax, ref_epoch; :mod:`.motion`) are
+    measured where they are at the image's MJD-AVG. With ``config.astrometry`` other than
+    ``"none"`` the image's shift against its stars is measured (:mod:`.astrometry`) and, when
+    it is significant and ``"apply"`` is asked, every source is moved by it.
+
     Parameters
     ----------
     l2 : L2File
     sources : DataFrame
-        The targets: one row each in the result when inside the image.
+        The targets: one row each in the result when inside the image; a ``type`` column
+        (Tractor's) keeps all but ``PSF`` sources out of the astrometry.
     config : PhotometryConfig, optional
     neighbours : DataFrame, optional
         More sources (columns ra, dec; e.g. a deeper survey catalog) that enter the joint PSF
@@ -80,7 +90,9 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     -------
     DataFrame
         One row per target whose position falls inside the image, in input order, with
-        :data:`COLUMNS`. Fluxes in µJy, background in µJy/arcsec², wavelengths in micron, mjd
+        :data:`COLUMNS`; ``attrs["astrometry"]`` holds the image's
+        :class:`~spxdask.photometry.astrometry.Astrometry` (None when not measured).
+        Fluxes in µJy, background in µJy/arcsec², wavelengths in micron, mjd
         the mid-exposure MJD (MJD-BEG/END mean), ``pipeline_version`` the file's VERSION and
         ``release`` its layout ("qr2", "qr3": their calibrations differ). ``quality`` lists what went wrong for the
         aperture (comma-separated): ``edge`` (aperture crosses the image edge), ``bad_pixels``
@@ -94,8 +106,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     config = config or PhotometryConfig()
     meta = l2.meta
     ny, nx = l2.shape
-    ra = sources["ra"].to_numpy(float)
-    dec = sources["dec"].to_numpy(float)
+    ra, dec = positions_at(sources, meta.mjd_avg, catalog_epoch=config.catalog_epoch)
     x, y = _pixels(l2, ra, dec)
     keep = (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
     # sources in bands of rows: neighbours in the list read neighbouring pixels (twice as fast
@@ -112,7 +123,9 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     extra = _neighbour_pixels(l2, neighbours, x, y, config) if config.psf_fit else None
     # arrays as stored (memory-mapped for local files, the rows used for remote ones): only
     # the pixels used are read
-    used = _rows_used(l2.shape, x, y, r, max(m, m_psf), config, extra[1] if extra is not None else np.empty(0))
+    # a shift of the astrometry moves every box by up to MAX_SHIFT_PX
+    reach = max(m, m_psf) + int(math.ceil(MAX_SHIFT_PX))
+    used = _rows_used(l2.shape, x, y, r, reach, config, extra[1] if extra is not None else np.empty(0))
     names = ["IMAGE", "FLAGS", "VARIANCE"] + (["ZODI"] if config.subtract_zodi else [])
     image, flags, variance, *zodi_hdu = l2.raw_rows(names, used)
     step = zodi_row_step(image.shape)
@@ -125,6 +138,15 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
                                     config.zodi_scale_min, config.zodi_scale_max)
     else:  # image - 0 x image keeps the image (and its non-finite pixels) as it is
         zodi, zodi_scale = image, 0.0
+
+    astrometry = None
+    if config.psf_fit and config.astrometry != "none":
+        astrometry = _astrometry(l2, image, zodi, variance, flags, zodi_scale, x, y, _point(sources, rows), extra,
+                                 config)
+        if astrometry.applied:
+            sx, sy = astrometry.dx / pixel_scale(l2, config), astrometry.dy / pixel_scale(l2, config)
+            x, y = x + sx, y + sy
+            extra = (extra[0] + sx, extra[1] + sy, extra[2]) if extra is not None else None
 
     pix = measure_pixels(image, zodi, variance, flags, zodi_scale, x, y, r, m, config)
     bg, bg_err = pix.bg, pix.bg_error
@@ -172,7 +194,9 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     # back to input order
     inverse = np.argsort(order)
     columns = {k: v[inverse] if isinstance(v, np.ndarray) and v.ndim == 1 else v for k, v in columns.items()}
-    return pd.DataFrame(columns).reindex(columns=list(COLUMNS))
+    table = pd.DataFrame(columns).reindex(columns=list(COLUMNS))
+    table.attrs[ASTROMETRY_ATTR] = astrometry
+    return table
 
 
 def _pixels(l2: L2File, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +215,7 @@ def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray
     if neighbours is None or not len(neighbours):
         return None
     m = int(math.ceil(config.psf_fit_radius))
-    nx_, ny_ = _pixels(l2, neighbours["ra"].to_numpy(float), neighbours["dec"].to_numpy(float))
+    nx_, ny_ = _pixels(l2, *positions_at(neighbours, l2.meta.mjd_avg, catalog_epoch=config.catalog_epoch))
     ny, nx = l2.shape
     near = (nx_ > -m - 0.5) & (nx_ < nx + m - 0.5) & (ny_ > -m - 0.5) & (ny_ < ny + m - 0.5)
     nx_, ny_ = nx_[near], ny_[near]
@@ -199,6 +223,29 @@ def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray
     new = np.flatnonzero(dist > SAME_SOURCE_ARCSEC / pixel_scale(l2, config))
     new = new[np.lexsort((nx_[new], np.round(ny_[new]) // ROW_BAND))]
     return (nx_[new], ny_[new], nearest[new]) if new.size else None
+
+
+def _point(sources: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Whether each of ``sources[rows]`` is a point source (no ``type`` column, or Tractor's
+    ``PSF``)."""
+    if "type" not in sources:
+        return np.ones(rows.size, bool)
+    return sources["type"].astype("string").str.strip().str.upper().fillna("PSF").to_numpy()[rows] == "PSF"
+
+
+def _astrometry(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+                zodi_scale: float, x: np.ndarray, y: np.ndarray, point: np.ndarray,
+                neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None, config: PhotometryConfig) -> Astrometry:
+    """The image's shift (:mod:`.astrometry`) from the targets at (x, y) that are ``point``
+    sources, isolated from every target and neighbour."""
+    if neighbours is not None:
+        x, y = np.concatenate([x, neighbours[0]]), np.concatenate([y, neighbours[1]])
+        point = np.concatenate([point, np.zeros(neighbours[0].size, bool)])
+    offset, error, _ = measure_shift(image, zodi, variance, flags, zodi_scale, x, y,
+                                     lambda u, v, half: l2.psf.stamps(*l2.parent_pixel(u, v), half), candidates=point,
+                                     m=max(2, int(math.ceil(config.psf_fit_radius))), bad_mask=config.bad_mask)
+    return combine(offset, error, scale=pixel_scale(l2, config), max_rms=config.astrometry_max_rms,
+                   apply=config.astrometry == "apply")
 
 
 def _rows_used(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, r: float, reach: int,

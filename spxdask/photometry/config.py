@@ -14,6 +14,7 @@ APERTURE_METHODS = ("fixed", "fwhm")
 BACKGROUND_METHODS = ("annulus", "window")
 PIXEL_AREAS = ("wcs", "local")
 PSF_BACKGROUNDS = ("fit", "local")
+ASTROMETRY = ("apply", "measure", "none")
 
 
 @dataclass
@@ -78,6 +79,17 @@ class PhotometryConfig(Config):
         measurement (biased by its neighbours' light in crowded fields).
     psf_background_tile : int
         Side (px) of the background tiles of ``psf_background="fit"``.
+    catalog_epoch : float, optional
+        Julian year of the catalog positions of rows without a ``ref_epoch`` (Gaia DR3:
+        2016.0). Sources with proper motions (``pmra``, ``pmdec``, ``parallax``) are measured
+        where they are at each image's mid-exposure (:mod:`.motion`).
+    astrometry : {"apply", "measure", "none"}
+        Each image measures the shift between the catalog and its bright isolated sources
+        (:mod:`.astrometry`) and records it; ``"apply"`` also moves every source by it when it
+        is significant and the stars agree on it.
+    astrometry_max_rms : float
+        The stars' scatter about the shift (arcsec) above which an image's astrometry is not
+        trusted (recorded, not applied).
     """
 
     aperture_method: str = "fwhm"
@@ -104,6 +116,9 @@ class PhotometryConfig(Config):
     psf_fit_radius: float = 3.0
     psf_background: str = "fit"
     psf_background_tile: int = 64
+    catalog_epoch: float | None = None
+    astrometry: str = "apply"
+    astrometry_max_rms: float = 1.0
 
     drop_unknown: ClassVar[bool] = True  # the reference's from_dict drops unknown keys
 
@@ -116,7 +131,10 @@ class PhotometryConfig(Config):
         need(isinstance(self.psf_fit, bool), "psf_fit", "must be True or False")
         need(self.psf_background in PSF_BACKGROUNDS, "psf_background", f"must be one of {PSF_BACKGROUNDS}")
         need(0.5 <= float(self.psf_fit_radius) <= 10, "psf_fit_radius", "must be within 0.5 .. 10 pixels")
-        for name in ("aperture_diameter", "fwhm_multiplier", "min_annulus_area", "max_outer_radius",
+        need(self.astrometry in ASTROMETRY, "astrometry", f"must be one of {ASTROMETRY}")
+        need(self.catalog_epoch is None or 1900 <= float(self.catalog_epoch) <= 2100, "catalog_epoch",
+             "must be a Julian year (e.g. 2016.0) or None")
+        for name in ("aperture_diameter", "astrometry_max_rms", "fwhm_multiplier", "min_annulus_area", "max_outer_radius",
                      "bg_sigma_clip_sigma", "pixel_scale_fallback", "annulus_expansion_step"):
             need(float(getattr(self, name)) > 0, name, "must be > 0")
         for name in ("max_processing_workers", "min_usable_pixels", "bg_sigma_clip_maxiters", "max_annulus_attempts",

@@ -15,7 +15,7 @@ from .. import per_image
 from ..source import sources_frame
 from . import formats
 from .check import CatalogError, checked, id_kind
-from .columns import Columns, resolve
+from .columns import CARRIED, Columns, resolve
 from .layout import layout_order, write_layout
 from .table import MemoryTargets, TargetTable
 
@@ -60,6 +60,9 @@ def open_targets(catalog: Any, *, cache: Path, role: str = "targets", id_column:
     names = dict(id_column=id_column, ra_column=ra_column, dec_column=dec_column, need_id=need_id)
     if isinstance(catalog, pd.DataFrame) or (isinstance(catalog, Sequence) and not isinstance(catalog, str)):
         frame = sources_frame(catalog) if need_id else _positions(catalog)
+        if isinstance(catalog, pd.DataFrame):  # with their motions and shapes
+            lower = catalog.rename(columns=str.lower).reset_index(drop=True)
+            frame = frame.assign(**{c: lower[c] for c in CARRIED if c in lower and c not in frame})
         return MemoryTargets(frame)
     if type(catalog).__module__.startswith("lsdb"):
         return _open_lsdb(catalog, Path(cache), role, names)

@@ -20,7 +20,7 @@ from scipy.spatial import cKDTree
 from .. import per_image
 from ..geometry import contains_points, polygons, unit_vectors
 from .check import checked
-from .columns import Columns
+from .columns import CARRIED, Columns
 
 
 def _circle(corners: np.ndarray, margin_deg: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -62,6 +62,11 @@ class MemoryTargets:
     def targetid_type(self) -> pa.DataType:
         """The Arrow type of the ids."""
         return per_image.targetid_type(self.rows)
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """The carried columns the rows have (:data:`~spxdask.targets.columns.CARRIED` names)."""
+        return tuple(c for c in CARRIED if c in self.rows)
 
     def in_footprint(self, corners: np.ndarray, *, margin_deg: float = 0.0) -> pd.DataFrame:
         """The rows inside the convex spherical polygon through ``corners`` ((k, 2) ra, dec in
@@ -108,6 +113,11 @@ class TargetTable:
     def targetid_type(self) -> pa.DataType:
         """The Arrow type of the ids."""
         return pa.int64() if self.id_kind == "int64" else pa.string()
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """The carried columns the rows have (:data:`~spxdask.targets.columns.CARRIED` names)."""
+        return tuple(c.lower() for c in self.columns.carried)
 
     def pixels_touched(self, corners: np.ndarray, *, margin_deg: float = 0.0) -> list[tuple[int, int]]:
         """The leaf pixels the circle around the footprint (and ``margin_deg``) touches."""
