@@ -83,6 +83,16 @@ class SimConfig(Config):
     header_offset_arcsec : float
         Each image's celestial WCS points this far off (in a random direction): the sources lie
         that far from where the header puts them.
+    galaxy_fraction : float
+        Share of sources that are galaxies, of the Tractor types ``galaxy_types`` (REX, EXP,
+        DEV, SER), half-light radii in ``galaxy_radius_arcsec``, |e| up to 0.5 (REX round),
+        Sérsic indices 0.7-5 (SER); ``catalog.csv`` then carries type, shape_r, shape_e1,
+        shape_e2 and sersic, and the images show each profile, cut at 8 half-light radii,
+        through the PSF.
+    galaxy_types : tuple of str
+        The types drawn, equally often.
+    galaxy_radius_arcsec : (float, float)
+        Range of the half-light radii (uniform).
     """
 
     n_images: int = 24
@@ -111,6 +121,9 @@ class SimConfig(Config):
     max_proper_motion: float = 500.0
     catalog_epoch: float = 2016.0
     header_offset_arcsec: float = 0.0
+    galaxy_fraction: float = 0.0
+    galaxy_types: tuple[str, ...] = ("REX", "EXP", "DEV", "SER")
+    galaxy_radius_arcsec: tuple[float, float] = (1.0, 4.0)
 
     def __post_init__(self) -> None:
         need = functools.partial(require, self)
@@ -130,6 +143,11 @@ class SimConfig(Config):
         need(0 <= self.moving_fraction <= 1, "moving_fraction", "must be within [0, 1]")
         need(self.max_proper_motion > 20, "max_proper_motion", "must be > 20 mas/yr")
         need(0 <= self.header_offset_arcsec <= 60, "header_offset_arcsec", "must be within [0, 60]")
+        need(0 <= self.galaxy_fraction <= 1, "galaxy_fraction", "must be within [0, 1]")
+        need(bool(self.galaxy_types) and set(self.galaxy_types) <= {"REX", "EXP", "DEV", "SER"}, "galaxy_types",
+             "must be among REX, EXP, DEV, SER")
+        need(0 < self.galaxy_radius_arcsec[0] <= self.galaxy_radius_arcsec[1] <= 12, "galaxy_radius_arcsec",
+             "must be (low, high) with 0 < low <= high <= 12")
         need(len(self.center) == 2 and valid_position(*self.center), "center",
              "must be (ra 0..360, dec -90..90) deg")
 

@@ -12,7 +12,7 @@ import pandas as pd
 from .._io import atomic_path, write_parquet_atomic
 from ..cluster import running_client
 from .config import SimConfig
-from .sky import GAIA_MOTION, ImageSpec, make_catalog, plan_survey
+from .sky import GAIA_MOTION, TRACTOR_SHAPE, ImageSpec, make_catalog, plan_survey
 from .writer import write_image
 
 
@@ -27,7 +27,7 @@ class SimulatedSky:
     archive : Path
         The L2 files, in IRSA's layout.
     catalog : Path
-        ``catalog.csv``: targetid, ra, dec of the catalogued sources (and their motions).
+        ``catalog.csv``: targetid, ra, dec of the catalogued sources (and their motions and shapes).
     truth_sources : Path
         Every source with its SED (Parquet).
     truth_detections : Path
@@ -77,7 +77,7 @@ def simulate_sky(out: str | Path, config: SimConfig = SimConfig(), *, client=Non
     truth_dir = root / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(root / "catalog.csv") as tmp:
-        listed = ["targetid", "ra", "dec", *(c for c in GAIA_MOTION if c in catalog)]
+        listed = ["targetid", "ra", "dec", *(c for c in (*GAIA_MOTION, *TRACTOR_SHAPE) if c in catalog)]
         catalog.loc[catalog["catalogued"], listed].to_csv(tmp, index=False, float_format="%.10f")
     write_parquet_atomic(catalog, truth_dir / "sources.parquet")
     write_parquet_atomic(pd.concat(frames, ignore_index=True), truth_dir / "detections.parquet")

@@ -19,6 +19,8 @@ TARGETID_BASE = 39627000000000000  # DESI-like 17-digit identifiers
 MJD_START = 61027.0  # 2025-12-18
 #: The motion columns of a catalog of moving sources, in Gaia's names and units.
 GAIA_MOTION = ("pmra", "pmdec", "parallax", "ref_epoch")
+#: The shape columns of a catalog with galaxies, in the Legacy Surveys' (Tractor's) names and units.
+TRACTOR_SHAPE = ("type", "shape_r", "shape_e1", "shape_e2", "sersic")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ def make_catalog(config: SimConfig) -> pd.DataFrame:
         frame = frame.assign(alpha=0.0, beta=0.0)
     if config.moving_fraction > 0:
         frame = frame.assign(**_motions(np.random.default_rng([config.seed, 4]), n, config))
+    if config.galaxy_fraction > 0:
+        frame = frame.assign(**_shapes(np.random.default_rng([config.seed, 5]), n, config))
     return frame.assign(catalogued=frame["f0_ujy"] >= config.uncatalogued_below_ujy)
 
 
@@ -137,6 +141,19 @@ def _motions(rng: np.random.Generator, n: int, config: SimConfig) -> dict[str, n
     values = (np.where(moving, speed * np.sin(angle), nan), np.where(moving, speed * np.cos(angle), nan),
               np.where(moving, parallax, nan), np.full(n, config.catalog_epoch))
     return dict(zip(GAIA_MOTION, values))
+
+
+def _shapes(rng: np.random.Generator, n: int, config: SimConfig) -> dict[str, np.ndarray]:
+    """Tractor's type, shape_r (arcsec), shape_e1, shape_e2 and sersic: a share
+    ``galaxy_fraction`` are galaxies, the others points (PSF, no shape)."""
+    galaxy = rng.uniform(0, 1, n) < config.galaxy_fraction
+    kind = np.where(galaxy, rng.choice(np.array(config.galaxy_types, dtype=object), n), "PSF")
+    radius = np.where(galaxy, rng.uniform(*config.galaxy_radius_arcsec, n), 0.0)
+    e, angle = rng.uniform(0, 0.5, n), rng.uniform(0, np.pi, n)
+    elongated = galaxy & (kind != "REX")
+    sersic = np.where(kind == "SER", rng.uniform(0.7, 5.0, n), np.where(kind == "DEV", 4.0, np.where(galaxy, 1.0, 0.0)))
+    return {"type": kind, "shape_r": radius, "shape_e1": np.where(elongated, e * np.cos(2 * angle), 0.0),
+            "shape_e2": np.where(elongated, e * np.sin(2 * angle), 0.0), "sersic": sersic}
 
 
 def true_positions(sources: pd.DataFrame, mjd: float) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from ..spherex.format import DETECTOR_CENTRE, ELAPSED_S, EPSF, EXPOSURE_S, FLAGS
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, pixel_area_arcsec2
 from ..spherex.wave import wave_lookup, wave_map
 from .config import ERRATUM_VERSION, QR_VERSIONS, SCALE_DEG, SimConfig
-from .models import PSF_FWHM_ARCSEC, psf_pixels, psf_sigma, render_stamps, wave_table, zodi_model, zone_grid
+from .models import PSF_FWHM_ARCSEC, psf_pixels, psf_sigma, render_galaxies, render_stamps, wave_table, zodi_model, zone_grid
 from .sky import ImageSpec, true_flux, true_positions
 
 # A small SIP distortion (pixels relative to CRPIX), like the real files' order-3 terms.
@@ -180,11 +180,13 @@ def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.D
     mjd_mid = spec.mjd_beg + 0.5 * EXPOSURE_S / 86400
     # where each source is when the image is taken, and where that is on the detector: the
     # header's WCS misses it by ``spec.header_offset``
-    x, y = wcs.all_world2pix(*true_positions(src, mjd_mid), 0)
+    ra_true, dec_true = true_positions(src, mjd_mid)
+    x, y = wcs.all_world2pix(ra_true, dec_true, 0)
     x, y = x + spec.header_offset[0], y + spec.header_offset[1]
     inside = (x >= -0.5) & (x <= n - 0.5) & (y >= -0.5) & (y <= n - 0.5)
     near = (x > -10) & (x < n + 9) & (y > -10) & (y < n + 9)
     src, x, y, inside = src[near], x[near], y[near], inside[near]
+    ra_true, dec_true = ra_true[near], dec_true[near]
     wl, bw = wave_lookup(xs_c, ys_c, values, x + ox + 1.0, y + oy + 1.0)
     flux = true_flux(src, wl, np.full(len(src), mjd_mid))
     area = pixel_area_arcsec2(wcs, x, y)
@@ -192,7 +194,12 @@ def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.D
     zone = np.argmin((x[:, None] + ox - gx) ** 2 + (y[:, None] + oy - gy) ** 2, axis=1)
     sigma = psf_sigma(spec.detector, gx, gy, gradient=config.psf_gradient)[zone]
     model = np.zeros((n, n))
-    render_stamps(model, x, y, flux / (area * UJY_ARCSEC2_PER_MJY_SR), sigma)
+    amplitude = flux / (area * UJY_ARCSEC2_PER_MJY_SR)
+    galaxy = (src["type"] != "PSF").to_numpy() if "type" in src else np.zeros(len(src), bool)
+    render_stamps(model, x[~galaxy], y[~galaxy], amplitude[~galaxy], sigma[~galaxy])
+    if galaxy.any():
+        shapes = _galaxy_shapes(wcs, src[galaxy], ra_true[galaxy], dec_true[galaxy])
+        render_galaxies(model, x[galaxy], y[galaxy], amplitude[galaxy], sigma[galaxy], shapes)
 
     variance = (config.read_noise**2 + 2e-4 * (model + zodi)).astype(np.float32)
     image = model + spec.zodi_scale * zodi
@@ -220,6 +227,26 @@ def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.D
         "pixel_area": area,
     })[inside]
     return fits.HDUList(hdus), truth.reset_index(drop=True)
+
+def _galaxy_shapes(wcs: WCS, rows: pd.DataFrame, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Per galaxy: Sérsic index and the map (row-major 2 x 2) from the unit circle in
+    half-light radii (major, minor axis) to native pixel offsets, through ``wcs`` at (ra, dec):
+    the major axis at ½ atan2(e2, e1) from East towards North, axis ratio (1 - |e|) / (1 + |e|)."""
+    step = 1.0 / 3600  # deg
+    x0, y0 = wcs.all_world2pix(ra, dec, 0)
+    xe, ye = wcs.all_world2pix(ra + step / np.cos(np.radians(dec)), dec, 0)
+    xn, yn = wcs.all_world2pix(ra, dec + step, 0)
+    per_arcsec = np.stack([np.stack([xe - x0, xn - x0], -1), np.stack([ye - y0, yn - y0], -1)], -2)
+    e1, e2 = rows["shape_e1"].to_numpy(float), rows["shape_e2"].to_numpy(float)
+    e, theta = np.hypot(e1, e2), 0.5 * np.arctan2(e2, e1)
+    r_e = rows["shape_r"].to_numpy(float)
+    axes = np.zeros((len(rows), 2, 2))
+    axes[:, 0, 0], axes[:, 1, 0] = r_e * np.cos(theta), r_e * np.sin(theta)  # East, North of the major axis
+    minor = r_e * (1 - e) / (1 + e)
+    axes[:, 0, 1], axes[:, 1, 1] = -minor * np.sin(theta), minor * np.cos(theta)
+    mapping = per_arcsec @ axes
+    return np.column_stack([rows["sersic"].to_numpy(float), mapping.reshape(len(rows), 4)])
+
 
 def _add_artefacts(rng, image, variance, flag, detector, hot_fraction) -> None:
     n = image.shape[0]
