@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     bench_photometry,
     bench_psf,
     bench_report,
+    bench_sources,
     bench_spherex,
 )
 

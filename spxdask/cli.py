@@ -236,7 +236,8 @@ def _cmd_lightcurve(args: argparse.Namespace) -> int:
     if args.spectrum:
         print(f"spectrum plot: {plot_spectrum(rows, args.spectrum, spectrum=spectrum, source=source)}")
     if not (args.plot or args.spectrum):
-        cols = ["obs_id", "band", "mjd", "wavelength", "flux_psf", "flux_psf_error", "flux_total", "flag", "quality"]
+        cols = ["obs_id", "band", "mjd", "wavelength", "flux_model", "flux_model_error", "model", "flux_total", "flag",
+                "quality"]
         print(rows[cols].to_string(index=False))
     return 0
 

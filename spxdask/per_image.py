@@ -88,7 +88,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("flux_total_error", _F64, "uJy", "error of flux_total"),
     Column("zodi_scale", _F64, "", "fitted scale of the file's ZODI model"),
     Column("quality", _STR, "", "what went wrong for the aperture, comma-separated ('' when nothing)"),
-    Column("flux_psf", _F64, "uJy", "flux of the joint PSF fit: take this one"),
+    Column("flux_psf", _F64, "uJy", "flux of the joint fit with every source a point (the PSF)"),
     Column("flux_psf_error", _F64, "uJy", "error of flux_psf"),
     Column("mag_psf_ab", _F64, "mag(AB)", "AB magnitude of flux_psf"),
     Column("mag_psf_ab_error", _F64, "mag", "error of mag_psf_ab"),
@@ -96,6 +96,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("psf_n_neighbours", pa.int32(), "", "sources fitted jointly within the fit radius"),
     Column("psf_corr_max", _F64, "", "largest |correlation| of the flux with a neighbour's"),
     Column("psf_quality", _STR, "", "what went wrong for the PSF fit, comma-separated"),
+    Column("flux_model", _F64, "uJy", "total flux of the joint fit with each source's model (flux_psf for points): "
+                                      "take this one"),
+    Column("flux_model_error", _F64, "uJy", "error of flux_model"),
+    Column("mag_model_ab", _F64, "mag(AB)", "AB magnitude of flux_model"),
+    Column("mag_model_ab_error", _F64, "mag", "error of mag_model_ab"),
+    Column("model", _STR, "", "the source's model: PSF, REX, EXP, DEV or SER (Tractor's types)"),
     Column("pipeline_version", _STR, "", "the file's pipeline VERSION"),
     Column("release", _STR, "", "the file's layout and calibration: qr2 or qr3"),
 )

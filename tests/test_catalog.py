@@ -359,7 +359,8 @@ def test_csv_export_and_plots(field, tmp_path):
     one = pd.read_csv(csvs[0], dtype={"targetid": "int64"})
     assert csvs[0].name == csv_name(one.targetid.iloc[0])
     assert list(one.columns)[:4] == ["targetid", "obs_id", "band", "mjd"]
-    assert list(one.columns)[-6:] == ["flux_psf", "flux_psf_error", "flux_total", "flux_total_error", "quality",
+    assert list(one.columns)[-9:] == ["flux_model", "flux_model_error", "model", "flux_psf", "flux_psf_error",
+                                      "flux_total", "flux_total_error", "quality",
                                       "psf_quality"]  # the fluxes to trust travel with the reference's
     rows = read_lightcurve(tmp_path, per_image.targetid.value_counts().index[0])
     for fn in (plot_lightcurve, plot_spectrum):

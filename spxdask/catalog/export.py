@@ -16,11 +16,13 @@ from .nested import HEALPIX_29, LIGHTCURVE, SPECTRUM, flatten, keys
 from .versions import current_version, partition_files
 
 #: The reference's per-source light-curve CSV columns, plus ``targetid`` first and, last, the
-#: fluxes to trust (the PSF fit's, the aperture-corrected total) with the quality flags: the
-#: reference's ``flux`` is the raw aperture flux, low by the light outside the aperture.
+#: fluxes to trust (the model fit's, the PSF fit's, the aperture-corrected total) with the
+#: quality flags: the reference's ``flux`` is the raw aperture flux, low by the light outside
+#: the aperture.
 CSV_COLUMNS = ["targetid", "obs_id", "band", "mjd", "x", "y", "flux", "flux_error", "mag_ab", "mag_ab_error",
-               "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius", "flux_psf",
-               "flux_psf_error", "flux_total", "flux_total_error", "quality", "psf_quality"]
+               "wavelength", "bandwidth", "flag", "bg_level", "bg_error", "aperture_radius", "flux_model",
+               "flux_model_error", "model", "flux_psf", "flux_psf_error", "flux_total", "flux_total_error", "quality",
+               "psf_quality"]
 
 
 def _version(catalog_dir: Path) -> Path:

@@ -18,6 +18,7 @@ Python loop over sources. Steps:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,10 @@ from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .astrometry import MAX_SHIFT_PX, Astrometry, combine, measure_shift
 from .background import background_regions, fit_zodi_scale, zodi_row_step
 from .config import PhotometryConfig
+from .galaxy import POINT_TYPES, galaxy_stamps, local_jacobian, models, shape_parameters
 from .motion import positions_at
 from .pixels import measure_pixels
-from .psf_fit import DEGENERATE_CORRELATION, fit_psf
+from .psf_fit import DEGENERATE_CORRELATION, PSFFit, fit_psf
 
 #: Output columns of :func:`measure_image`, in order: the per-image file's (:mod:`spxdask.per_image`).
 COLUMNS = per_image.NAMES
@@ -125,7 +127,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     # the pixels used are read
     # a shift of the astrometry moves every box by up to MAX_SHIFT_PX
     reach = max(m, m_psf) + int(math.ceil(MAX_SHIFT_PX))
-    used = _rows_used(l2.shape, x, y, r, reach, config, extra[1] if extra is not None else np.empty(0))
+    used = _rows_used(l2.shape, x, y, r, reach, config, extra.y if extra is not None else np.empty(0))
     names = ["IMAGE", "FLAGS", "VARIANCE"] + (["ZODI"] if config.subtract_zodi else [])
     image, flags, variance, *zodi_hdu = l2.raw_rows(names, used)
     step = zodi_row_step(image.shape)
@@ -146,7 +148,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         if astrometry.applied:
             sx, sy = astrometry.dx / pixel_scale(l2, config), astrometry.dy / pixel_scale(l2, config)
             x, y = x + sx, y + sy
-            extra = (extra[0] + sx, extra[1] + sy, extra[2]) if extra is not None else None
+            extra = extra.shifted(sx, sy) if extra is not None else None
 
     pix = measure_pixels(image, zodi, variance, flags, zodi_scale, x, y, r, m, config)
     bg, bg_err = pix.bg, pix.bg_error
@@ -185,12 +187,16 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     if config.psf_fit:
         # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
         psf_to_ujy = to_ujy if config.pixel_area == "local" else UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y)
-        fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, extra, config)
-        fit["flux_psf"], fit["flux_psf_error"] = fit["flux_psf"] * psf_to_ujy, fit["flux_psf_error"] * psf_to_ujy
-        fit["mag_psf_ab"], fit["mag_psf_ab_error"] = ab_magnitude(fit["flux_psf"], fit["flux_psf_error"])
+        model = models(sources)[rows]
+        fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, model,
+                           sources.iloc[rows].reset_index(drop=True), extra, config)
+        for kind in ("psf", "model"):
+            flux, error = fit[f"flux_{kind}"] * psf_to_ujy, fit[f"flux_{kind}_error"] * psf_to_ujy
+            fit[f"flux_{kind}"], fit[f"flux_{kind}_error"] = flux, error
+            fit[f"mag_{kind}_ab"], fit[f"mag_{kind}_ab_error"] = ab_magnitude(flux, error)
         columns.update(fit)
     else:  # not fitted: NaN fluxes, no quality
-        columns.update(psf_n_neighbours=np.int32(0), psf_quality=None)
+        columns.update(psf_n_neighbours=np.int32(0), psf_quality=None, model=None)
     # back to input order
     inverse = np.argsort(order)
     columns = {k: v[inverse] if isinstance(v, np.ndarray) and v.ndim == 1 else v for k, v in columns.items()}
@@ -207,11 +213,23 @@ def _pixels(l2: L2File, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np
     return np.asarray(x, float), np.asarray(y, float)
 
 
+class Neighbours(NamedTuple):
+    """The neighbours fitted with an image's targets."""
+
+    x: np.ndarray  # 0-based pixel positions
+    y: np.ndarray
+    nearest: np.ndarray  # index of each one's nearest target
+    rows: pd.DataFrame  # their catalog rows (shapes)
+
+    def shifted(self, dx: float, dy: float) -> Neighbours:
+        """The same neighbours, their pixel positions moved by (dx, dy)."""
+        return self._replace(x=self.x + dx, y=self.y + dy)
+
+
 def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray, y: np.ndarray,
-                      config: PhotometryConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Pixel positions (x, y) of the ``neighbours`` whose fit box meets the image and that are
-    not one of the targets at (x, y), in bands of rows, and the index of each one's nearest
-    target; None without any."""
+                      config: PhotometryConfig) -> Neighbours | None:
+    """The ``neighbours`` whose fit box meets the image and that are not one of the targets at
+    (x, y), in bands of rows; None without any."""
     if neighbours is None or not len(neighbours):
         return None
     m = int(math.ceil(config.psf_fit_radius))
@@ -222,25 +240,28 @@ def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray
     dist, nearest = cKDTree(np.column_stack([x, y])).query(np.column_stack([nx_, ny_]))
     new = np.flatnonzero(dist > SAME_SOURCE_ARCSEC / pixel_scale(l2, config))
     new = new[np.lexsort((nx_[new], np.round(ny_[new]) // ROW_BAND))]
-    return (nx_[new], ny_[new], nearest[new]) if new.size else None
+    if not new.size:
+        return None
+    return Neighbours(nx_[new], ny_[new], nearest[new], neighbours.iloc[np.flatnonzero(near)[new]])
 
 
 def _point(sources: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Whether each of ``sources[rows]`` is a point source (no ``type`` column, or Tractor's
-    ``PSF``)."""
+    """Whether each of ``sources[rows]`` is a point source (no ``type`` column, or one of
+    Tractor's point types)."""
     if "type" not in sources:
         return np.ones(rows.size, bool)
-    return sources["type"].astype("string").str.strip().str.upper().fillna("PSF").to_numpy()[rows] == "PSF"
+    kind = sources["type"].astype("string").str.strip().str.upper().fillna("PSF").to_numpy(object)[rows]
+    return np.isin(kind, POINT_TYPES)
 
 
 def _astrometry(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                 zodi_scale: float, x: np.ndarray, y: np.ndarray, point: np.ndarray,
-                neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None, config: PhotometryConfig) -> Astrometry:
+                neighbours: Neighbours | None, config: PhotometryConfig) -> Astrometry:
     """The image's shift (:mod:`.astrometry`) from the targets at (x, y) that are ``point``
     sources, isolated from every target and neighbour."""
     if neighbours is not None:
-        x, y = np.concatenate([x, neighbours[0]]), np.concatenate([y, neighbours[1]])
-        point = np.concatenate([point, np.zeros(neighbours[0].size, bool)])
+        x, y = np.concatenate([x, neighbours.x]), np.concatenate([y, neighbours.y])
+        point = np.concatenate([point, np.zeros(neighbours.x.size, bool)])
     offset, error, _ = measure_shift(image, zodi, variance, flags, zodi_scale, x, y,
                                      lambda u, v, half: l2.psf.stamps(*l2.parent_pixel(u, v), half), candidates=point,
                                      m=max(2, int(math.ceil(config.psf_fit_radius))), bad_mask=config.bad_mask)
@@ -267,29 +288,45 @@ def _rows_used(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, r: float, r
 
 def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                  zodi_scale: float, x: np.ndarray, y: np.ndarray, stamps: np.ndarray, bg: np.ndarray,
-                 neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                 model: np.ndarray, shapes: pd.DataFrame, neighbours: Neighbours | None,
                  config: PhotometryConfig) -> dict[str, np.ndarray]:
-    """The joint PSF fit of the targets at (x, y) (their ``stamps`` and local background ``bg``)
-    and of the ``neighbours`` (:func:`_neighbour_pixels`); the targets' columns, fluxes in
-    image units x pixels."""
+    """The joint fits of the targets at (x, y) (their ``stamps``, local background ``bg``,
+    ``model`` names and catalog rows ``shapes``) and of the ``neighbours``: every source a
+    point (the PSF columns), then, when some are galaxies, each with its model (the model
+    columns, else the PSF ones). The targets' columns, fluxes in image units x pixels."""
     n = x.size
     m = int(math.ceil(config.psf_fit_radius))
     centre = slice(stamps.shape[1] // 2 - m, stamps.shape[1] // 2 + m + 1)
     stamps = stamps[:, centre, centre]
     local_bg = bg
     if neighbours is not None:
-        nx_, ny_, nearest = neighbours
-        x, y = np.concatenate([x, nx_]), np.concatenate([y, ny_])
-        stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(nx_, ny_), m)])
+        x, y = np.concatenate([x, neighbours.x]), np.concatenate([y, neighbours.y])
+        stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(neighbours.x, neighbours.y), m)])
         # a neighbour's local background: that of the nearest target (only "local" uses it)
-        local_bg = np.concatenate([bg, bg[nearest]])
-    fit = fit_psf(image, zodi, variance, flags, zodi_scale, x, y, stamps, radius=config.psf_fit_radius,
-                  bad_mask=config.bad_mask, background=config.psf_background, tile=config.psf_background_tile,
-                  local_background=local_bg)
-    quality = _reasons(edge=fit.edge[:n], bad_pixels=fit.n_bad[:n] > 0,
-                       psf_degenerate=fit.corr_max[:n] > DEGENERATE_CORRELATION, no_pixels=~np.isfinite(fit.flux[:n]))
-    return {"flux_psf": fit.flux[:n], "flux_psf_error": np.sqrt(fit.variance[:n]), "psf_chi2": fit.chi2[:n],
-            "psf_n_neighbours": fit.n_neighbours[:n], "psf_corr_max": fit.corr_max[:n], "psf_quality": quality}
+        local_bg = np.concatenate([bg, bg[neighbours.nearest]])
+        model = np.concatenate([model, models(neighbours.rows)])
+        shapes = pd.concat([shapes, neighbours.rows], ignore_index=True)
+
+    def fit(with_stamps: np.ndarray) -> PSFFit:
+        return fit_psf(image, zodi, variance, flags, zodi_scale, x, y, with_stamps, radius=config.psf_fit_radius,
+                       bad_mask=config.bad_mask, background=config.psf_background, tile=config.psf_background_tile,
+                       local_background=local_bg)
+
+    point = fit(stamps)
+    quality = _reasons(edge=point.edge[:n], bad_pixels=point.n_bad[:n] > 0,
+                       psf_degenerate=point.corr_max[:n] > DEGENERATE_CORRELATION,
+                       no_pixels=~np.isfinite(point.flux[:n]))
+    extended = np.flatnonzero(model != "PSF")
+    modelled = point
+    if extended.size:
+        n_sersic, r_e, q, theta = shape_parameters(shapes.iloc[extended], model[extended])
+        stamps = stamps.copy()
+        stamps[extended] = galaxy_stamps(l2.psf, *l2.parent_pixel(x[extended], y[extended]),
+                                         local_jacobian(l2.wcs, x[extended], y[extended]), n_sersic, r_e, q, theta, m)
+        modelled = fit(stamps)
+    return {"flux_psf": point.flux[:n], "flux_psf_error": np.sqrt(point.variance[:n]), "psf_chi2": point.chi2[:n],
+            "psf_n_neighbours": point.n_neighbours[:n], "psf_corr_max": point.corr_max[:n], "psf_quality": quality,
+            "flux_model": modelled.flux[:n], "flux_model_error": np.sqrt(modelled.variance[:n]), "model": model[:n]}
 
 
 def _reasons(**conditions: np.ndarray) -> np.ndarray:

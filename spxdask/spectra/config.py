@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from .._config import Config, require
 from ..photometry import QUALITY_REASONS
 
-FLUX_CHOICES = ("auto", "flux_psf", "flux_total", "flux")
+FLUX_CHOICES = ("auto", "flux_model", "flux_psf", "flux_total", "flux")
 
 
 @dataclass
@@ -21,10 +21,11 @@ class SpectraConfig(Config):
 
     Parameters
     ----------
-    flux_column : {"auto", "flux_psf", "flux_total", "flux"}
+    flux_column : {"auto", "flux_model", "flux_psf", "flux_total", "flux"}
         The flux measured per image that enters the spectra (its error column is
-        ``<flux_column>_error``). ``"auto"``: the PSF-fit flux when the run measured it
-        (``PhotometryConfig.psf_fit``), else the aperture-corrected total ``flux_total``.
+        ``<flux_column>_error``). ``"auto"``: the model-fit flux when the run measured it
+        (``PhotometryConfig.psf_fit``; each source's profile through the PSF, the PSF flux for
+        points), else the aperture-corrected total ``flux_total``.
         ``"flux"`` is the raw aperture flux, which misses the light outside the aperture.
     exclude_quality : list of str
         Measurements whose ``quality`` lists any of these reasons are left out of the spectra
@@ -71,7 +72,8 @@ class SpectraConfig(Config):
         """
         name = self.flux_column
         if name == "auto":
-            name = "flux_psf" if "flux_psf" in columns and psf_measured else "flux_total"
+            fitted = [c for c in ("flux_model", "flux_psf") if c in columns and psf_measured]
+            name = fitted[0] if fitted else "flux_total"
         if name not in columns or f"{name}_error" not in columns:
             raise ValueError(f"SpectraConfig.flux_column: the measurements have no {name!r} / {name}_error columns")
         return name, f"{name}_error"
@@ -93,8 +95,8 @@ def chosen_flux(config: SpectraConfig, files: Sequence[Path]) -> SpectraConfig:
     """
     names = pq.read_schema(files[0]).names
     measured = "flux_psf" in names and any(_has_values(f, "flux_psf") for f in files)
-    if config.flux_column == "flux_psf" and not measured:
-        raise ValueError("SpectraConfig.flux_column: the run has no 'flux_psf' values (measured with "
+    if config.flux_column in ("flux_model", "flux_psf") and not measured:
+        raise ValueError(f"SpectraConfig.flux_column: the run has no {config.flux_column!r} values (measured with "
                          "PhotometryConfig.psf_fit=False); take 'auto' or 'flux_total'")
     return replace(config, flux_column=config.resolve_flux(names, psf_measured=measured)[0])
 

@@ -145,9 +145,35 @@ class ZonedPSF:
         return _nearest(self.xctr, self.yctr, np.asarray(x, float).ravel(), np.asarray(y, float).ravel())
 
 
+    def half_width(self) -> float:
+        """How far from the source (native px) the planes reach."""
+        return (max(self.data.shape[1:]) - 1) / 2 / self.oversamp + 0.5
+
+    def transform(self, zones: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """The Fourier transform of the effective PSF (the PSF integrated over a native pixel,
+        unit total) of each zone in ``zones``, on the grid ``f`` x ``f`` (cycles per native
+        pixel; rows along y, columns along x): (len(zones), len(f), len(f)), complex."""
+        _, ny, nx = self.data.shape
+        uy = (np.arange(ny) - (ny - 1) / 2) / self.oversamp
+        ux = (np.arange(nx) - (nx - 1) / 2) / self.oversamp
+        ay, ax = np.exp(-2j * np.pi * np.outer(f, uy)), np.exp(-2j * np.pi * np.outer(f, ux))
+        planes = np.asarray(self.data[zones], dtype=float)
+        out = ay @ (planes / planes.sum(axis=(1, 2), keepdims=True)) @ ax.T
+        return out * self._sample_response(f)[:, None] * self._sample_response(f)[None, :]
+
+    def _sample_response(self, f: np.ndarray) -> np.ndarray:
+        """What turns the samples' transform into the effective PSF's, along one axis."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class OversampledPSF(ZonedPSF):
     """QR2 PSF cube: oversampled optical PSFs (pixel response deconvolved), each summing to one."""
+
+    def _sample_response(self, f: np.ndarray) -> np.ndarray:
+        """The cube's values are integrals over sub-pixels (their transform carries the
+        sub-pixel box: divided out) of the optical PSF; a native pixel integrates it (its box)."""
+        return np.sinc(f) / np.sinc(f / self.oversamp)
 
     def stamps(self, x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
         """Native-pixel stamps (n, 2m+1, 2m+1) centred on pixel (round(y), round(x)), each
@@ -173,6 +199,10 @@ class OversampledPSF(ZonedPSF):
 @dataclass(frozen=True)
 class EffectivePSF(ZonedPSF):
     """QR3 ePSF table: effective PSFs (pixel response included) sampled every 1/oversamp px."""
+
+    def _sample_response(self, f: np.ndarray) -> np.ndarray:
+        """The ePSF's samples are point values of the effective PSF: nothing to add."""
+        return np.ones_like(f)
 
     def stamps(self, x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
         """Native-pixel stamps (n, 2m+1, 2m+1): the ePSF interpolated at each pixel centre's
