@@ -138,7 +138,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                          read_in_place=args.read_in_place, copy_images=args.copy_images, export_csv=args.csv,
                          neighbour_catalog_path=args.neighbours, id_column=args.id_column,
                          ra_column=args.ra_column, dec_column=args.dec_column,
-                         photometry=PhotometryConfig(catalog_epoch=args.catalog_epoch, astrometry=args.astrometry))
+                         photometry=PhotometryConfig(catalog_epoch=args.catalog_epoch, astrometry=args.astrometry,
+                                                     epsf_calibration=args.epsf))
     stage = args.stage
     with _client(args) as client:
         pipe = BatchPipeline(config, client=client)
@@ -406,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--astrometry", choices=("apply", "measure", "none"), default="apply",
                    help="measure each image's shift against its stars and apply it when significant (default), only "
                         "record it, or neither")
+    p.add_argument("--epsf", metavar="DIR", help="folder of IRSA's ePSF calibration files (epsf_D<n>_*.fits): the "
+                                                 "PSF of images whose files carry the older QR2 cube")
     _cluster_args(p)
     p.set_defaults(func=_cmd_batch)
 

@@ -19,7 +19,8 @@ from spxdask.per_image import ASTROMETRY_KEY
 from spxdask.photometry import measure_image
 from spxdask.photometry.galaxy import galaxy_stamps, local_jacobian
 from spxdask.photometry.motion import positions_at
-from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, true_positions
+from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, true_positions, write_epsf_calibration
+from spxdask.spherex.calibration import CalibrationError
 from spxdask.spectra import SpectraConfig
 from spxdask.spherex import L2File
 
@@ -256,3 +257,41 @@ def test_a_vanishing_galaxy_is_the_files_own_psf(layout, sky_qr2, sky_qr3):
 def test_spectra_take_the_model_flux():
     assert SpectraConfig().resolve_flux(["flux_model", "flux_model_error", "flux_psf", "flux_psf_error",
                                          "flux_total", "flux_total_error"]) == ("flux_model", "flux_model_error")
+
+
+def test_irsas_epsf_calibration_replaces_a_qr2_files_psf(moving, sky_qr3, tmp_path):
+    sky, catalog = moving
+    folder = tmp_path / "epsf"
+    write_epsf_calibration(folder, [1])
+    with_epsf = PhotometryConfig(epsf_calibration=str(folder))
+    rows, _ = _measured(sky, catalog, with_epsf)
+    bright = _bright(rows)
+    assert abs(np.median(bright.flux_psf / bright.flux_true) - 1) < 0.005
+    assert 0.85 < _robust_sigma((bright.flux_psf - bright.flux_true) / bright.flux_psf_error) < 1.3
+    with L2File(sky.files[0]) as l2:
+        own = measure_image(l2, catalog, PhotometryConfig())
+        other = measure_image(l2, catalog, with_epsf)
+    assert not np.array_equal(own.flux_psf, other.flux_psf)  # the calibration's PSF was used
+    with L2File(sky_qr3.files[0]) as l2:  # a QR3 file keeps its own ePSF
+        qr3 = pd.read_csv(sky_qr3.catalog)
+        pd.testing.assert_frame_equal(measure_image(l2, qr3, PhotometryConfig()), measure_image(l2, qr3, with_epsf))
+
+
+def test_the_epsf_calibration_is_in_the_fingerprint_and_checked_first(moving, tmp_path):
+    sky, catalog = moving
+    folder = tmp_path / "epsf"
+    write_epsf_calibration(folder, [1])
+    files = [str(p) for p in sky.files[:2]]
+    out = tmp_path / "run" / "per_image"
+    assert extract_images(files, catalog, PhotometryConfig(), out) == 2
+    assert extract_images(files, catalog, PhotometryConfig(epsf_calibration=str(folder)), out) == 2
+    assert extract_images(files, catalog, PhotometryConfig(epsf_calibration=str(folder)), out) == 0
+    write_epsf_calibration(folder, [1], gradient=0.1)  # a new version of the file: measured again
+    assert extract_images(files, catalog, PhotometryConfig(epsf_calibration=str(folder)), out) == 2
+    with pytest.raises(CalibrationError, match="no folder of ePSF calibration files"):
+        extract_images(files, catalog, PhotometryConfig(epsf_calibration=str(tmp_path / "nothing")), out)
+    other = tmp_path / "epsf_d2"
+    write_epsf_calibration(other, [2])
+    assert extract_images(files, catalog, PhotometryConfig(epsf_calibration=str(other)), out) == 0
+    manifest = pd.read_parquet(tmp_path / "run" / "manifest.parquet")
+    assert (manifest.status == "failed").all() and manifest.error.str.contains("detector D1").all()

@@ -44,6 +44,7 @@ from ..photometry import PhotometryConfig, measure_image
 from ..photometry.aperture import ASTROMETRY_ATTR
 from ..photometry.motion import MOTION_COLUMNS
 from ..source import Source
+from ..spherex import calibration
 from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.l2 import L2File
 from ..targets import MemoryTargets, TargetTable, open_targets
@@ -75,6 +76,8 @@ def fingerprint(observation: Observation, sources: pd.DataFrame, config: Photome
                  "config": config.to_dict(), "spxdask": __version__}
     if neighbours is not None:
         made_from["neighbours"] = per_image.rows_digest(neighbours[_measured_columns(neighbours)])
+    if config.epsf_calibration is not None:  # the file, not only its folder's name
+        made_from["epsf"] = calibration.stamp(config.epsf_calibration, observation.detector)
     return per_image.digest(made_from)
 
 
@@ -83,10 +86,15 @@ def _measured_columns(rows: pd.DataFrame, *first: str) -> list[str]:
     return [*first, "ra", "dec", *(c for c in MOTION_COLUMNS if c in rows)]
 
 
-def _check_epochs(targets: Targets, neighbours: Targets | None, config: PhotometryConfig) -> None:
+def _check_inputs(targets: Targets, neighbours: Targets | None, config: PhotometryConfig) -> None:
     """Raise before any image is measured when the targets or neighbours move (proper motions
     or parallaxes) but neither a ``ref_epoch`` column nor ``config.catalog_epoch`` says when
-    their positions are."""
+    their positions are, or when ``config.epsf_calibration`` names no folder of ePSF files."""
+    if config.epsf_calibration is not None:
+        folder = Path(config.epsf_calibration).expanduser()
+        if not folder.is_dir() or not any(calibration.NAME.match(p.name) for p in folder.iterdir()):
+            raise calibration.CalibrationError(f"{folder}: PhotometryConfig.epsf_calibration names no folder of "
+                                               "ePSF calibration files (epsf_D<n>_*.fits)")
     for role, catalog in (("targets", targets), ("neighbours", neighbours)):
         carried = catalog.carried if catalog is not None else ()
         moving = [c for c in ("pmra", "pmdec", "parallax") if c in carried]
@@ -143,7 +151,7 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
     """
     targets = _as_targets(sources, "targets", output_dir)
     deeper = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
-    _check_epochs(targets, deeper, config)
+    _check_inputs(targets, deeper, config)
     with L2File(image_path) as l2:
         observation = observation_of(l2, str(image_path))
         out = Path(output_dir) / per_image.file_name(observation.obs_id, observation.detector)
@@ -281,7 +289,7 @@ def extract_images(images: Sequence[Observation | str] | Records, sources: pd.Da
     manifest = Path(manifest_path) if manifest_path else RunLayout(output_dir.parent).manifest
     targets = _as_targets(sources, "targets", output_dir)
     near = _as_targets(neighbours, "neighbours", output_dir) if neighbours is not None else None
-    _check_epochs(targets, near, config)
+    _check_inputs(targets, near, config)
     measure = functools.partial(_extract, out_dir=str(output_dir), config=config, tid_type=targets.targetid_type,
                                 skip_existing=skip_existing, run=uuid.uuid4().hex, storage_options=storage_options)
     count = len(images)

@@ -26,8 +26,10 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import cKDTree
 
 from .. import per_image
+from ..spherex.calibration import calibration_epsf
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
+from ..spherex.psf import ZonedPSF
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .astrometry import MAX_SHIFT_PX, Astrometry, combine, measure_shift
 from .background import background_regions, fit_zodi_scale, zodi_row_step
@@ -141,9 +143,10 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     else:  # image - 0 x image keeps the image (and its non-finite pixels) as it is
         zodi, zodi_scale = image, 0.0
 
+    psf = psf_of(l2, config)
     astrometry = None
     if config.psf_fit and config.astrometry != "none":
-        astrometry = _astrometry(l2, image, zodi, variance, flags, zodi_scale, x, y, _point(sources, rows), extra,
+        astrometry = _astrometry(l2, psf, image, zodi, variance, flags, zodi_scale, x, y, _point(sources, rows), extra,
                                  config)
         if astrometry.applied:
             sx, sy = astrometry.dx / pixel_scale(l2, config), astrometry.dy / pixel_scale(l2, config)
@@ -154,7 +157,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     bg, bg_err = pix.bg, pix.bg_error
     raw, raw_err = pix.flux, np.sqrt(pix.variance)
     # one set of PSF stamps serves the aperture correction (its central pixels) and the fit
-    stamps = l2.psf.stamps(*l2.parent_pixel(x, y), max(m, m_psf))
+    stamps = psf.stamps(*l2.parent_pixel(x, y), max(m, m_psf))
     centre = slice(stamps.shape[1] // 2 - m, stamps.shape[1] // 2 + m + 1)
     fraction = np.einsum("nab,nab->n", pix.weights, stamps[:, centre, centre])
     with np.errstate(divide="ignore"):
@@ -188,7 +191,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
         psf_to_ujy = to_ujy if config.pixel_area == "local" else UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y)
         model = models(sources)[rows]
-        fit = _psf_columns(l2, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, model,
+        fit = _psf_columns(l2, psf, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, model,
                            sources.iloc[rows].reset_index(drop=True), extra, config)
         for kind in ("psf", "model"):
             flux, error = fit[f"flux_{kind}"] * psf_to_ujy, fit[f"flux_{kind}_error"] * psf_to_ujy
@@ -254,7 +257,25 @@ def _point(sources: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return np.isin(kind, POINT_TYPES)
 
 
-def _astrometry(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+def psf_of(l2: L2File, config: PhotometryConfig) -> ZonedPSF:
+    """The PSF ``l2`` is measured with: its own, or for a file with the QR2 optical-PSF cube
+    its detector's ePSF from ``config.epsf_calibration``.
+
+    Parameters
+    ----------
+    l2 : L2File
+    config : PhotometryConfig
+
+    Returns
+    -------
+    ZonedPSF
+    """
+    if config.epsf_calibration is not None and l2.layout == "qr2":
+        return calibration_epsf(config.epsf_calibration, l2.meta.detector)
+    return l2.psf
+
+
+def _astrometry(l2: L2File, psf: ZonedPSF, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                 zodi_scale: float, x: np.ndarray, y: np.ndarray, point: np.ndarray,
                 neighbours: Neighbours | None, config: PhotometryConfig) -> Astrometry:
     """The image's shift (:mod:`.astrometry`) from the targets at (x, y) that are ``point``
@@ -263,7 +284,7 @@ def _astrometry(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.nd
         x, y = np.concatenate([x, neighbours.x]), np.concatenate([y, neighbours.y])
         point = np.concatenate([point, np.zeros(neighbours.x.size, bool)])
     offset, error, _ = measure_shift(image, zodi, variance, flags, zodi_scale, x, y,
-                                     lambda u, v, half: l2.psf.stamps(*l2.parent_pixel(u, v), half), candidates=point,
+                                     lambda u, v, half: psf.stamps(*l2.parent_pixel(u, v), half), candidates=point,
                                      m=max(2, int(math.ceil(config.psf_fit_radius))), bad_mask=config.bad_mask)
     return combine(offset, error, scale=pixel_scale(l2, config), max_rms=config.astrometry_max_rms,
                    apply=config.astrometry == "apply")
@@ -286,7 +307,7 @@ def _rows_used(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, r: float, r
     return used
 
 
-def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+def _psf_columns(l2: L2File, psf: ZonedPSF, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                  zodi_scale: float, x: np.ndarray, y: np.ndarray, stamps: np.ndarray, bg: np.ndarray,
                  model: np.ndarray, shapes: pd.DataFrame, neighbours: Neighbours | None,
                  config: PhotometryConfig) -> dict[str, np.ndarray]:
@@ -301,7 +322,7 @@ def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.n
     local_bg = bg
     if neighbours is not None:
         x, y = np.concatenate([x, neighbours.x]), np.concatenate([y, neighbours.y])
-        stamps = np.concatenate([stamps, l2.psf.stamps(*l2.parent_pixel(neighbours.x, neighbours.y), m)])
+        stamps = np.concatenate([stamps, psf.stamps(*l2.parent_pixel(neighbours.x, neighbours.y), m)])
         # a neighbour's local background: that of the nearest target (only "local" uses it)
         local_bg = np.concatenate([bg, bg[neighbours.nearest]])
         model = np.concatenate([model, models(neighbours.rows)])
@@ -321,7 +342,7 @@ def _psf_columns(l2: L2File, image: np.ndarray, zodi: np.ndarray, variance: np.n
     if extended.size:
         n_sersic, r_e, q, theta = shape_parameters(shapes.iloc[extended], model[extended])
         stamps = stamps.copy()
-        stamps[extended] = galaxy_stamps(l2.psf, *l2.parent_pixel(x[extended], y[extended]),
+        stamps[extended] = galaxy_stamps(psf, *l2.parent_pixel(x[extended], y[extended]),
                                          local_jacobian(l2.wcs, x[extended], y[extended]), n_sersic, r_e, q, theta, m)
         modelled = fit(stamps)
     return {"flux_psf": point.flux[:n], "flux_psf_error": np.sqrt(point.variance[:n]), "psf_chi2": point.chi2[:n],

@@ -90,6 +90,10 @@ class PhotometryConfig(Config):
     astrometry_max_rms : float
         The stars' scatter about the shift (arcsec) above which an image's astrometry is not
         trusted (recorded, not applied).
+    epsf_calibration : str, optional
+        A folder of IRSA's ePSF calibration files (``epsf_D<n>_*.fits``): images whose files
+        carry the QR2 optical-PSF cube are measured with their detector's effective PSF from
+        it instead (:mod:`spxdask.spherex.calibration`); QR3 files keep their own ePSF.
     """
 
     aperture_method: str = "fwhm"
@@ -119,6 +123,7 @@ class PhotometryConfig(Config):
     catalog_epoch: float | None = None
     astrometry: str = "apply"
     astrometry_max_rms: float = 1.0
+    epsf_calibration: str | None = None
 
     drop_unknown: ClassVar[bool] = True  # the reference's from_dict drops unknown keys
 
@@ -132,6 +137,8 @@ class PhotometryConfig(Config):
         need(self.psf_background in PSF_BACKGROUNDS, "psf_background", f"must be one of {PSF_BACKGROUNDS}")
         need(0.5 <= float(self.psf_fit_radius) <= 10, "psf_fit_radius", "must be within 0.5 .. 10 pixels")
         need(self.astrometry in ASTROMETRY, "astrometry", f"must be one of {ASTROMETRY}")
+        if self.epsf_calibration is not None:
+            self.epsf_calibration = str(self.epsf_calibration)
         need(self.catalog_epoch is None or 1900 <= float(self.catalog_epoch) <= 2100, "catalog_epoch",
              "must be a Julian year (e.g. 2016.0) or None")
         for name in ("aperture_diameter", "astrometry_max_rms", "fwhm_multiplier", "min_annulus_area", "max_outer_radius",

@@ -151,6 +151,33 @@ def psf_extension(detector: int, layout: str, gradient: float = 0.0,
     h["HISTORY"] = f"Calibration source file: epsf_D{detector}_synthetic.fits"
     return hdu
 
+def write_epsf_calibration(folder: str | Path, detectors, *, gradient: float = 0.0) -> list[Path]:
+    """IRSA-style ePSF calibration files of the simulator's PSF, one per detector
+    (``epsf_D<n>_spx_cal-epsf-sim.fits``: an empty primary HDU and the ``EPSF`` table QR3 files
+    carry), for measuring QR2 files with the effective PSF.
+
+    Parameters
+    ----------
+    folder : path
+    detectors : iterable of int
+    gradient : float
+        The sky's ``SimConfig.psf_gradient``.
+
+    Returns
+    -------
+    list of Path
+    """
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for detector in detectors:
+        path = root / f"epsf_D{detector}_spx_cal-epsf-sim.fits"
+        with atomic_path(path) as tmp:
+            fits.HDUList([fits.PrimaryHDU(), psf_extension(detector, "qr3", gradient)]).writeto(tmp)
+        written.append(path)
+    return written
+
+
 def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.DataFrame]:
     """The L2 file of ``spec`` and its truth rows.
 

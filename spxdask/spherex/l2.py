@@ -26,7 +26,7 @@ from .._io import is_remote, is_transient
 from ..geometry import grid_corners
 from .format import EPSF, FLAGS, IMAGE, IMAGE_HDUS, PSF, REQUIRED_KEYWORDS, VARIANCE, WCS_WAVE, ZODI
 from .headers import celestial_wcs, numeric_value, psf_header_transposed, psf_zones
-from .psf import EffectivePSF, OversampledPSF
+from .psf import EffectivePSF, OversampledPSF, epsf_table
 from .units import pixel_area_arcsec2
 from .wave import wave_lookup, wave_map
 
@@ -610,15 +610,7 @@ class L2File:
         ``+psffix1`` have their transposed zone centres corrected (IRSA's PSF erratum)."""
         with _reading(self.source, "bad PSF extension"):
             if self.layout == "qr3":
-                hdu = self._hdus[EPSF]
-                t = hdu.data
-                n = int(np.sqrt(np.asarray(t["EPSF"][0]).size))
-                return EffectivePSF(
-                    data=np.asarray(t["EPSF"], float).reshape(len(t), n, n),
-                    xctr=np.asarray(t["XCENTER"], float) - 1,
-                    yctr=np.asarray(t["YCENTER"], float) - 1,
-                    oversamp=int(hdu.header.get("OVSMPX", 5)),
-                )
+                return epsf_table(self._hdus[EPSF])
             hdu = self._hdus[PSF]
             xctr, yctr, oversamp = psf_zones(self._header_text(PSF))
             if psf_header_transposed(self.meta.version):  # IRSA's PSF erratum, corrected

@@ -9,7 +9,10 @@ native pixel values normalised to unit total flux. No Dask in here.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
@@ -129,6 +132,11 @@ def _integrate_pixels(words, swap, n_zone, crop, zones, v0, u0, n_pix, step):
     return out
 
 
+#: The effective PSFs' transforms of the zones (:meth:`ZonedPSF.transform`), oldest first.
+_TRANSFORMS: OrderedDict = OrderedDict()
+_TRANSFORMS_KEPT = 2000
+
+
 @dataclass(frozen=True)
 class ZonedPSF:
     """PSFs per detector zone: ``data`` (n_zone, ny, nx) sampled ``oversamp`` times per native
@@ -149,17 +157,35 @@ class ZonedPSF:
         """How far from the source (native px) the planes reach."""
         return (max(self.data.shape[1:]) - 1) / 2 / self.oversamp + 0.5
 
-    def transform(self, zones: np.ndarray, f: np.ndarray) -> np.ndarray:
+    @cached_property
+    def digest(self) -> str:
+        """A digest of the planes and zones: the same PSF in another file has the same one."""
+        h = hashlib.blake2b(np.ascontiguousarray(self.data).tobytes(), digest_size=16)
+        h.update(np.concatenate([self.xctr, self.yctr]).tobytes())
+        return f"{type(self).__name__}-{self.oversamp}-{h.hexdigest()}"
+
+    def transform(self, zones: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
         """The Fourier transform of the effective PSF (the PSF integrated over a native pixel,
-        unit total) of each zone in ``zones``, on the grid ``f`` x ``f`` (cycles per native
-        pixel; rows along y, columns along x): (len(zones), len(f), len(f)), complex."""
+        unit total) of each zone in ``zones``, on the grid ``fy`` x ``fx`` (cycles per native
+        pixel): (len(zones), len(fy), len(fx)), complex. Each zone's is kept (a bounded cache
+        per process): every file of a detector carries the same PSF."""
+        grid = (fy.size, float(fy[0]), float(fy[-1]), fx.size, float(fx[0]), float(fx[-1]))
+        missing = [z for z in map(int, zones) if (self.digest, z, grid) not in _TRANSFORMS]
+        if missing:
+            for z, plane in zip(missing, self._transform(np.array(missing), fy, fx)):
+                _TRANSFORMS[(self.digest, z, grid)] = plane
+            while len(_TRANSFORMS) > _TRANSFORMS_KEPT:
+                _TRANSFORMS.popitem(last=False)
+        return np.stack([_TRANSFORMS[(self.digest, int(z), grid)] for z in zones])
+
+    def _transform(self, zones: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
         _, ny, nx = self.data.shape
         uy = (np.arange(ny) - (ny - 1) / 2) / self.oversamp
         ux = (np.arange(nx) - (nx - 1) / 2) / self.oversamp
-        ay, ax = np.exp(-2j * np.pi * np.outer(f, uy)), np.exp(-2j * np.pi * np.outer(f, ux))
+        ay, ax = np.exp(-2j * np.pi * np.outer(fy, uy)), np.exp(-2j * np.pi * np.outer(fx, ux))
         planes = np.asarray(self.data[zones], dtype=float)
         out = ay @ (planes / planes.sum(axis=(1, 2), keepdims=True)) @ ax.T
-        return out * self._sample_response(f)[:, None] * self._sample_response(f)[None, :]
+        return out * self._sample_response(fy)[:, None] * self._sample_response(fx)[None, :]
 
     def _sample_response(self, f: np.ndarray) -> np.ndarray:
         """What turns the samples' transform into the effective PSF's, along one axis."""
@@ -221,3 +247,23 @@ class EffectivePSF(ZonedPSF):
         e = np.ascontiguousarray(self.data, dtype=float)
         totals = e.sum(axis=(1, 2)) / self.oversamp**2
         return _sample_bicubic(e, zones, sy, sx) / totals[zones][:, None, None]
+
+
+def epsf_table(hdu) -> EffectivePSF:
+    """The ePSF of an ``EPSF`` binary table (a QR3 file's HDU, or an ePSF calibration file's):
+    one row per zone, columns ``XCENTER``, ``YCENTER`` (1-based parent pixels) and ``EPSF``
+    (n² samples, x fast), ``OVSMPX`` samples per native pixel in its header.
+
+    Parameters
+    ----------
+    hdu : astropy.io.fits.BinTableHDU
+
+    Returns
+    -------
+    EffectivePSF
+    """
+    table = hdu.data
+    n = int(np.sqrt(np.asarray(table["EPSF"][0]).size))
+    return EffectivePSF(data=np.asarray(table["EPSF"], float).reshape(len(table), n, n),
+                        xctr=np.asarray(table["XCENTER"], float) - 1, yctr=np.asarray(table["YCENTER"], float) - 1,
+                        oversamp=int(hdu.header.get("OVSMPX", 5)))
