@@ -243,6 +243,8 @@ def write(rows: pd.DataFrame, path: str | Path, targetid_type: pa.DataType, *, f
     """
     if targetid_type == pa.string():
         rows = rows.assign(targetid=rows["targetid"].astype(str))
+    rows = rows.copy(deep=False)
+    rows.attrs = {}  # the kernel's records go to the metadata keys above, not to pandas' metadata
     table = pa.Table.from_pandas(rows, schema=schema(targetid_type, fingerprint=fingerprint, run=run,
                                                      astrometry=astrometry), preserve_index=False)
     write_parquet_atomic(table, Path(path))

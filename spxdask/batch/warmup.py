@@ -21,9 +21,13 @@ from ..spherex import L2File
 
 @functools.cache
 def compile_loops() -> None:
-    """Run the photometry loops (the joint PSF fit included) once, on a tiny simulated image
-    read as in a run, so a run of either PSF layout finds them compiled. Once per process."""
+    """Run the photometry loops (the joint PSF fit and the galaxy models included: an
+    exponential and a de Vaucouleurs source, whose profiles are the commonest) once, on a tiny
+    simulated image read as in a run, so a run of either PSF layout finds them compiled. Once
+    per process."""
     with tempfile.TemporaryDirectory(prefix="spxdask-compile-") as tmp:
         path, _, catalog = write_tiny_image(tmp)
+        kind = ["EXP", "DEV"] + ["PSF"] * (len(catalog) - 2)
+        shaped = catalog[["targetid", "ra", "dec"]].assign(type=kind, shape_r=2.0, shape_e1=0.1, shape_e2=0.0)
         with L2File(path) as l2:
-            measure_image(l2, catalog[["targetid", "ra", "dec"]], PhotometryConfig())
+            measure_image(l2, shaped, PhotometryConfig())

@@ -22,8 +22,8 @@ from scipy.spatial import cKDTree
 MIN_SNR = 30.0
 #: Fewest stars for a shift.
 MIN_STARS = 5
-#: The brightest this many candidates are centroided (enough for an error of ~0.003 px).
-MAX_STARS = 400
+#: The brightest this many candidates are centroided (enough for an error of ~0.0003 px).
+MAX_STARS = 200
 #: A shift is applied when its χ² (two axes) exceeds this: 4σ.
 SIGNIFICANT_CHI2 = 16.0
 #: Larger shifts are not applied (a centroid is sought within this of its catalog pixel).
@@ -31,7 +31,7 @@ MAX_SHIFT_PX = 1.0
 #: A star whose centroid is this many of its errors from the mean, or more, is clipped.
 CLIP = 5.0
 _STEP = 0.05  # px, finite difference of the PSF derivatives
-_ITERATIONS = 3
+_ITERATIONS, _CONVERGED = 4, 1e-3  # px
 
 #: The outcomes :attr:`Astrometry.status` can take.
 STATUSES = ("applied", "not significant", "measured", "too few stars", "too large", "untrusted")
@@ -138,7 +138,7 @@ def measure_shift(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fla
     if pick.size < MIN_STARS:
         return empty
     px, py = x[pick].copy(), y[pick].copy()
-    for _ in range(_ITERATIONS):
+    for _ in range(_ITERATIONS):  # until the centroids (most of them) stop moving
         params, cov = _fit(value, weight, px, py, ix[pick], iy[pick], stamps_at, m)
         flux = params[:, 0]
         good = flux > 0
@@ -149,6 +149,8 @@ def measure_shift(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, fla
         bound = MAX_SHIFT_PX + 0.5 - 2 * _STEP
         px = np.clip(px + step_x, ix[pick] - bound, ix[pick] + bound)
         py = np.clip(py + step_y, iy[pick] - bound, iy[pick] + bound)
+        if np.median(np.abs(np.concatenate([step_x, step_y]))) < _CONVERGED:
+            break
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = flux / np.sqrt(cov[:, 0, 0])
         error = np.column_stack([np.sqrt(cov[:, 1, 1]), np.sqrt(cov[:, 2, 2])]) / np.abs(flux)[:, None]
@@ -222,9 +224,12 @@ def _fit(value: np.ndarray, weight: np.ndarray, x: np.ndarray, y: np.ndarray, ix
          stamps_at: Callable, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least squares per star of value = f P + a ∂P/∂x + b ∂P/∂y + c over its box,
     P at (x, y); the parameters (f, a, b, c) and their covariance."""
-    centre = _boxed(stamps_at, x, y, ix, iy, m)
-    d_x = (_boxed(stamps_at, x + _STEP, y, ix, iy, m) - _boxed(stamps_at, x - _STEP, y, ix, iy, m)) / (2 * _STEP)
-    d_y = (_boxed(stamps_at, x, y + _STEP, ix, iy, m) - _boxed(stamps_at, x, y - _STEP, ix, iy, m)) / (2 * _STEP)
+    # the stamps at (x, y) and a step either side along x and y, in one call
+    shift_x, shift_y = np.array([0, _STEP, -_STEP, 0, 0]), np.array([0, 0, 0, _STEP, -_STEP])
+    every = _boxed(stamps_at, (x[None, :] + shift_x[:, None]).ravel(), (y[None, :] + shift_y[:, None]).ravel(),
+                   np.tile(ix, 5), np.tile(iy, 5), m).reshape(5, len(x), 2 * m + 1, 2 * m + 1)
+    centre = every[0]
+    d_x, d_y = (every[1] - every[2]) / (2 * _STEP), (every[3] - every[4]) / (2 * _STEP)
     # f P(x + δx) ≈ f P(x) + (f δx) ∂P/∂x: a = f δx, b = f δy
     design = np.stack([centre, d_x, d_y, np.ones_like(centre)], axis=-1).reshape(len(x), -1, 4)
     w = weight.reshape(len(x), -1)

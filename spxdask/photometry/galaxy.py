@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 import pandas as pd
 from scipy.special import gammaincinv, j0
@@ -34,14 +35,16 @@ SERSIC = {"REX": 1.0, "EXP": 1.0, "DEV": 4.0}
 POINT_TYPES = ("PSF", "DUP")
 #: The shape columns (Tractor's names and units).
 SHAPE_COLUMNS = ("type", "shape_r", "shape_e1", "shape_e2", "sersic")
-#: Frequencies (cycles per native pixel) beyond this carry no light of SPHEREx's effective PSF.
-MAX_FREQUENCY = 2.5
+#: Frequencies (cycles per native pixel) beyond this are left out: the point stamps of the
+#: sharpest effective PSF (D1) move by < 5·10⁻⁴ of their peak.
+MAX_FREQUENCY = 1.75
 #: Sérsic profiles are tabulated every SERSIC_STEP in n (linear between them: < 1e-3 of the total).
 SERSIC_STEP = 0.2
-#: The profiles' transforms are tabulated at these frequencies (cycles per half-light radius):
-#: finely where they fall, coarsely in their tails.
-_KAPPA = np.concatenate([np.arange(0, 8, 0.01), np.arange(8, 30.01, 0.1)])
-_CHUNK = 32
+#: Galaxies are modelled in classes of their reach (px), each on the frequency grid of its
+#: upper bound (the same for every image: the PSF's transforms are reused).
+REACH_CLASSES = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
+#: The profiles' transforms are tabulated every _KAPPA_STEP cycles per half-light radius.
+_KAPPA_STEP, _KAPPA_COUNT = 0.02, 1501
 
 
 def models(sources: pd.DataFrame) -> np.ndarray:
@@ -118,37 +121,93 @@ def galaxy_stamps(psf, xp: np.ndarray, yp: np.ndarray, jacobian: np.ndarray, n: 
     ct, st = np.cos(theta), np.sin(theta)
     rotate = np.stack([np.stack([ct, -st], -1), np.stack([st, ct], -1)], -2)
     shape = jacobian @ rotate @ (np.stack([r_e, q * r_e], -1)[:, None, :] * np.eye(2))
-    reach = TRUNCATE * float(np.max(np.abs(shape).sum(axis=2)))
-    # the model reaches half_width + reach from the source: its periodic copies miss the stamp
-    period = psf.half_width() + reach + m + 1.5
-    count = int(np.ceil(2 * MAX_FREQUENCY * period / 2)) * 2
-    f = (np.arange(count) - count // 2) / period
+    reach = TRUNCATE * np.abs(shape).sum(axis=2).max(axis=1)
+    size_class = np.searchsorted(REACH_CLASSES, reach)
     zones = psf.zone(xp, yp)
-    used, zone_of = np.unique(zones, return_inverse=True)
-    effective = psf.transform(used, f)
-    fy, fx = np.meshgrid(f, f, indexing="ij")
-    offs = np.arange(-m, m + 1)
+    step = np.floor(np.asarray(n) / SERSIC_STEP + 1e-9).astype(np.int64)
+    share = np.asarray(n) / SERSIC_STEP - step
+    tables = np.stack([_profile_transform(int(s)) for s in range(step.min(), step.max() + 2)])
     dx, dy = np.asarray(xp) - np.round(xp), np.asarray(yp) - np.round(yp)
-    for start in range(0, k, _CHUNK):
-        part = slice(start, min(start + _CHUNK, k))
-        # |shapeᵀ f|: the circular profile's argument, in cycles per half-light radius
-        sx = shape[part, 0, 0, None, None] * fx + shape[part, 1, 0, None, None] * fy
-        sy = shape[part, 0, 1, None, None] * fx + shape[part, 1, 1, None, None] * fy
-        profile = np.empty(sx.shape)
-        radius = np.hypot(sx, sy)
-        # tables every SERSIC_STEP in n, interpolated linearly between the two around each n
-        lower = np.floor(n[part] / SERSIC_STEP + 1e-9).astype(int)
-        for step in np.unique(lower):
-            same = lower == step
-            share = (n[part][same] / SERSIC_STEP - step)[:, None, None]
-            below = np.interp(radius[same], _KAPPA, _profile_transform(step), right=0.0)
-            above = np.interp(radius[same], _KAPPA, _profile_transform(step + 1), right=0.0) if share.any() else 0.0
-            profile[same] = (1 - share) * below + share * above
-        spectrum = effective[zone_of[part]] * profile
-        # the stamp's pixel centres lie at offs - (dx, dy) from the source
-        wy = np.exp(2j * np.pi * (offs[None, :, None] - dy[part, None, None]) * f[None, None, :])
-        wx = np.exp(2j * np.pi * (offs[None, :, None] - dx[part, None, None]) * f[None, None, :])
-        out[part] = (wy @ spectrum @ wx.transpose(0, 2, 1)).real / period**2
+    for c in np.unique(size_class):
+        mine = np.flatnonzero(size_class == c)
+        # the model reaches half_width + reach from the source: its periodic copies miss the stamp
+        period = psf.half_width() + float(REACH_CLASSES[min(c, REACH_CLASSES.size - 1)]) + m + 1.5
+        if c == REACH_CLASSES.size:  # beyond the last class: its own period
+            period = psf.half_width() + float(reach[mine].max()) + m + 1.5
+        count = int(np.ceil(MAX_FREQUENCY * period)) * 2
+        f = (np.arange(count) - count // 2) / period
+        used, zone_of = np.unique(zones[mine], return_inverse=True)
+        effective = psf.transform(used, f, f[count // 2:])  # the half plane fx >= 0 (see _inverse)
+        out[mine] = _inverse(effective.real.copy(), effective.imag.copy(), zone_of.astype(np.int64), tables,
+                             step[mine] - step.min(), share[mine], np.ascontiguousarray(shape[mine]), dx[mine],
+                             dy[mine], f, m, _KAPPA_STEP) / period**2
+    return out
+
+
+@numba.njit(cache=True)
+def _phases(f, m, d, re, im):
+    """``re + i im`` [j, a] = exp(2πi f[j] (a - m - d)), f[j] = (j - count / 2) / period."""
+    count, size = f.size, re.shape[1]
+    step = f[1] - f[0]
+    for a in range(size):
+        u = a - m - d
+        first = 2 * np.pi * f[0] * u
+        cr, ci = np.cos(first), np.sin(first)
+        sr, si = np.cos(2 * np.pi * step * u), np.sin(2 * np.pi * step * u)
+        for j in range(count):
+            re[j, a], im[j, a] = cr, ci
+            cr, ci = cr * sr - ci * si, cr * si + ci * sr
+
+
+@numba.njit(cache=True, fastmath=True)
+def _inverse(effective_re, effective_im, zone_of, tables, step, share, shape, dx, dy, f, m, kappa_step):
+    """Per galaxy g: Σ over the frequency grid f x f of the zone's effective PSF transform x the
+    profile's (its table row ``step[g]`` and the next, mixed by ``share[g]``, at |shapeᵀ f|) x
+    the phase of each stamp pixel centre's offset from the source (real part)."""
+    k, count, size = zone_of.size, f.size, 2 * m + 1
+    half = count // 2  # f[half] = 0
+    n_kappa = tables.shape[1]
+    out = np.zeros((k, size, size))
+    wyr, wyi = np.empty((count, size)), np.empty((count, size))
+    wxr, wxi = np.empty((count, size)), np.empty((count, size))
+    row_re, row_im = np.empty((count, size)), np.empty((count, size))
+    for g in range(k):
+        # phases e^{2πi f_j (a - m - d)}: two exponentials per axis, the rest by products
+        _phases(f, m, dy[g], wyr, wyi)
+        _phases(f, m, dx[g], wxr, wxi)
+        row_re[:] = 0.0
+        row_im[:] = 0.0
+        s00, s01, s10, s11 = shape[g, 0, 0], shape[g, 0, 1], shape[g, 1, 0], shape[g, 1, 1]
+        low, high, w = tables[step[g]], tables[step[g] + 1], share[g]
+        z = zone_of[g]
+        # the model is real: the terms at -f are the conjugates of those at f, so the half
+        # plane fx >= 0 counted twice (fx = 0 once) gives the real part of the sum
+        for iy in range(count):
+            fy = f[iy]
+            for ix in range(half, count):
+                fx = f[ix]
+                u = s00 * fx + s10 * fy
+                v = s01 * fx + s11 * fy
+                kappa = np.sqrt(u * u + v * v) / kappa_step
+                i = int(kappa)
+                if i >= n_kappa - 1:
+                    continue
+                t = kappa - i
+                p = low[i] + t * (low[i + 1] - low[i])
+                if w > 0:
+                    p += w * (high[i] + t * (high[i + 1] - high[i]) - p)
+                if ix > half:
+                    p *= 2.0
+                er, ei = effective_re[z, iy, ix - half] * p, effective_im[z, iy, ix - half] * p
+                for a in range(size):
+                    row_re[ix, a] += er * wyr[iy, a] - ei * wyi[iy, a]
+                    row_im[ix, a] += er * wyi[iy, a] + ei * wyr[iy, a]
+        for a in range(size):
+            for b in range(size):
+                acc = 0.0
+                for ix in range(half, count):
+                    acc += row_re[ix, a] * wxr[ix, b] - row_im[ix, a] * wxi[ix, b]
+                out[g, a, b] = acc
     return out
 
 
@@ -175,15 +234,16 @@ def local_jacobian(wcs, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 @functools.cache
 def _profile_transform(step: int) -> np.ndarray:
     """The Fourier transform of the circular Sérsic profile of index ``step`` x
-    :data:`SERSIC_STEP`, half-light radius 1, cut at :data:`TRUNCATE`, unit total, at the
-    frequencies :data:`_KAPPA` (cycles per half-light radius): a Hankel transform."""
-    n = step * SERSIC_STEP
+    :data:`SERSIC_STEP`, half-light radius 1, cut at :data:`TRUNCATE`, unit total, every
+    ``_KAPPA_STEP`` cycles per half-light radius (a Hankel transform)."""
+    n = max(step, 1) * SERSIC_STEP
     b = gammaincinv(2 * n, 0.5)
     # radii dense at the centre (a cusp for large n), out to the cut
     r = TRUNCATE * np.linspace(0, 1, 1501) ** 3
     weight = np.gradient(r) * r * np.exp(-b * (r ** (1 / n) - 1))
     weight /= weight.sum()
-    return np.concatenate([j0(2 * np.pi * np.outer(part, r)) @ weight for part in np.array_split(_KAPPA, 4)])
+    kappa = np.arange(_KAPPA_COUNT) * _KAPPA_STEP
+    return np.concatenate([j0(2 * np.pi * np.outer(part, r)) @ weight for part in np.array_split(kappa, 4)])
 
 
 def _numbers(sources: pd.DataFrame, name: str) -> np.ndarray:
