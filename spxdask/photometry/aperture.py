@@ -29,7 +29,7 @@ from .. import per_image
 from ..spherex.calibration import calibration_epsf
 from ..spherex.flags import Flag
 from ..spherex.l2 import L2File, L2FormatError
-from ..spherex.psf import ZonedPSF
+from ..spherex.psf import FilePSF
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .astrometry import MAX_SHIFT_PX, Astrometry, combine, measure_shift
 from .background import background_regions, fit_zodi_scale, zodi_row_step
@@ -257,7 +257,7 @@ def _point(sources: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return np.isin(kind, POINT_TYPES)
 
 
-def psf_of(l2: L2File, config: PhotometryConfig) -> ZonedPSF:
+def psf_of(l2: L2File, config: PhotometryConfig) -> FilePSF:
     """The PSF ``l2`` is measured with: its own, or for a file with the QR2 optical-PSF cube
     its detector's ePSF from ``config.epsf_calibration``.
 
@@ -268,14 +268,14 @@ def psf_of(l2: L2File, config: PhotometryConfig) -> ZonedPSF:
 
     Returns
     -------
-    ZonedPSF
+    FilePSF
     """
     if config.epsf_calibration is not None and l2.layout == "qr2":
         return calibration_epsf(config.epsf_calibration, l2.meta.detector)
     return l2.psf
 
 
-def _astrometry(l2: L2File, psf: ZonedPSF, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+def _astrometry(l2: L2File, psf: FilePSF, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                 zodi_scale: float, x: np.ndarray, y: np.ndarray, point: np.ndarray,
                 neighbours: Neighbours | None, config: PhotometryConfig) -> Astrometry:
     """The image's shift (:mod:`.astrometry`) from the targets at (x, y) that are ``point``
@@ -307,7 +307,7 @@ def _rows_used(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, r: float, r
     return used
 
 
-def _psf_columns(l2: L2File, psf: ZonedPSF, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
+def _psf_columns(l2: L2File, psf: FilePSF, image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray,
                  zodi_scale: float, x: np.ndarray, y: np.ndarray, stamps: np.ndarray, bg: np.ndarray,
                  model: np.ndarray, shapes: pd.DataFrame, neighbours: Neighbours | None,
                  config: PhotometryConfig) -> dict[str, np.ndarray]:

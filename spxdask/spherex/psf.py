@@ -249,6 +249,10 @@ class EffectivePSF(ZonedPSF):
         return _sample_bicubic(e, zones, sy, sx) / totals[zones][:, None, None]
 
 
+#: The PSF model of a file (or of an ePSF calibration file).
+FilePSF = OversampledPSF | EffectivePSF
+
+
 def epsf_table(hdu) -> EffectivePSF:
     """The ePSF of an ``EPSF`` binary table (a QR3 file's HDU, or an ePSF calibration file's):
     one row per zone, columns ``XCENTER``, ``YCENTER`` (1-based parent pixels) and ``EPSF``
