@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_batch)
 
     p = sub.add_parser("drizzle", help="build (λ, y, x) spectral cubes of a sky box (Drizzle3D)",
-                       description="Drizzle every image overlapping a box into one 7-HDU FITS cube per detector.")
+                       description="Drizzle every image overlapping a box into one FITS cube per detector "
+                                   "(the reference's 7 HDUs, then INPUTS).")
     p.add_argument("--ra", type=float, required=True, help="box centre RA (deg)")
     p.add_argument("--dec", type=float, required=True, help="box centre Dec (deg)")
     p.add_argument("--width", type=float, required=True, help="box width (arcmin)")

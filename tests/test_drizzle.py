@@ -286,7 +286,16 @@ def test_drizzle_end_to_end_fits_layout(many, tmp_path):
     result = drizzle(cfg)
     assert list(result) == [2]
     with fits.open(result[2]) as h:
-        assert [x.name for x in h] == ["PRIMARY", "SCI", "VARIANCE", "AND_MASK", "OR_MASK", "COUNT", "WAVELENGTH"]
+        # the reference's 7 HDUs in its order, then the input frames
+        assert [x.name for x in h] == ["PRIMARY", "SCI", "VARIANCE", "AND_MASK", "OR_MASK", "COUNT", "WAVELENGTH",
+                                       "INPUTS"]
+        frames = h["INPUTS"].data
+        assert len(frames) == h[0].header["N_INPUTS"] - h[0].header["N_REJECT"] > 0
+        assert (frames["DETECTOR"] == 2).all() and (frames["WEIGHT"] > 0).all()
+        assert np.isclose(frames["WEIGHT_FRAC"].sum(), 1.0)
+        for row in frames:  # each names the file it was read from, and that file's identity
+            with fits.open(row["FILE"]) as l2:
+                assert (l2["IMAGE"].header["OBSID"], str(l2[0].header["VERSION"])) == (row["OBS_ID"], row["VERSION"])
         assert h["SCI"].data.dtype == np.dtype(">f4") and h["VARIANCE"].data.dtype == np.dtype(">f4")
         assert h["AND_MASK"].data.dtype.kind == "u" and h["AND_MASK"].header["BZERO"] == 2**31
         assert h["OR_MASK"].data.dtype.kind == "u" and h["COUNT"].data.dtype == np.dtype(">i4")

@@ -20,9 +20,9 @@ from spxdask.photometry import measure_image
 from spxdask.photometry.galaxy import galaxy_stamps, local_jacobian
 from spxdask.photometry.motion import positions_at
 from spxdask.simulate import SimConfig, make_catalog, plan_survey, simulate_sky, true_positions, write_epsf_calibration
-from spxdask.spherex.calibration import CalibrationError
 from spxdask.spectra import SpectraConfig
 from spxdask.spherex import L2File
+from spxdask.spherex.calibration import CalibrationError
 
 PIX_DEG = 6.15 / 3600
 #: 8 frames of 384² with 500 sources, as in the issue's table.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from astropy.wcs import WCS
@@ -57,6 +58,16 @@ class OutputGrid:
     detector: int
 
 
+class InputFrame(NamedTuple):
+    """An image that went into a cube: what users cite, and what spectra from the frames read."""
+
+    obs_id: str
+    detector: int
+    version: str
+    weight: float  # Σ w it added over the cube's voxels
+    file: str  # where it was read (path or URL)
+
+
 @dataclass
 class PartialCube:
     """Accumulation buffers over the box starting at (z0, y0, x0).
@@ -79,6 +90,8 @@ class PartialCube:
         Images summed, and those that contributed nothing.
     rejected : list
         (image, reason) of each of those.
+    inputs : list of InputFrame
+        The images that contributed.
     """
 
     z0: int
@@ -95,6 +108,7 @@ class PartialCube:
     n_inputs: int = 1
     n_rejected: int = 0
     rejected: list = field(default_factory=list)  # (image, reason)
+    inputs: list = field(default_factory=list)  # InputFrame of each image that contributed
 
     def __sizeof__(self) -> int:
         """Bytes held, buffers included: what Dask's memory accounting (``sys.getsizeof`` of
@@ -135,13 +149,15 @@ def combine(*partials: PartialCube) -> PartialCube:
     inputs = np.sum([p.plane_inputs for p in partials], axis=0)
     n_inputs, n_rejected = sum(p.n_inputs for p in partials), sum(p.n_rejected for p in partials)
     rejected = [r for p in partials for r in p.rejected]
+    frames = [f for p in partials for f in p.inputs]
     if len(full) <= 1:
         keep = full[0] if full else PartialCube.empty(inputs.size)
         return PartialCube(keep.z0, keep.y0, keep.x0, keep.flux, keep.weight, keep.var, keep.count, keep.and_mask,
-                           keep.or_mask, inputs, keep.cov, n_inputs, n_rejected, rejected)
+                           keep.or_mask, inputs, keep.cov, n_inputs, n_rejected, rejected, frames)
     za, ya, xa = (slice(min(p.box[k].start for p in full), max(p.box[k].stop for p in full)) for k in range(3))
     box = (za, ya, xa)
-    out = PartialCube.empty(inputs.size, box=box, n_inputs=n_inputs, n_rejected=n_rejected, rejected=rejected)
+    out = PartialCube.empty(inputs.size, box=box, n_inputs=n_inputs, n_rejected=n_rejected, rejected=rejected,
+                            inputs=frames)
     out.plane_inputs = inputs
     for p in full:
         sl = tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(p.box, box))
@@ -199,6 +215,8 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
         return rejected(n_z, l2.source, "no valid pixel lands in the output grid")
     out.count = (out.weight > 0).astype(np.int32)
     out.plane_inputs[out.box[0]] = (out.weight.reshape(out.weight.shape[0], -1) > 0).any(axis=1)
+    meta = l2.meta
+    out.inputs = [InputFrame(meta.obs_id, int(meta.detector), meta.version, float(out.weight.sum()), str(l2.source))]
     return out
 
 

@@ -52,6 +52,9 @@ class DrizzleCube:
     cov_accum : ndarray
         (len(OFFSETS), n_z, n_y, n_x): the noise shared by each voxel and its neighbour at
         each offset, Σ w w' σ².
+    inputs : list of InputFrame
+        The images that contributed: obs_id, detector, version, weight and where each was
+        read (the file's ``INPUTS`` table).
     stored : dict, optional
         A cube read from its file (:func:`~spxdask.drizzle3d.load_cube`): the file's
         ``header`` (PRIMARY), ``sci_header`` and ``wavelength`` table. Such a cube holds its
@@ -75,6 +78,7 @@ class DrizzleCube:
     plane_inputs: np.ndarray | None = None
     rejected: list = field(default_factory=list)
     cov_accum: np.ndarray = field(default_factory=lambda: np.zeros((len(OFFSETS), 0, 0, 0), np.float32))
+    inputs: list = field(default_factory=list)
     stored: dict | None = field(default=None, repr=False)
 
     #: The keys of the reference's ``load_cube`` dict, which a cube read from its file answers.
@@ -145,6 +149,7 @@ class DrizzleCube:
             cube.cov_accum[(slice(None), *box)] = partial.cov
         cube.plane_inputs = partial.plane_inputs.copy()
         cube.n_inputs, cube.n_rejected, cube.rejected = partial.n_inputs, partial.n_rejected, list(partial.rejected)
+        cube.inputs = list(partial.inputs)
         return cube
 
     @property

@@ -1,5 +1,5 @@
-"""The 7-HDU FITS file of a cube (reference layout): PRIMARY, SCI, VARIANCE, AND_MASK, OR_MASK,
-COUNT, WAVELENGTH."""
+"""The FITS file of a cube: the reference's 7 HDUs (PRIMARY, SCI, VARIANCE, AND_MASK, OR_MASK,
+COUNT, WAVELENGTH), in its order, then INPUTS (the images that went into it)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from astropy.wcs import WCS
 
 from .. import __version__
 from .._io import atomic_path
+from .accumulate import InputFrame
 from .config import Drizzle3DConfig
 from .cube import DrizzleCube, correlation_columns
 from .spectral import ZGrid
@@ -39,7 +40,7 @@ def _cube_wcs(cube: DrizzleCube) -> fits.Header:
 
 
 def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> Path:
-    """Write the cube as 7-HDU FITS, atomically.
+    """Write the cube as FITS (the reference's 7 HDUs, then INPUTS), atomically.
 
     Parameters
     ----------
@@ -64,7 +65,7 @@ def save_cube(cube: DrizzleCube, path: str | Path, overwrite: bool = False) -> P
 
 
 def cube_hdus(cube: DrizzleCube) -> list:
-    """The 7 HDUs of a cube file. The WAVELENGTH table carries, per plane, the correlation of
+    """The HDUs of a cube file (the reference's 7, then INPUTS). The WAVELENGTH table carries, per plane, the correlation of
     neighbouring voxels' noise (``CORR_<dy><dx>`` columns, :data:`~.accumulate.OFFSETS`); the
     primary header the FLAGS bits kept out (``EXCLMASK``, ``EXCLBITS``)."""
     config = cube.config
@@ -108,7 +109,31 @@ def cube_hdus(cube: DrizzleCube) -> list:
         fits.Column("N_INPUT_SC", "J", array=cube.plane_inputs if cube.plane_inputs is not None else np.zeros(n_z)),
         *(fits.Column(name, "E", array=rho) for name, rho in zip(correlation_columns(), cube.correlation.T)),
     ], name="WAVELENGTH")
-    return [primary, sci, var, and_hdu, or_hdu, count, table]
+    return [primary, sci, var, and_hdu, or_hdu, count, table, inputs_hdu(cube.inputs)]
+
+
+def inputs_hdu(inputs: list) -> fits.BinTableHDU:
+    """The ``INPUTS`` table: one row per image that went into the cube (OBS_ID, DETECTOR,
+    VERSION, WEIGHT: its Σ w over the voxels, WEIGHT_FRAC: its share, FILE: where it was read,
+    without any query string)."""
+    weight = np.array([f.weight for f in inputs], float)
+    total = weight.sum() if weight.size else 1.0
+    table = fits.BinTableHDU.from_columns([
+        fits.Column("OBS_ID", "A32", array=np.array([f.obs_id for f in inputs], dtype="U32")),
+        fits.Column("DETECTOR", "I", array=np.array([f.detector for f in inputs], np.int16)),
+        fits.Column("VERSION", "A16", array=np.array([f.version for f in inputs], dtype="U16")),
+        fits.Column("WEIGHT", "D", array=weight),
+        fits.Column("WEIGHT_FRAC", "D", array=weight / total),
+        fits.Column("FILE", f"A{max([len(_plain(f.file)) for f in inputs] + [1])}",
+                    array=np.array([_plain(f.file) for f in inputs], dtype=str)),
+    ], name="INPUTS")
+    table.header["COMMENT"] = "the input images, as they are to be cited; FILE is where each was read"
+    return table
+
+
+def _plain(location: str) -> str:
+    """A file's location without a URL's query string (where signed URLs keep their keys)."""
+    return location.split("?", 1)[0] if "://" in location else location
 
 
 def as_loaded(cube: DrizzleCube) -> dict:
@@ -151,6 +176,8 @@ def load_cube(path: str | Path) -> DrizzleCube:
         sci, variance = h["SCI"].data.astype(np.float64), h["VARIANCE"].data.astype(np.float64)
         and_mask, or_mask = h["AND_MASK"].data.astype(np.uint32), h["OR_MASK"].data.astype(np.uint32)
         count, table = h["COUNT"].data.astype(np.int32), h["WAVELENGTH"].data.copy()
+        inputs = [InputFrame(str(r["OBS_ID"]), int(r["DETECTOR"]), str(r["VERSION"]), float(r["WEIGHT"]), str(r["FILE"]))
+                  for r in (h["INPUTS"].data if "INPUTS" in h and h["INPUTS"].data is not None else [])]
     filled = np.isfinite(sci)
     bits = str(primary.get("EXCLBITS", "none"))
     ny, nx = sci.shape[1:]
@@ -165,5 +192,5 @@ def load_cube(path: str | Path) -> DrizzleCube:
         WCS(sci_header).celestial, pixscale, ZGrid.from_edges(np.append(table["LAMBDA_MIN"], table["LAMBDA_MAX"][-1])),
         np.where(filled, sci, 0.0), filled.astype(np.float64), np.where(filled, variance, 0.0), count, and_mask,
         or_mask, config, int(primary["DETECTOR"]), n_inputs=int(primary["N_INPUTS"]),
-        n_rejected=int(primary["N_REJECT"]), plane_inputs=np.asarray(table["N_INPUT_SC"], np.int32),
+        n_rejected=int(primary["N_REJECT"]), plane_inputs=np.asarray(table["N_INPUT_SC"], np.int32), inputs=inputs,
         stored={"header": primary, "sci_header": sci_header, "wavelength": table})

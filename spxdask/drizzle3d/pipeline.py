@@ -1,6 +1,6 @@
 """Drizzle3D orchestration: query the region (its polygon, not its centre) → files (read in
 place, a mirror, or fetched) → per-detector trees of partial cubes, detectors in parallel →
-7-HDU FITS per detector."""
+FITS per detector (the reference's 7 HDUs, then INPUTS)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
+from ..photometry import PhotometryConfig, measure_image
 from ..photometry.overlap import circle_weights
+from ..spherex.l2 import L2File
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from .accumulate import OFFSETS, neighbour_slices
 from .cube import DrizzleCube, correlation_columns
@@ -27,11 +29,13 @@ from .io import as_loaded, load_cube
 
 #: Columns of :func:`extract_spectrum`, in order.
 SPECTRUM_COLUMNS = ("wavelength", "flux", "flux_error", "n_images", "flag")
-METHODS = ("aperture",)
+METHODS = ("aperture", "frames")
 
 
 def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: float = 20.0,
-                     annulus: tuple[float, float] = (30.0, 45.0), method: str = "aperture") -> pd.DataFrame:
+                     annulus: tuple[float, float] = (30.0, 45.0), method: str = "aperture",
+                     photometry: PhotometryConfig | None = None, neighbours: pd.DataFrame | None = None,
+                     storage_options: dict | None = None) -> pd.DataFrame:
     """The spectrum of the source at (ra, dec) in a cube: one row per plane.
 
     Parameters
@@ -48,8 +52,19 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     annulus : (float, float)
         Inner and outer background radii (arcsec); the background is the mean of the annulus
         voxels within 3 sigma of their median (sigma from VARIANCE).
-    method : {"aperture"}
-        How voxels are weighted (an exact circular aperture).
+    method : {"aperture", "frames"}
+        ``"aperture"``: an exact circular aperture on the cube's voxels. ``"frames"``: the
+        source measured on each of the cube's input frames (its ``INPUTS``) by the batch
+        pipeline's forced photometry, the fluxes (``flux_model``) binned onto the cube's planes
+        by their wavelength (inverse-variance mean): the honest point-source spectrum, free of
+        the resampling's covariances (as jwst's maintainers advise).
+    photometry : PhotometryConfig, optional
+        How ``"frames"`` measures (default: :class:`~spxdask.PhotometryConfig`).
+    neighbours : DataFrame, optional
+        ``"frames"``: more sources (ra, dec, and any motion or shape columns) fitted with the
+        target in each frame.
+    storage_options : dict, optional
+        ``"frames"``: fsspec options for remote input frames.
 
     Returns
     -------
@@ -57,7 +72,9 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
         :data:`SPECTRUM_COLUMNS`: ``wavelength`` (µm, plane centre), ``flux`` and
         ``flux_error`` (µJy), ``n_images`` (images contributing to the voxel at the source
         position) and ``flag`` (aperture voxels masked or not covered; their light is missing
-        from ``flux``). A plane with no covered aperture voxel has NaN flux.
+        from ``flux``). A plane with no covered aperture voxel has NaN flux. With
+        ``"frames"``: ``n_images`` the frame measurements binned into the plane, ``flag``
+        those with a ``psf_quality`` reason.
 
     Raises
     ------
@@ -66,6 +83,8 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     """
     if method not in METHODS:
         raise ValueError(f"extract_spectrum: method must be one of {METHODS}, got {method!r}")
+    if method == "frames":
+        return _from_frames(_with_inputs(cube), ra, dec, photometry or PhotometryConfig(), neighbours, storage_options)
     r_in, r_out = annulus
     if not 0 < radius <= r_in < r_out:
         raise ValueError(f"extract_spectrum: need 0 < radius <= annulus[0] < annulus[1], got {radius}, {annulus}")
@@ -129,6 +148,51 @@ def _spectrum(data: dict, wcs: WCS, rho: np.ndarray, ra: float, dec: float, radi
     return pd.DataFrame({"wavelength": wl, "flux": flux, "flux_error": error,
                          "n_images": count[:, iy, ix].astype(np.int32), "flag": flag.astype(np.int32)},
                         columns=list(SPECTRUM_COLUMNS))
+
+
+def _with_inputs(cube: str | Path | dict | DrizzleCube) -> DrizzleCube:
+    """The cube with its input frames (read from its file when given a path)."""
+    if isinstance(cube, (str, Path)):
+        cube = load_cube(cube)
+    if not isinstance(cube, DrizzleCube) or not cube.inputs:
+        raise ValueError("extract_spectrum(method='frames') needs a cube that names its input frames (a cube file "
+                         "with an INPUTS table, or a DrizzleCube made by spxdask)")
+    return cube
+
+
+def _from_frames(cube: DrizzleCube, ra, dec, config: PhotometryConfig, neighbours: pd.DataFrame | None,
+                 storage_options: dict | None) -> pd.DataFrame:
+    """The spectra of the sources at (ra, dec) from the cube's input frames (see
+    :func:`extract_spectrum`): every source measured in one pass per frame."""
+    many = np.ndim(ra) > 0
+    targets = pd.DataFrame({"targetid": np.arange(np.size(ra)), "ra": np.atleast_1d(np.asarray(ra, float)),
+                            "dec": np.atleast_1d(np.asarray(dec, float))})
+    rows = []
+    for frame in cube.inputs:
+        with L2File(frame.file, storage_options=storage_options) as l2:
+            rows.append(measure_image(l2, targets, config, neighbours=neighbours))
+    measured = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["targetid"])
+    edges = cube.zgrid.edges
+    spectra = []
+    for k in range(len(targets)):
+        mine = measured[(measured["targetid"] == k) & np.isfinite(measured["flux_model_error"])
+                        & (measured["flux_model_error"] > 0)]
+        plane = np.searchsorted(edges, mine["wavelength"].to_numpy(float), side="right") - 1
+        keep = (plane >= 0) & (plane < cube.zgrid.n_z)
+        plane, mine = plane[keep], mine[keep]
+        w = 1.0 / mine["flux_model_error"].to_numpy(float) ** 2
+        sw = np.bincount(plane, w, minlength=cube.zgrid.n_z)
+        swf = np.bincount(plane, w * mine["flux_model"].to_numpy(float), minlength=cube.zgrid.n_z)
+        flagged = (mine["psf_quality"].fillna("") != "").to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spectra.append(pd.DataFrame({
+                "wavelength": cube.zgrid.centers, "flux": np.where(sw > 0, swf / sw, np.nan),
+                "flux_error": np.where(sw > 0, 1 / np.sqrt(sw), np.nan),
+                "n_images": np.bincount(plane, minlength=cube.zgrid.n_z).astype(np.int32),
+                "flag": np.bincount(plane, flagged.astype(float), minlength=cube.zgrid.n_z).astype(np.int32),
+            }, columns=list(SPECTRUM_COLUMNS)).assign(**({"source": k} if many else {})))
+    out = pd.concat(spectra, ignore_index=True)
+    return out.reindex(columns=["source", *SPECTRUM_COLUMNS]) if many else out
 
 
 def correlated_variance(coeff: np.ndarray, variance: np.ndarray, rho: np.ndarray) -> np.ndarray:
