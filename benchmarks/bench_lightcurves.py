@@ -52,7 +52,8 @@ def make_per_image(folder: Path, files: range = range(N_FILES), corner: bool = F
         rows = pick.choice(inside, n, replace=False)
         df = pd.DataFrame({c: pick.normal(size=n) for c in COLUMNS})
         df = df.assign(targetid=ids[rows], ra=ra[rows], dec=dec[rows], obs_id=f"2026W01_1A_{k:04d}_1", band=det.band,
-                       filename=f"level2_{k}.fits", quality="", psf_quality="", pipeline_version="6.5.7", release="qr2",
+                       filename=f"level2_{k}.fits", quality="", psf_quality="", model="PSF", pipeline_version="6.5.7",
+                       release="qr2",
                        flag=np.int32(0),
                        detector=np.int8(det.number), n_bad=np.int16(0), psf_n_neighbours=np.int32(0),
                        mjd=61000.0 + k / 10, wavelength=pick.uniform(det.em_min_um, det.em_max_um, n),

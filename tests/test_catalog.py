@@ -374,7 +374,7 @@ def _synthetic(root, ids, tid_type):
         n = len(ids)
         df = pd.DataFrame({c: rng.normal(size=n) for c in COLUMNS})
         df = df.assign(targetid=ids, obs_id=f"2026W01_1A_{k:04d}_1", band="D1", filename=f"f{k}.fits",
-                       quality="", psf_quality="", pipeline_version="6.5.7", release="qr2",
+                       quality="", psf_quality="", model="PSF", pipeline_version="6.5.7", release="qr2",
                        flag=np.int32(0), detector=np.int8(1), n_bad=np.int16(0), ra=150 + 0.01 * np.arange(n),
                        dec=2.0, psf_n_neighbours=np.int32(0), mjd=61000.0 + k)
         write_per_image(df[list(COLUMNS)], root / f"img{k}_D1.parquet", tid_type)

@@ -276,7 +276,8 @@ def _rows(targetid, detector, wavelength, flux, error, quality="", obs="2026W01_
                      detector=np.int8(detector), n_bad=np.int16(0), mjd=61000.0 + np.arange(n),
                      wavelength=wavelength, flux_total=flux, flux_total_error=error, flux_psf=np.nan,
                      flux_psf_error=np.nan, mag_psf_ab=np.nan, mag_psf_ab_error=np.nan, psf_chi2=np.nan,
-                     psf_corr_max=np.nan, psf_n_neighbours=np.int32(0), psf_quality=None)
+                     psf_corr_max=np.nan, psf_n_neighbours=np.int32(0), psf_quality=None, flux_model=np.nan,
+                     flux_model_error=np.nan, mag_model_ab=np.nan, mag_model_ab_error=np.nan, model=None)
 
 
 def test_sparse_and_flagged_sources_are_reported(tmp_path):
