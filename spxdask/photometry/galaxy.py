@@ -37,12 +37,15 @@ POINT_TYPES = ("PSF", "DUP")
 SHAPE_COLUMNS = ("type", "shape_r", "shape_e1", "shape_e2", "sersic")
 #: Frequencies (cycles per native pixel) beyond this are left out: the point stamps of the
 #: sharpest effective PSF (D1) move by < 5·10⁻⁴ of their peak.
-MAX_FREQUENCY = 1.75
+MAX_FREQUENCY = 1.6
 #: Sérsic profiles are tabulated every SERSIC_STEP in n (linear between them: < 1e-3 of the total).
 SERSIC_STEP = 0.2
+#: How far (px) the effective PSF reaches for the periodic copies of a model: SPHEREx's holds
+#: < 10⁻⁴ of its light beyond (what a copy adds to a stamp).
+PSF_REACH = 4.0
 #: Galaxies are modelled in classes of their reach (px), each on the frequency grid of its
 #: upper bound (the same for every image: the PSF's transforms are reused).
-REACH_CLASSES = np.array([2.0, 4.0, 8.0, 16.0, 32.0])
+REACH_CLASSES = np.array([1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 32.0])
 #: The profiles' transforms are tabulated every _KAPPA_STEP cycles per half-light radius.
 _KAPPA_STEP, _KAPPA_COUNT = 0.02, 1501
 
@@ -131,9 +134,9 @@ def galaxy_stamps(psf, xp: np.ndarray, yp: np.ndarray, jacobian: np.ndarray, n: 
     for c in np.unique(size_class):
         mine = np.flatnonzero(size_class == c)
         # the model reaches half_width + reach from the source: its periodic copies miss the stamp
-        period = psf.half_width() + float(REACH_CLASSES[min(c, REACH_CLASSES.size - 1)]) + m + 1.5
+        period = min(psf.half_width(), PSF_REACH) + float(REACH_CLASSES[min(c, REACH_CLASSES.size - 1)]) + m + 1.5
         if c == REACH_CLASSES.size:  # beyond the last class: its own period
-            period = psf.half_width() + float(reach[mine].max()) + m + 1.5
+            period = min(psf.half_width(), PSF_REACH) + float(reach[mine].max()) + m + 1.5
         count = int(np.ceil(MAX_FREQUENCY * period)) * 2
         f = (np.arange(count) - count // 2) / period
         used, zone_of = np.unique(zones[mine], return_inverse=True)
@@ -166,6 +169,7 @@ def _inverse(effective_re, effective_im, zone_of, tables, step, share, shape, dx
     the phase of each stamp pixel centre's offset from the source (real part)."""
     k, count, size = zone_of.size, f.size, 2 * m + 1
     half = count // 2  # f[half] = 0
+    f_max2 = f[0] * f[0]
     n_kappa = tables.shape[1]
     out = np.zeros((k, size, size))
     wyr, wyi = np.empty((count, size)), np.empty((count, size))
@@ -186,6 +190,8 @@ def _inverse(effective_re, effective_im, zone_of, tables, step, share, shape, dx
             fy = f[iy]
             for ix in range(half, count):
                 fx = f[ix]
+                if fx * fx + fy * fy > f_max2:  # the band limit is a disc
+                    continue
                 u = s00 * fx + s10 * fy
                 v = s01 * fx + s11 * fy
                 kappa = np.sqrt(u * u + v * v) / kappa_step
