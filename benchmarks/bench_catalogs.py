@@ -123,7 +123,8 @@ def _all_at_once(client, images: list, catalog: pd.DataFrame, folder: Path) -> N
 
 def _image_count(tmp: Path) -> list[Result]:
     """1,000 and 10,000 image records in one run, over 100 distinct small QR3 files (each
-    record its own obs_id, so its own task and output file; the files stay in the page cache):
+    record its own obs_id and file name, so its own task, output file and manifest record; the
+    files stay in the page cache):
     the scheduler's peak and the time per image beyond the tasks' own."""
     from distributed import Client, LocalCluster
 
@@ -132,8 +133,16 @@ def _image_count(tmp: Path) -> list[Result]:
     catalog = pd.read_csv(sky.catalog)
     files = _images(sky)
     out = []
+    links = tmp / "links"
+    links.mkdir()
     for count in COUNTS:
-        images = [replace(files[k % len(files)], obs_id=f"{files[k % len(files)].obs_id}x{k}") for k in range(count)]
+        # each record its own file name (a link to one of the 100 files): the manifest keeps one
+        # record per file, so records sharing a file would replace each other's (and their times)
+        images = []
+        for k in range(count):
+            link = links / f"{count}-{k}.fits"
+            link.symlink_to(files[k % len(files)].url)
+            images.append(replace(files[k % len(files)], obs_id=f"{files[k % len(files)].obs_id}x{k}", url=str(link)))
         figures = {}
         for way in ("spxdask", "baseline"):
             with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \

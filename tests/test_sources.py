@@ -167,6 +167,23 @@ def test_an_image_with_a_right_header_comes_out_unchanged(moving):
     pd.testing.assert_frame_equal(applied, plain, check_like=False)
 
 
+def test_an_image_whose_stars_disagree_or_are_too_few_keeps_its_header(offset):
+    catalog = pd.read_csv(offset.catalog)
+    with L2File(offset.files[0]) as l2:
+        plain = measure_image(l2, catalog, PhotometryConfig(astrometry="none"))
+        # the stars scatter by more than allowed: recorded, not applied
+        strict = measure_image(l2, catalog, PhotometryConfig(astrometry_max_rms=0.01))
+        # one target: nothing to measure the shift with
+        alone = measure_image(l2, catalog[catalog.targetid == plain.targetid.iloc[0]], PhotometryConfig())
+        # significant, measured, not applied
+        measured = measure_image(l2, catalog, PhotometryConfig(astrometry="measure"))
+    assert strict.attrs["astrometry"].status == "untrusted" and strict.attrs["astrometry"].rms > 0.01
+    pd.testing.assert_frame_equal(strict, plain)
+    assert alone.attrs["astrometry"].status == "too few stars" and np.isnan(alone.attrs["astrometry"].dx)
+    assert measured.attrs["astrometry"].status == "measured" and not measured.attrs["astrometry"].applied
+    pd.testing.assert_frame_equal(measured, plain)
+
+
 def test_the_astrometry_reaches_the_manifest_and_the_files_and_motions_the_fingerprint(moving, tmp_path):
     sky, catalog = moving
     out = tmp_path / "run" / "per_image"

@@ -37,7 +37,7 @@ from .config import PhotometryConfig
 from .galaxy import POINT_TYPES, galaxy_stamps, local_jacobian, models, shape_parameters
 from .motion import positions_at
 from .pixels import measure_pixels
-from .psf_fit import DEGENERATE_CORRELATION, PSFFit, fit_psf
+from .psf_fit import DEGENERATE_CORRELATION, fit_models
 
 #: Output columns of :func:`measure_image`, in order: the per-image file's (:mod:`spxdask.per_image`).
 COLUMNS = per_image.NAMES
@@ -328,26 +328,24 @@ def _psf_columns(l2: L2File, psf: FilePSF, image: np.ndarray, zodi: np.ndarray, 
         model = np.concatenate([model, models(neighbours.rows)])
         shapes = pd.concat([shapes, neighbours.rows], ignore_index=True)
 
-    def fit(with_stamps: np.ndarray) -> PSFFit:
-        return fit_psf(image, zodi, variance, flags, zodi_scale, x, y, with_stamps, radius=config.psf_fit_radius,
-                       bad_mask=config.bad_mask, background=config.psf_background, tile=config.psf_background_tile,
-                       local_background=local_bg)
-
-    point = fit(stamps)
+    extended = np.flatnonzero(model != "PSF")
+    stamp_sets = [stamps]
+    if extended.size:  # the same fit again, each galaxy with its profile
+        n_sersic, r_e, q, theta = shape_parameters(shapes.iloc[extended], model[extended])
+        modelled = stamps.copy()
+        modelled[extended] = galaxy_stamps(psf, *l2.parent_pixel(x[extended], y[extended]),
+                                           local_jacobian(l2.wcs, x[extended], y[extended]), n_sersic, r_e, q, theta, m)
+        stamp_sets.append(modelled)
+    point, *more = fit_models(image, zodi, variance, flags, zodi_scale, x, y, stamp_sets, radius=config.psf_fit_radius,
+                              bad_mask=config.bad_mask, background=config.psf_background,
+                              tile=config.psf_background_tile, local_background=local_bg)
+    fitted = more[0] if more else point
     quality = _reasons(edge=point.edge[:n], bad_pixels=point.n_bad[:n] > 0,
                        psf_degenerate=point.corr_max[:n] > DEGENERATE_CORRELATION,
                        no_pixels=~np.isfinite(point.flux[:n]))
-    extended = np.flatnonzero(model != "PSF")
-    modelled = point
-    if extended.size:
-        n_sersic, r_e, q, theta = shape_parameters(shapes.iloc[extended], model[extended])
-        stamps = stamps.copy()
-        stamps[extended] = galaxy_stamps(psf, *l2.parent_pixel(x[extended], y[extended]),
-                                         local_jacobian(l2.wcs, x[extended], y[extended]), n_sersic, r_e, q, theta, m)
-        modelled = fit(stamps)
     return {"flux_psf": point.flux[:n], "flux_psf_error": np.sqrt(point.variance[:n]), "psf_chi2": point.chi2[:n],
             "psf_n_neighbours": point.n_neighbours[:n], "psf_corr_max": point.corr_max[:n], "psf_quality": quality,
-            "flux_model": modelled.flux[:n], "flux_model_error": np.sqrt(modelled.variance[:n]), "model": model[:n]}
+            "flux_model": fitted.flux[:n], "flux_model_error": np.sqrt(fitted.variance[:n]), "model": model[:n]}
 
 
 def _reasons(**conditions: np.ndarray) -> np.ndarray:

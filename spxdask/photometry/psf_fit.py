@@ -26,6 +26,7 @@ kernel measured for it instead of fitted tile levels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numba
@@ -282,7 +283,8 @@ def _solve(normal: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray:
 def fit_psf(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray, zodi_scale: float,
             x: np.ndarray, y: np.ndarray, stamps: np.ndarray, *, radius: float, bad_mask: int,
             background: str = "fit", tile: int = 64, local_background: np.ndarray | None = None) -> PSFFit:
-    """Fit the fluxes of all sources at (x, y) jointly.
+    """Fit the fluxes of all sources at (x, y) jointly (:func:`fit_models` with one set of
+    stamps).
 
     Parameters
     ----------
@@ -309,13 +311,39 @@ def fit_psf(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np
         Per source: flux and variance (image units x pixels), reduced chi^2, neighbours,
         largest correlation, unusable pixels and edge crossing within the fit radius.
     """
+    return fit_models(image, zodi, variance, flags, zodi_scale, x, y, [stamps], radius=radius, bad_mask=bad_mask,
+                      background=background, tile=tile, local_background=local_background)[0]
+
+
+def fit_models(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np.ndarray, zodi_scale: float,
+               x: np.ndarray, y: np.ndarray, models: Sequence[np.ndarray], *, radius: float, bad_mask: int,
+               background: str = "fit", tile: int = 64, local_background: np.ndarray | None = None) -> list[PSFFit]:
+    """The joint fit of the sources at (x, y), once per set of unit-flux stamps in ``models``
+    (e.g. every source a point, then each with its own profile): the pixels are read once.
+
+    Parameters
+    ----------
+    image, zodi, variance, flags, zodi_scale, x, y
+        As :func:`fit_psf`.
+    models : sequence of ndarray
+        Sets of (n, 2m+1, 2m+1) stamps, each as :func:`fit_psf`'s ``stamps``.
+    radius, bad_mask, background, tile, local_background
+        As :func:`fit_psf`.
+
+    Returns
+    -------
+    list of PSFFit
+        One per set of stamps.
+    """
+    stamps = models[0]
     x, y = np.asarray(x, float), np.asarray(y, float)
     n, size = x.size, stamps.shape[1]
     m = size // 2
     ny, nx = image.shape
     if n == 0:
         empty = np.empty(0)
-        return PSFFit(empty, empty, empty, np.empty(0, np.int32), empty, np.empty(0, np.int16), np.empty(0, bool))
+        return [PSFFit(empty, empty, empty, np.empty(0, np.int32), empty, np.empty(0, np.int16), np.empty(0, bool))
+                for _ in models]
     ix, iy = np.round(x).astype(np.int64), np.round(y).astype(np.int64)
     r2 = float(radius) ** 2
     words, swaps = as_words([image, zodi, variance, flags], "fffi")
@@ -333,9 +361,37 @@ def fit_psf(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags: np
 
     # unknowns: the sources with usable pixels, then the fitted tiles
     active = np.flatnonzero(n_used > 0)
+    pairs = _pairs(ix, iy, active, 2 * m) if active.size else (active, active)
+    fits = []
+    for k, model in enumerate(models):
+        if k:  # the same pixels, another model: its sums from the values and weights read
+            diag, rhs, tile_sums = _model_sums(value, weight, model, tiles, ix, iy, tile, ntx)
+        fits.append(_solved(model, value, weight, diag, rhs, tiles, tile_sums, n_used, n_bad, edge, sw, swv, active,
+                            pairs, background, level_of_tile.copy(), tile, ntx, ix, iy, x, y, r2))
+    return fits
+
+
+def _model_sums(value: np.ndarray, weight: np.ndarray, stamps: np.ndarray, tiles: np.ndarray, ix: np.ndarray,
+                iy: np.ndarray, tile: int, ntx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`_boxes` sums with the stamps, for other stamps: Σ w P², Σ w P v and, per
+    tile slot, Σ w P over the box pixels in that tile."""
+    m = stamps.shape[1] // 2
+    offs = np.arange(-m, m + 1)
+    rows, cols = iy[:, None] + offs, ix[:, None] + offs
+    tile_of = (rows // tile)[:, :, None] * ntx + (cols // tile)[:, None, :]
+    wp = weight * stamps
+    tile_sums = np.stack([np.where(tile_of == tiles[:, k, None, None], wp, 0.0).sum(axis=(1, 2))
+                          for k in range(tiles.shape[1])], axis=1)
+    return (wp * stamps).sum(axis=(1, 2)), (wp * value).sum(axis=(1, 2)), tile_sums
+
+
+def _solved(stamps, value, weight, diag, rhs, tiles, tile_sums, n_used, n_bad, edge, sw, swv, active, pairs,
+            background, level_of_tile, tile, ntx, ix, iy, x, y, r2) -> PSFFit:
+    """The joint solution for one set of stamps (see :func:`fit_psf`)."""
+    n = x.size
     slot = np.full(n, -1)
     slot[active] = np.arange(active.size)
-    first, second = _pairs(ix, iy, active, 2 * m) if active.size else (active, active)
+    first, second = pairs
     cross = _pair_entries(stamps, weight, ix, iy, first, second)
     coupled = cross != 0
     first, second, cross = first[coupled], second[coupled], cross[coupled]
