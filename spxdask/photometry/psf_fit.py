@@ -362,11 +362,17 @@ def fit_models(image: np.ndarray, zodi: np.ndarray, variance: np.ndarray, flags:
     # unknowns: the sources with usable pixels, then the fitted tiles
     active = np.flatnonzero(n_used > 0)
     pairs = _pairs(ix, iy, active, 2 * m) if active.size else (active, active)
+    first_sums = (diag, rhs, tile_sums)
     fits = []
     for k, model in enumerate(models):
-        if k:  # the same pixels, another model: its sums from the values and weights read
-            diag, rhs, tile_sums = _model_sums(value, weight, model, tiles, ix, iy, tile, ntx)
-        fits.append(_solved(model, value, weight, diag, rhs, tiles, tile_sums, n_used, n_bad, edge, sw, swv, active,
+        sums = first_sums
+        if k:  # the same pixels, another model: the sums of the stamps that changed, from the values read
+            sums = tuple(a.copy() for a in first_sums)
+            changed = np.flatnonzero((model != stamps).any(axis=(1, 2)))
+            for a, b in zip(sums, _model_sums(value[changed], weight[changed], model[changed], tiles[changed],
+                                             ix[changed], iy[changed], tile, ntx)):
+                a[changed] = b
+        fits.append(_solved(model, value, weight, *sums, tiles, n_used, n_bad, edge, sw, swv, active,
                             pairs, background, level_of_tile.copy(), tile, ntx, ix, iy, x, y, r2))
     return fits
 
@@ -385,7 +391,7 @@ def _model_sums(value: np.ndarray, weight: np.ndarray, stamps: np.ndarray, tiles
     return (wp * stamps).sum(axis=(1, 2)), (wp * value).sum(axis=(1, 2)), tile_sums
 
 
-def _solved(stamps, value, weight, diag, rhs, tiles, tile_sums, n_used, n_bad, edge, sw, swv, active, pairs,
+def _solved(stamps, value, weight, diag, rhs, tile_sums, tiles, n_used, n_bad, edge, sw, swv, active, pairs,
             background, level_of_tile, tile, ntx, ix, iy, x, y, r2) -> PSFFit:
     """The joint solution for one set of stamps (see :func:`fit_psf`)."""
     n = x.size
