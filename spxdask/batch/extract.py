@@ -91,10 +91,7 @@ def _check_inputs(targets: Targets, neighbours: Targets | None, config: Photomet
     or parallaxes) but neither a ``ref_epoch`` column nor ``config.catalog_epoch`` says when
     their positions are, or when ``config.epsf_calibration`` names no folder of ePSF files."""
     if config.epsf_calibration is not None:
-        folder = Path(config.epsf_calibration).expanduser()
-        if not folder.is_dir() or not any(calibration.NAME.match(p.name) for p in folder.iterdir()):
-            raise calibration.CalibrationError(f"{folder}: PhotometryConfig.epsf_calibration names no folder of "
-                                               "ePSF calibration files (epsf_D<n>_*.fits)")
+        calibration.check_folder(config.epsf_calibration)
     for role, catalog in (("targets", targets), ("neighbours", neighbours)):
         carried = catalog.carried if catalog is not None else ()
         moving = [c for c in ("pmra", "pmdec", "parallax") if c in carried]
@@ -161,10 +158,14 @@ def process_single_image(image_path: str | Path, sources: pd.DataFrame | Sequenc
         if skip_existing and per_image.recorded_fingerprint(out) == made_from:
             return None
         table = measure_image(l2, mine, config, neighbours=near)
-    record = table.attrs.get(ASTROMETRY_ATTR)
-    per_image.write(table, out, targets.targetid_type, fingerprint=made_from,
-                    astrometry=record.to_dict() if record is not None else None)
+    per_image.write(table, out, targets.targetid_type, fingerprint=made_from, astrometry=_astrometry_of(table))
     return out
+
+
+def _astrometry_of(table: pd.DataFrame) -> dict | None:
+    """The image's astrometry record :func:`measure_image` left on its rows, as a dict."""
+    record = table.attrs.get(ASTROMETRY_ATTR)
+    return record.to_dict() if record is not None else None
 
 
 def _extract(image: Observation | str, targets: Targets, neighbours: Targets | None, *, out_dir: str,
@@ -193,8 +194,7 @@ def _extract(image: Observation | str, targets: Targets, neighbours: Targets | N
             row.update(status="ok" if made_by == run else "skipped", n_rows=footer.num_rows, run=made_by)
         else:
             table = _measured(image.url, sources, config, near, storage_options)
-            record = table.attrs.get(ASTROMETRY_ATTR)
-            astrometry = record.to_dict() if record is not None else None
+            astrometry = _astrometry_of(table)
             per_image.write(table, out, tid_type, fingerprint=made_from, run=run, astrometry=astrometry)
             row.update(status="ok", n_rows=len(table), run=run)
         row.update({ASTROMETRY_COLUMNS[k]: v for k, v in (astrometry or {}).items()})

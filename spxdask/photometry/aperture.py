@@ -34,7 +34,7 @@ from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR, ab_magnitude
 from .astrometry import MAX_SHIFT_PX, Astrometry, combine, measure_shift
 from .background import background_regions, fit_zodi_scale, zodi_row_step
 from .config import PhotometryConfig
-from .galaxy import POINT_TYPES, galaxy_stamps, local_jacobian, models, shape_parameters
+from .galaxy import POINT_TYPES, galaxy_stamps, local_jacobian, models, shape_parameters, tractor_types
 from .motion import positions_at
 from .pixels import measure_pixels
 from .psf_fit import DEGENERATE_CORRELATION, fit_models
@@ -251,10 +251,7 @@ def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray
 def _point(sources: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     """Whether each of ``sources[rows]`` is a point source (no ``type`` column, or one of
     Tractor's point types)."""
-    if "type" not in sources:
-        return np.ones(rows.size, bool)
-    kind = sources["type"].astype("string").str.strip().str.upper().fillna("PSF").to_numpy(object)[rows]
-    return np.isin(kind, POINT_TYPES)
+    return np.isin(tractor_types(sources)[rows], POINT_TYPES)
 
 
 def psf_of(l2: L2File, config: PhotometryConfig) -> FilePSF:

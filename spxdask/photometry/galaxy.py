@@ -62,13 +62,28 @@ def models(sources: pd.DataFrame) -> np.ndarray:
     -------
     ndarray of str
     """
-    if "type" not in sources:
-        return np.full(len(sources), "PSF", dtype=object)
-    kind = sources["type"].astype("string").str.strip().str.upper().fillna("PSF").to_numpy(object)
+    kind = tractor_types(sources)
     radius = _numbers(sources, "shape_r")
     sersic = _numbers(sources, "sersic")
     usable = np.isin(kind, list(SERSIC)) | ((kind == "SER") & (sersic >= 0.2) & (sersic <= 8.0))
     return np.where(usable & (radius > 0), kind, "PSF")
+
+
+def tractor_types(sources: pd.DataFrame) -> np.ndarray:
+    """Each source's Tractor ``type``, upper case, stripped; ``"PSF"`` where missing (and for
+    every source of a catalog without the column).
+
+    Parameters
+    ----------
+    sources : DataFrame
+
+    Returns
+    -------
+    ndarray of str
+    """
+    if "type" not in sources:
+        return np.full(len(sources), "PSF", dtype=object)
+    return sources["type"].astype("string").str.strip().str.upper().fillna("PSF").to_numpy(object)
 
 
 def shape_parameters(sources: pd.DataFrame, model: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

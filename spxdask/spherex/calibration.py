@@ -26,6 +26,23 @@ class CalibrationError(ValueError):
     """An ePSF calibration folder or file is unusable; the message names it."""
 
 
+def check_folder(folder: str | Path) -> None:
+    """Raise unless ``folder`` holds at least one ePSF calibration file.
+
+    Parameters
+    ----------
+    folder : path
+
+    Raises
+    ------
+    CalibrationError
+        Naming the folder.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir() or not any(NAME.match(p.name) for p in root.iterdir()):
+        raise CalibrationError(f"{root}: no folder of ePSF calibration files (epsf_D<n>_*.fits)")
+
+
 def calibration_file(folder: str | Path, detector: int) -> Path:
     """The ePSF calibration file of ``detector`` in ``folder`` (the last by name: the newest
     version when several are there).
