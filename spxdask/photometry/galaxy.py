@@ -3,8 +3,8 @@
 A catalog in the Legacy Surveys' Tractor convention says what each source looks like: ``type``
 PSF (a point), REX (round exponential), EXP (exponential), DEV (de Vaucouleurs, Sérsic n = 4)
 or SER (Sérsic, index ``sersic``); ``shape_r`` the half-light radius (arcsec) along the major
-axis; ``shape_e1``, ``shape_e2`` the ellipticity: |e| = hypot(e1, e2), axis ratio
-b/a = (1 - |e|) / (1 + |e|), major axis at θ = ½ atan2(e2, e1) from East towards North. Profiles
+axis; ``shape_e1``, ``shape_e2`` the ellipticity: ``|e| = hypot(e1, e2)``, axis ratio
+``b/a = (1 - |e|) / (1 + |e|)``, major axis at θ = ½ atan2(e2, e1) from East towards North. Profiles
 are cut at :data:`TRUNCATE` half-light radii and hold unit total flux; their fitted amplitude
 is the source's total flux.
 
@@ -180,7 +180,7 @@ def _phases(f, m, d, re, im):
 @numba.njit(cache=True, fastmath=True)
 def _inverse(effective_re, effective_im, zone_of, tables, step, share, shape, dx, dy, f, m, kappa_step):
     """Per galaxy g: Σ over the frequency grid f x f of the zone's effective PSF transform x the
-    profile's (its table row ``step[g]`` and the next, mixed by ``share[g]``, at |shapeᵀ f|) x
+    profile's (its table row ``step[g]`` and the next, mixed by ``share[g]``, at ``|shapeᵀ f|``) x
     the phase of each stamp pixel centre's offset from the source (real part)."""
     k, count, size = zone_of.size, f.size, 2 * m + 1
     half = count // 2  # f[half] = 0

@@ -85,7 +85,7 @@ class SimConfig(Config):
         that far from where the header puts them.
     galaxy_fraction : float
         Share of sources that are galaxies, of the Tractor types ``galaxy_types`` (REX, EXP,
-        DEV, SER), half-light radii in ``galaxy_radius_arcsec``, |e| up to 0.5 (REX round),
+        DEV, SER), half-light radii in ``galaxy_radius_arcsec``, ellipticities ``|e|`` up to 0.5 (REX round),
         Sérsic indices 0.7-5 (SER); ``catalog.csv`` then carries type, shape_r, shape_e1,
         shape_e2 and sersic, and the images show each profile, cut at 8 half-light radii,
         through the PSF.

@@ -258,7 +258,7 @@ def render_image(spec: ImageSpec, config: SimConfig) -> tuple[fits.HDUList, pd.D
 def _galaxy_shapes(wcs: WCS, rows: pd.DataFrame, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """Per galaxy: Sérsic index and the map (row-major 2 x 2) from the unit circle in
     half-light radii (major, minor axis) to native pixel offsets, through ``wcs`` at (ra, dec):
-    the major axis at ½ atan2(e2, e1) from East towards North, axis ratio (1 - |e|) / (1 + |e|)."""
+    the major axis at ½ atan2(e2, e1) from East towards North, axis ratio ``(1 - |e|) / (1 + |e|)``."""
     step = 1.0 / 3600  # deg
     x0, y0 = wcs.all_world2pix(ra, dec, 0)
     xe, ye = wcs.all_world2pix(ra + step / np.cos(np.radians(dec)), dec, 0)
