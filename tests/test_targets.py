@@ -133,6 +133,25 @@ def test_bad_catalogs_are_named_with_their_rows(tmp_path):
     assert not any(cache.glob("*/")) if cache.exists() else True  # nothing half-written is left
 
 
+def test_a_large_file_is_laid_out_in_a_child_process_that_names_its_faults(tmp_path):
+    """Over a million rows the layout runs in a child process (this process keeps none of its
+    memory); a bad row deep in the file is still named with file and row, and nothing is left."""
+    from spxdask.targets.open import CHILD_PROCESS_ROWS
+
+    n = CHILD_PROCESS_ROWS + 100_000
+    rng = np.random.default_rng(9)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    dec[n - 7] = np.nan
+    pd.DataFrame({"targetid": np.arange(n), "ra": rng.uniform(0, 360, n), "dec": dec}).to_parquet(tmp_path / "deep.parquet")
+    with pytest.raises(CatalogError, match=rf"deep\.parquet: missing/NaN dec on row\(s\) {n - 7}$"):
+        open_targets(tmp_path / "deep.parquet", cache=tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())
+    dec[n - 7] = 0.0
+    pd.DataFrame({"targetid": np.arange(n), "ra": rng.uniform(0, 360, n), "dec": dec}).to_parquet(tmp_path / "deep.parquet")
+    targets = open_targets(tmp_path / "deep.parquet", cache=tmp_path / "cache")
+    assert len(targets) == n and len(lsdb.open_catalog(targets.root).compute()) == n
+
+
 def test_a_dense_file_is_laid_out_in_pieces_and_small_pixels(tmp_path, monkeypatch):
     """A file read a piece at a time lands, whole and once, in pixels none of which holds more
     than the limit (dense regions get finer pixels); LSDB opens the layout; a rerun reuses

@@ -3,7 +3,11 @@ read whole (:func:`load_catalog`, :func:`load_neighbours`, the reference's funct
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,11 @@ from .table import MemoryTargets, TargetTable
 #: Bumped when :mod:`.layout` writes differently: older cached layouts are rebuilt.
 LAYOUT_VERSION = 1
 HATS_MARKERS = ("hats.properties", "properties", "collection.properties")
+#: A flat file of more rows than this is laid out in a child process: the caller's process (a
+#: notebook's, often with a LocalCluster's scheduler in it) keeps none of the memory the layout
+#: used (Arrow's and the C library's allocators keep what they free). Smaller files are laid out
+#: in place, sparing the child's start (~2 s).
+CHILD_PROCESS_ROWS = 1_000_000
 
 
 def open_targets(catalog: Any, *, cache: Path, role: str = "targets", id_column: str | None = None,
@@ -126,12 +135,45 @@ def _open_flat(path: Path, cache: Path, role: str, names: dict) -> TargetTable:
     root = cache / f"{role}-{path.stem}-{key}"
     if not (root / "hats.properties").exists() and not (root / "properties").exists():
         cache.mkdir(parents=True, exist_ok=True)
-        order = layout_order(_read(path, kind, lambda: formats.estimate_rows(path, kind)))
-        write_layout(_checked_pieces(path, kind, columns), root, order, name=f"spxdask_{role}", where=str(path))
+        _lay_out(path, kind, columns, root, role)
         for stale in cache.glob(f"{role}-{path.stem}-*"):  # the layouts of the file's earlier states
             if stale != root and stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
     return _open_hats(str(root), {**names, "id_column": None, "ra_column": None, "dec_column": None}, None)
+
+
+def _lay_out(path: Path, kind: str, columns: Columns, root: Path, role: str) -> None:
+    """Lay the file out as a HATS catalog at ``root``: in this process, or, for more than
+    :data:`CHILD_PROCESS_ROWS` rows, in a child (its :class:`CatalogError` raised here)."""
+    rows = _read(path, kind, lambda: formats.estimate_rows(path, kind))
+    job = {"path": str(path), "kind": kind, "columns": dataclasses.asdict(columns), "root": str(root),
+           "order": layout_order(rows), "role": role}
+    if rows <= CHILD_PROCESS_ROWS:
+        _write_layout(job)
+        return
+    child = [sys.executable, "-c", "import sys; from spxdask.targets.open import _child; _child(sys.argv[1])"]
+    done = subprocess.run([*child, json.dumps(job)], stderr=subprocess.PIPE, text=True, check=False)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        if done.returncode == 2:
+            raise CatalogError(last)
+        raise RuntimeError(f"{path}: laying the catalog out failed in a child process: {last}")
+
+
+def _write_layout(job: dict) -> None:
+    path = Path(job["path"])
+    columns = Columns(**{**job["columns"], "carried": tuple(job["columns"]["carried"])})
+    write_layout(_checked_pieces(path, job["kind"], columns), Path(job["root"]), job["order"],
+                 name=f"spxdask_{job['role']}", where=str(path))
+
+
+def _child(text: str) -> None:
+    """The child process's body: a :class:`CatalogError` is its last line of stderr, exit 2."""
+    try:
+        _write_layout(json.loads(text))
+    except CatalogError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
 
 
 def _open_lsdb(catalog: Any, cache: Path, role: str, names: dict) -> TargetTable:
