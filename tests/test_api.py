@@ -11,7 +11,7 @@ from pathlib import Path
 from spxdask.compat import REFERENCE_SIGNATURES
 
 PUBLIC = ["spxdask", "spxdask.archive", "spxdask.batch", "spxdask.catalog", "spxdask.cluster", "spxdask.drizzle3d",
-          "spxdask.layout", "spxdask.per_image", "spxdask.photometry", "spxdask.report", "spxdask.simulate",
+          "spxdask.layout", "spxdask.manifest", "spxdask.per_image", "spxdask.photometry", "spxdask.report", "spxdask.simulate",
           "spxdask.spectra", "spxdask.spherex", "spxdask.targets"]
 #: a config object, the subject of the function it is given to, may come by position
 SUBJECT = "config"

@@ -12,6 +12,7 @@ from distributed import Client, LocalCluster
 
 from spxdask import PhotometryConfig, Source
 from spxdask.batch import process_single_image, run_extraction
+from spxdask.manifest import append_manifest, read_manifest, write_manifest
 from spxdask.per_image import file_name as output_name
 
 
@@ -52,6 +53,26 @@ def test_selection_on_the_client_finds_exactly_the_sources_in_each_image(extract
     # 17-digit ids survive exactly
     assert set(got.targetid) <= set(catalog.targetid)
     assert got.targetid.dtype == np.int64
+
+
+def test_manifest_records_are_added_beside_it_and_folded_by_the_next_run(sky_qr2, tmp_path):
+    """A batch of records is a small file beside the manifest (the manifest is not rewritten);
+    readers see the newest record of each image; records a killed run left are folded in by the
+    next run, which adds a record per image it measures."""
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest([{"image": "a.fits", "status": "ok"}, {"image": "b.fits", "status": "failed", "error": "x"}], manifest)
+    before = manifest.read_bytes()
+    append_manifest([{"image": "b.fits", "status": "ok"}, {"image": "c.fits", "status": "failed", "error": "y"}], manifest)
+    assert manifest.read_bytes() == before and len(list(tmp_path.glob("manifest.parquet.parts/*.parquet"))) == 1
+    assert dict(read_manifest(manifest, columns=["image", "status"]).to_numpy()) == {"a.fits": "ok", "b.fits": "ok",
+                                                                             "c.fits": "failed"}
+    run_extraction(sky_qr2.archive, pd.read_csv(sky_qr2.catalog), PhotometryConfig(), tmp_path / "per_image",
+                   manifest_path=manifest)
+    assert not (tmp_path / "manifest.parquet.parts").exists()
+    folded = pd.read_parquet(manifest)
+    assert folded.image.is_unique and len(folded) == 3 + len(sky_qr2.files)
+    assert set(folded.loc[folded.image.isin(["a.fits", "b.fits"]), "status"]) == {"ok"}
+    assert (folded.status == "ok").sum() == 2 + len(sky_qr2.files)
 
 
 def test_rerun_resumes(extracted, sky_qr2):

@@ -35,11 +35,12 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import __version__, per_image
-from .._io import is_transient, write_parquet_atomic
+from .._io import is_transient
 from ..archive.local import observation_of
 from ..archive.observation import Observation, Records
 from ..cluster import compile_ahead, compute, progress_line, running_client
 from ..layout import RunLayout
+from ..manifest import ASTROMETRY_COLUMNS, append_manifest, read_manifest, write_manifest
 from ..photometry import PhotometryConfig, measure_image
 from ..photometry.aperture import ASTROMETRY_ATTR
 from ..photometry.motion import MOTION_COLUMNS
@@ -53,12 +54,6 @@ from .warmup import compile_loops
 #: Targets as the tasks read them: per footprint.
 Targets = TargetTable | MemoryTargets
 
-#: The astrometry record's fields, as the manifest names them (:class:`~spxdask.photometry.astrometry.Astrometry`).
-ASTROMETRY_COLUMNS = {"status": "astrometry", "dx": "astrometry_dx", "dy": "astrometry_dy",
-                      "dx_error": "astrometry_dx_error", "dy_error": "astrometry_dy_error", "rms": "astrometry_rms",
-                      "n_stars": "astrometry_n_stars"}
-MANIFEST_COLUMNS = ("image", "obs_id", "detector", "version", "output", "status", "error", "n_sources", "n_rows",
-                    "seconds", "fingerprint", "run", *ASTROMETRY_COLUMNS.values())
 #: Sources within this margin (deg) outside a footprint are still handed to its task.
 MARGIN_DEG = 2 * PIXEL_SCALE_ARCSEC / 3600
 #: retries of a remote file read in place after a network fault, the first after ~READ_BACKOFF s
@@ -220,35 +215,6 @@ def _measured(url: str, sources: pd.DataFrame, config: PhotometryConfig, near: p
     raise AssertionError("unreachable")
 
 
-def measured_since(path: Path, runs: set) -> int:
-    """The images the manifest at ``path`` records as measured by a run not in ``runs`` (the
-    runs it named before): what an interrupted extraction measured."""
-    if not path.exists():
-        return 0
-    manifest = pd.read_parquet(path)
-    made_by = manifest["run"] if "run" in manifest else pd.Series(None, index=manifest.index)
-    return int(((manifest["status"] == "ok") & ~made_by.isin(runs) & made_by.notna()).sum())
-
-
-def manifest_runs(path: Path) -> set:
-    """The runs the manifest at ``path`` names."""
-    if not path.exists():
-        return set()
-    manifest = pd.read_parquet(path)
-    return set(manifest["run"].dropna()) if "run" in manifest else set()
-
-
-def write_manifest(rows: list[dict], path: Path) -> None:
-    """Merge run records into the manifest: a new record of an image replaces its old one."""
-    new = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    if path.exists():
-        old = pd.read_parquet(path)
-        new = pd.concat([old[~old["image"].isin(new["image"])], new], ignore_index=True)
-    types = {"detector": "Int8", "n_sources": "Int64", "n_rows": "Int64", "astrometry_n_stars": "Int64",
-             **{c: "float64" for c in ASTROMETRY_COLUMNS.values() if c not in ("astrometry", "astrometry_n_stars")}}
-    write_parquet_atomic(new.astype(types), path)
-
-
 def extract_images(images: Sequence[Observation | str] | Records, sources: pd.DataFrame | Sequence[Source] | Targets,
                    config: PhotometryConfig, output_dir: str | Path, *, skip_existing: bool = True,
                    manifest_path: str | Path | None = None, storage_options: dict | None = None,
@@ -303,7 +269,7 @@ def extract_images(images: Sequence[Observation | str] | Records, sources: pd.Da
             compile_ahead(client, compile_loops)
             _measure_on(client, todo, count, measure, targets, near, log)
     finally:  # also when interrupted: every image measured so far is in the manifest
-        log.flush()
+        log.close()
     return log.measured
 
 
@@ -315,13 +281,14 @@ MANIFEST_EVERY = 10.0
 
 
 class _ManifestLog:
-    """The manifest records of the images as they finish, merged into the manifest every
-    :data:`MANIFEST_EVERY` s and at the end. A reused file keeps the record of the run that
-    made it (a record is written for it only when the manifest has none)."""
+    """The manifest records of the images as they finish, added to the manifest every
+    :data:`MANIFEST_EVERY` s (:func:`~spxdask.manifest.append_manifest`) and folded into it at
+    the end. A reused file keeps the record of the run that made it (a record is written for it
+    only when the manifest has none)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.known = set(pd.read_parquet(path, columns=["image"])["image"]) if path.exists() else set()
+        self.known = set(read_manifest(path, columns=["image"])["image"])
         self.pending: list[dict] = []
         self.measured = 0
         self.last = time.monotonic()
@@ -334,11 +301,15 @@ class _ManifestLog:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            write_manifest(self.pending, self.path)
-            self.known.update(r["image"] for r in self.pending)
-            self.pending = []
+        append_manifest(self.pending, self.path)
+        self.known.update(r["image"] for r in self.pending)
+        self.pending = []
         self.last = time.monotonic()
+
+    def close(self) -> None:
+        """Fold the records (this run's, and any a killed run left) into the manifest."""
+        write_manifest(self.pending, self.path)
+        self.pending = []
 
 
 def _measure_locally(images: Iterator, measure, targets: Targets, neighbours: Targets | None,

@@ -24,13 +24,14 @@ from ..catalog import build_catalog
 from ..catalog.export import export_csv, write_sources
 from ..catalog.versions import SPECTRA
 from ..cluster import setting
+from ..manifest import manifest_runs, measured_since, write_manifest
 from ..per_image import file_name
 from ..photometry import PhotometryConfig
 from ..record import write_run_record
 from ..report import counts, write_report
 from ..targets import MemoryTargets, TargetTable, open_targets
 from .config import BatchConfig
-from .extract import extract_images, manifest_runs, measured_since, write_manifest
+from .extract import extract_images
 from .query import query_region_observations
 
 

@@ -20,6 +20,7 @@ from .. import per_image
 from ..catalog.read import read_lightcurves, read_spectra
 from ..catalog.versions import PARTITIONS, current_version
 from ..layout import RunLayout
+from ..manifest import read_manifest
 from ..record import read_run_record
 
 #: columns of the per-image files the photometry-health figures read
@@ -127,7 +128,7 @@ def counts(run: str | Path) -> dict[str, int]:
         channel-spectrum rows; variable sources.
     """
     layout = RunLayout(Path(run))
-    manifest = _read(layout.manifest, ["status"])
+    manifest = read_manifest(layout.manifest, columns=["status"])
     status = manifest["status"].value_counts() if len(manifest) else pd.Series(dtype=int)
     out = {"images found": _rows(layout.query), "unreadable": int(status.get("unreadable", 0)),
            "images measured": int(status.get("ok", 0)), "failures": int(status.get("failed", 0)),
@@ -158,7 +159,7 @@ def gather(run: str | Path, *, sample_rows: int = 200_000, shown: int = 4) -> Ru
     """
     layout = RunLayout(Path(run))
     query = _read(layout.query, ["obs_id", "detector", "mjd", "footprint"])
-    manifest = _read(layout.manifest, ["image", "obs_id", "detector", "status", "error", "seconds"])
+    manifest = read_manifest(layout.manifest, columns=["image", "obs_id", "detector", "status", "error", "seconds"])
     sources, n_sources = _sample_rows(layout.sources, ["targetid", "ra", "dec", "n_obs", "median_snr", "chi2_dof",
                                                        "p_value", "variable"], sample_rows)
     photometry, used = _photometry_sample(layout.per_image, sample_rows)
