@@ -198,15 +198,15 @@ def _cmd_drizzle(args: argparse.Namespace) -> int:
         print(f"D{det}: {path}")
         if args.spectrum:
             plot = args.plot if args.plot is None or len(cubes) == 1 else args.plot.with_stem(f"{args.plot.stem}_D{det}")
-            _cube_spectrum(path, args.spectrum[0], args.spectrum[1], plot)
+            _cube_spectrum(path, args.spectrum[0], args.spectrum[1], plot, config.storage_options)
     return 0
 
 
-def _cube_spectrum(path: Path, ra: float, dec: float, plot: Path | None) -> None:
+def _cube_spectrum(path: Path, ra: float, dec: float, plot: Path | None, storage_options: dict | None) -> None:
     """Print the spectrum at (ra, dec) of a cube, write it beside the cube as CSV, and plot it."""
     from .drizzle3d import extract_spectrum
 
-    spectrum = extract_spectrum(path, ra, dec)
+    spectrum = extract_spectrum(path, ra, dec, storage_options=storage_options)
     if not (spectrum["n_images"] > 0).any():
         print(f"{path.stem}: no image of this cube covers {ra} {dec}: no spectrum")
         return

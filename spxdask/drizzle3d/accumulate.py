@@ -19,6 +19,7 @@ from astropy.wcs import WCS
 from ..photometry.background import fit_zodi_scale
 from ..spherex.flags import DEFAULT_BAD, Flag
 from ..spherex.l2 import L2File
+from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from .config import Drizzle3DConfig
 from .spatial import PixelTransform, input_window, map_window, pixel_geometry
 from .spectral import ZGrid, spectral_overlaps
@@ -188,14 +189,80 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     PartialCube
         Rejected (empty, with the reason) when the image does not overlap the grid.
     """
+    window = input_window(l2.wcs, l2.shape, grid.wcs, grid.shape)
+    if window is None:
+        return rejected(grid.zgrid.n_z, l2.source, "no spatial overlap with the output grid")
+    pixels = _pixels(l2, window, config, subtract_zodi=config.subtract_zodi)
+    return _drizzled(l2, grid, config, window, pixels, pixels.data)
+
+
+def unit_source_cubes(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, grids: list[OutputGrid],
+                      ra: np.ndarray, dec: np.ndarray) -> list[PartialCube]:
+    """How the drizzle renders a point source: for each position (ra[k], dec[k]; deg), a
+    flat-spectrum point source of 1 µJy there (the file's PSF) drizzled through the image's
+    own pixels, masks and weights onto ``grids[k]`` (a part of ``grid``). The image's pixels
+    are read once for them all.
+
+    Parameters
+    ----------
+    l2 : L2File
+        The image.
+    grid : OutputGrid
+        The cube's grid.
+    config : Drizzle3DConfig
+        How the cube was made.
+    grids : list of OutputGrid
+        One small grid (a cut-out of ``grid``) per source.
+    ra, dec : ndarray
+        The sources' positions.
+
+    Returns
+    -------
+    list of PartialCube
+        One per source, on its grid (rejected where the image does not reach it).
+    """
     n_z = grid.zgrid.n_z
     window = input_window(l2.wcs, l2.shape, grid.wcs, grid.shape)
     if window is None:
-        return rejected(n_z, l2.source, "no spatial overlap with the output grid")
+        return [rejected(n_z, l2.source, "no spatial overlap with the output grid") for _ in grids]
+    pixels = _pixels(l2, window, config, subtract_zodi=False)
+    x, y = (np.atleast_1d(np.asarray(v, float)) for v in l2.wcs.all_world2pix(ra, dec, 0))
+    psf = l2.psf
+    m = int(np.ceil(psf.half_width()))
+    stamps = psf.stamps(*l2.parent_pixel(x, y), m) / (UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y))[:, None, None]
+    out = []
+    for sub, stamp, ix, iy in zip(grids, stamps, np.round(x).astype(int), np.round(y).astype(int)):
+        part = input_window(l2.wcs, l2.shape, sub.wcs, sub.shape)
+        rows = slice(max(part[0].start, window[0].start), min(part[0].stop, window[0].stop)) if part else slice(0, 0)
+        cols = slice(max(part[1].start, window[1].start), min(part[1].stop, window[1].stop)) if part else slice(0, 0)
+        if rows.start >= rows.stop or cols.start >= cols.stop:
+            out.append(rejected(n_z, l2.source, "no spatial overlap with the output grid"))
+            continue
+        inner = (slice(rows.start - window[0].start, rows.stop - window[0].start),
+                 slice(cols.start - window[1].start, cols.stop - window[1].start))
+        cut = _Pixels(*(a[inner] for a in pixels))
+        out.append(_drizzled(l2, sub, config, (rows, cols), cut, _placed(stamp, iy - rows.start, ix - cols.start,
+                                                                          (rows.stop - rows.start, cols.stop - cols.start))))
+    return out
+
+
+class _Pixels(NamedTuple):
+    """An image window's pixels as the drizzle takes them."""
+
+    data: np.ndarray
+    var: np.ndarray
+    flags: np.ndarray
+    lam: np.ndarray
+    dlam: np.ndarray
+    good: np.ndarray
+    weight: np.ndarray
+
+
+def _pixels(l2: L2File, window: tuple[slice, slice], config: Drizzle3DConfig, *, subtract_zodi: bool) -> _Pixels:
     data = l2.image(section=window).astype(np.float64)
     var = l2.variance(section=window).astype(np.float64)
     flags = l2.flags(section=window).astype(np.uint32)
-    if config.subtract_zodi:
+    if subtract_zodi:
         scale = 1.0 if config.static_zodi else fit_zodi_scale(
             l2.raw("IMAGE"), l2.raw("ZODI"), l2.raw("VARIANCE"), l2.raw("FLAGS"), DEFAULT_BAD | Flag.SOURCE, 0.0, 10.0)
         data -= scale * l2.zodi(section=window)
@@ -203,21 +270,38 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
     with np.errstate(invalid="ignore", divide="ignore"):
         good = (np.isfinite(data) & np.isfinite(var) & (var > 0) & np.isfinite(lam) & (lam > 0)
                 & np.isfinite(dlam) & (dlam > 0) & ((flags & np.uint32(config.exclude_mask)) == 0))
-        weight = np.minimum(1.0 / _weighting_variance(var, good, config.weighting), config.ivar_max).ravel()
-    good = good.ravel()
+        weight = np.minimum(1.0 / _weighting_variance(var, good, config.weighting), config.ivar_max)
+    return _Pixels(data, var, flags, lam, dlam, good, weight)
+
+
+def _drizzled(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, window: tuple[slice, slice], pixels: _Pixels,
+              data: np.ndarray) -> PartialCube:
+    """``data`` (the window's image, or a model of it) drizzled with the window's pixels."""
     transform = PixelTransform(l2.wcs, grid.wcs, window)
-    z_all, f_all = spectral_overlaps(lam.ravel(), dlam.ravel(), config.effective_z_shrink(), grid.zgrid.edges)
-    if config.kernel == "square":
-        out = _square(transform, window, grid, config, good, weight, data, var, flags, z_all, f_all)
-    else:
-        out = _pairs(transform, window, grid, config, good, weight, data, var, flags, z_all, f_all)
+    z_all, f_all = spectral_overlaps(pixels.lam.ravel(), pixels.dlam.ravel(), config.effective_z_shrink(),
+                                     grid.zgrid.edges)
+    good, weight = pixels.good.ravel(), pixels.weight.ravel()
+    kernel = _square if config.kernel == "square" else _pairs
+    out = kernel(transform, window, grid, config, good, weight, data, pixels.var, pixels.flags, z_all, f_all)
     if out is None:
-        return rejected(n_z, l2.source, "no valid pixel lands in the output grid")
+        return rejected(grid.zgrid.n_z, l2.source, "no valid pixel lands in the output grid")
     out.count = (out.weight > 0).astype(np.int32)
     out.plane_inputs[out.box[0]] = (out.weight.reshape(out.weight.shape[0], -1) > 0).any(axis=1)
     meta = l2.meta
     out.inputs = [InputFrame(meta.obs_id, int(meta.detector), meta.version, float(out.weight.sum()), str(l2.source))]
     return out
+
+
+def _placed(stamp: np.ndarray, iy: int, ix: int, shape: tuple[int, int]) -> np.ndarray:
+    """An image of ``shape``, zero but for ``stamp`` centred on pixel (iy, ix) (clipped)."""
+    image = np.zeros(shape)
+    m = stamp.shape[0] // 2
+    y0, x0 = iy - m, ix - m
+    ys = slice(max(y0, 0), min(y0 + 2 * m + 1, shape[0]))
+    xs = slice(max(x0, 0), min(x0 + 2 * m + 1, shape[1]))
+    if ys.start < ys.stop and xs.start < xs.stop:
+        image[ys, xs] = stamp[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    return image
 
 
 def _weighting_variance(var: np.ndarray, good: np.ndarray, weighting: str) -> np.ndarray:

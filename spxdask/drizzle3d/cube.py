@@ -89,9 +89,9 @@ class DrizzleCube:
         if self.stored is None:
             raise TypeError("only a cube read by load_cube answers the reference's keys; "
                             "spxdask.drizzle3d.io.as_loaded(cube) gives them for any cube")
-        arrays = {"sci": self.sci, "variance": self.variance, "and_mask": self.final_and_mask,
-                  "or_mask": self.or_mask, "count": self.count_map} if key in self.KEYS else {}
-        return arrays[key] if key in arrays else self.stored[key]
+        arrays = {"sci": lambda: self.sci, "variance": lambda: self.variance, "and_mask": lambda: self.final_and_mask,
+                  "or_mask": lambda: self.or_mask, "count": lambda: self.count_map}
+        return arrays[key]() if key in arrays else self.stored[key]  # the one asked for, computed
 
     def keys(self) -> tuple[str, ...]:
         """:data:`KEYS` (so that ``dict(cube)`` gives the reference's dict)."""

@@ -86,7 +86,9 @@ def cube_hdus(cube: DrizzleCube) -> list:
             ("BAND_NM", f"D{cube.detector}", ""), ("LAM_MIN", float(z.edges[0]), "[um]"),
             ("LAM_MAX", float(z.edges[-1]), "[um]"), ("NZ", n_z, ""), ("NX", nx, ""), ("NY", ny, ""),
             ("EXCLMASK", config.exclude_mask, "FLAGS bits whose pixels were left out"),
-            ("EXCLBITS", ",".join(map(str, sorted(config.exclude_flags))) or "none", "their bit numbers")):
+            ("EXCLBITS", ",".join(map(str, sorted(config.exclude_flags))) or "none", "their bit numbers"),
+            ("WEIGHTNG", config.weighting, "the variance the weights are the inverse of"),
+            ("IVARMAX", config.ivar_max, "cap of a pixel's weight"), ("MINOVRLP", config.min_overlap, "")):
         p[key] = (value, comment)
     wcs = _cube_wcs(cube)
     sci = fits.ImageHDU(cube.sci, header=wcs.copy(), name="SCI")
@@ -187,7 +189,10 @@ def load_cube(path: str | Path) -> DrizzleCube:
         height=ny * pixscale / 60, detector=int(primary["DETECTOR"]), xy_shrink=float(primary["XYSHRINK"]),
         z_shrink=float(primary["ZSHRINK"]), xy_oversample=float(primary["XYOVRSM"]),
         z_oversample=float(primary["ZOVRSM"]), kernel=str(primary["KERNEL"]),
-        exclude_flags=[] if bits == "none" else [int(b) for b in bits.split(",")])
+        exclude_flags=[] if bits == "none" else [int(b) for b in bits.split(",")],
+        # cubes written before these were recorded: the defaults of their day
+        weighting=str(primary.get("WEIGHTNG", "background")), ivar_max=float(primary.get("IVARMAX", 1e10)),
+        min_overlap=float(primary.get("MINOVRLP", 0.0)))
     return DrizzleCube(
         WCS(sci_header).celestial, pixscale, ZGrid.from_edges(np.append(table["LAMBDA_MIN"], table["LAMBDA_MAX"][-1])),
         np.where(filled, sci, 0.0), filled.astype(np.float64), np.where(filled, variance, 0.0), count, and_mask,

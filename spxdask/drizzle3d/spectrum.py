@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from ..photometry import PhotometryConfig, measure_image
 from ..photometry.overlap import circle_weights
 from ..spherex.l2 import L2File
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
-from .accumulate import OFFSETS, neighbour_slices
+from .accumulate import OFFSETS, OutputGrid, neighbour_slices, unit_source_cubes
 from .cube import DrizzleCube, correlation_columns
 from .io import as_loaded, load_cube
 
@@ -34,8 +35,8 @@ METHODS = ("aperture", "frames")
 
 def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: float = 20.0,
                      annulus: tuple[float, float] = (30.0, 45.0), method: str = "aperture",
-                     photometry: PhotometryConfig | None = None, neighbours: pd.DataFrame | None = None,
-                     storage_options: dict | None = None) -> pd.DataFrame:
+                     point_source: bool = True, photometry: PhotometryConfig | None = None,
+                     neighbours: pd.DataFrame | None = None, storage_options: dict | None = None) -> pd.DataFrame:
     """The spectrum of the source at (ra, dec) in a cube: one row per plane.
 
     Parameters
@@ -58,13 +59,21 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
         pipeline's forced photometry, the fluxes (``flux_model``) binned onto the cube's planes
         by their wavelength (inverse-variance mean): the honest point-source spectrum, free of
         the resampling's covariances (as jwst's maintainers advise).
+    point_source : bool
+        ``"aperture"``: divide each plane's flux and error by the flux a 1 µJy point source at
+        (ra, dec), drizzled through the same frames, pixels, masks and weights (the frames'
+        PSF), gives in the same aperture and annulus. A droplet smaller than the pixel
+        (``xy_shrink`` < 1) renders an undersampled source unevenly, a different error in each
+        plane (0.5 % rms at 0.8 with 8 frames; 1.5 % at 0.5): the division takes it out, so the
+        errors hold at high S/N. It reads the cube's input frames (its ``INPUTS``); a cube
+        without them is measured as it is, with a warning. False for extended sources.
     photometry : PhotometryConfig, optional
         How ``"frames"`` measures (default: :class:`~spxdask.PhotometryConfig`).
     neighbours : DataFrame, optional
         ``"frames"``: more sources (ra, dec, and any motion or shape columns) fitted with the
         target in each frame.
     storage_options : dict, optional
-        ``"frames"``: fsspec options for remote input frames.
+        fsspec options for remote input frames (``"frames"``, ``point_source``).
 
     Returns
     -------
@@ -91,28 +100,76 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     data = _loaded(cube)
     wcs = WCS(data["sci_header"]).celestial
     rho = _correlation(data, data["sci"].shape[0])
+    ras, decs = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
+    boxes = [_cutout(data, wcs, r, d, r_out) for r, d in zip(ras, decs)]
+    units = _unit_cutouts(cube, wcs, ras, decs, boxes, storage_options) if point_source else [None] * len(boxes)
+    spectra = [_spectrum(data, rho, box, radius, annulus, unit) for box, unit in zip(boxes, units)]
     if np.ndim(ra) == 0:
-        return _spectrum(data, wcs, rho, float(ra), float(dec), radius, annulus)
-    spectra = [_spectrum(data, wcs, rho, float(r), float(d), radius, annulus).assign(source=k)
-               for k, (r, d) in enumerate(zip(np.asarray(ra, float), np.asarray(dec, float)))]
-    return pd.concat(spectra, ignore_index=True).reindex(columns=["source", *SPECTRUM_COLUMNS])
+        return spectra[0]
+    return pd.concat([one.assign(source=k) for k, one in enumerate(spectra)],
+                     ignore_index=True).reindex(columns=["source", *SPECTRUM_COLUMNS])
 
 
-def _spectrum(data: dict, wcs: WCS, rho: np.ndarray, ra: float, dec: float, radius: float,
-              annulus: tuple[float, float]) -> pd.DataFrame:
-    """One source's spectrum (see :func:`extract_spectrum`)."""
-    r_in, r_out = annulus
+class _Cutout(NamedTuple):
+    """A source's place in the cube: its pixel position and the box holding its annulus."""
+
+    x: float
+    y: float
+    rows: slice
+    cols: slice
+
+
+def _cutout(data: dict, wcs: WCS, ra: float, dec: float, r_out: float) -> _Cutout:
     scale = float(data["header"]["EPIXSCLE"])  # arcsec per output pixel
     x, y = (float(v) for v in wcs.all_world2pix([[ra, dec]], 0)[0])
-    sci, var, count = data["sci"], data["variance"], data["count"]
-    n_z, ny, nx = sci.shape
+    _, ny, nx = data["sci"].shape
     if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
         raise ValueError(f"extract_spectrum: ({ra}, {dec}) is outside the cube (pixel {x:.1f}, {y:.1f} of {nx} x {ny})")
-    # the cut-out holding the annulus
     m = int(math.ceil(r_out / scale)) + 1
     ix, iy = int(round(x)), int(round(y))
-    rows = slice(max(iy - m, 0), min(iy + m + 1, ny))
-    cols = slice(max(ix - m, 0), min(ix + m + 1, nx))
+    return _Cutout(x, y, slice(max(iy - m, 0), min(iy + m + 1, ny)), slice(max(ix - m, 0), min(ix + m + 1, nx)))
+
+
+def _unit_cutouts(cube: str | Path | dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.ndarray,
+                  boxes: list[_Cutout], storage_options: dict | None) -> list[np.ndarray | None]:
+    """Each source's cut-out of the cube a 1 µJy point source at its position makes, drizzled
+    through the cube's input frames (read once each), or None for each when the cube does not
+    name them (with a warning)."""
+    if isinstance(cube, (str, Path)):
+        cube = load_cube(cube)
+    if not isinstance(cube, DrizzleCube) or not cube.inputs:
+        warnings.warn("extract_spectrum: the cube does not name its input frames (no INPUTS table): the drizzle's "
+                      "rendering of a point source is not divided out, and errors are too small beyond S/N ~ 100",
+                      stacklevel=3)
+        return [None] * len(boxes)
+    n_z = cube.zgrid.n_z
+    flux = [np.zeros((n_z, b.rows.stop - b.rows.start, b.cols.stop - b.cols.start)) for b in boxes]
+    weight = [np.zeros_like(f) for f in flux]
+    grids: list[OutputGrid] = []
+    for b in boxes:
+        sub = wcs.deepcopy()
+        sub.wcs.crpix = sub.wcs.crpix - [b.cols.start, b.rows.start]
+        grids.append(OutputGrid(sub, flux[len(grids)].shape[1:], cube.zgrid, cube.detector))
+    whole = OutputGrid(wcs, cube.flux_weighted.shape[1:], cube.zgrid, cube.detector)
+    for frame in cube.inputs:
+        with L2File(frame.file, storage_options=storage_options) as l2:
+            for k, part in enumerate(unit_source_cubes(l2, whole, cube.config, grids, ras, decs)):
+                if not part.rejected:
+                    flux[k][part.box] += part.flux
+                    weight[k][part.box] += part.weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [np.where(w > 0, f / w, 0.0) for f, w in zip(flux, weight)]
+
+
+def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus: tuple[float, float],
+              unit: np.ndarray | None) -> pd.DataFrame:
+    """One source's spectrum (see :func:`extract_spectrum`); ``unit``: the cut-out of a 1 µJy
+    point source drizzled at its place, whose aperture flux divides the source's."""
+    r_in, r_out = annulus
+    scale = float(data["header"]["EPIXSCLE"])  # arcsec per output pixel
+    x, y, rows, cols = box
+    ix, iy = int(round(x)), int(round(y))
+    sci, var, count = data["sci"], data["variance"], data["count"]
     s = sci[:, rows, cols].astype(float)
     v = var[:, rows, cols].astype(float)
     covered = np.isfinite(s) & np.isfinite(v) & (v > 0)
@@ -142,6 +199,11 @@ def _spectrum(data: dict, wcs: WCS, rho: np.ndarray, ra: float, dec: float, radi
     flux = omega * np.einsum("zyx,zyx->z", coeff, values)
     error = omega * np.sqrt(correlated_variance(coeff, np.where(covered, v, 0.0), rho))
     empty = (a.sum(axis=(1, 2)) == 0) | (n_ring == 0)
+    if unit is not None:  # the drizzle's rendering of a point source there, divided out
+        recovered = omega * np.einsum("zyx,zyx->z", coeff, unit)
+        empty |= ~(recovered > 0.5)  # a source mostly outside the frames' good pixels
+        with np.errstate(invalid="ignore", divide="ignore"):
+            flux, error = flux / recovered, error / recovered
     flux[empty] = np.nan
     error[empty] = np.nan
     wl = np.asarray(data["wavelength"]["LAMBDA"], float)
