@@ -30,7 +30,7 @@ from .io import as_loaded, load_cube
 
 #: Columns of :func:`extract_spectrum`, in order.
 SPECTRUM_COLUMNS = ("wavelength", "flux", "flux_error", "n_images", "flag")
-METHODS = ("aperture", "frames")
+METHODS = ("aperture", "psf", "frames")
 
 
 def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: float = 20.0,
@@ -53,8 +53,12 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     annulus : (float, float)
         Inner and outer background radii (arcsec); the background is the mean of the annulus
         voxels within 3 sigma of their median (sigma from VARIANCE).
-    method : {"aperture", "frames"}
-        ``"aperture"``: an exact circular aperture on the cube's voxels. ``"frames"``: the
+    method : {"aperture", "psf", "frames"}
+        ``"aperture"``: an exact circular aperture on the cube's voxels. ``"psf"``: the
+        aperture's voxels weighted by the point source drizzled at (ra, dec) through the cube's
+        input frames (see ``point_source``; the per-plane effective PSF of the cube there), the
+        background from the same annulus: less noise than the aperture where the sky dominates.
+        ``"frames"``: the
         source measured on each of the cube's input frames (its ``INPUTS``) by the batch
         pipeline's forced photometry, the fluxes (``flux_model``) binned onto the cube's planes
         by their wavelength (inverse-variance mean): the honest point-source spectrum, free of
@@ -92,6 +96,8 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     """
     if method not in METHODS:
         raise ValueError(f"extract_spectrum: method must be one of {METHODS}, got {method!r}")
+    if isinstance(cube, (str, Path)):
+        cube = load_cube(cube)
     if method == "frames":
         return _from_frames(_with_inputs(cube), ra, dec, photometry or PhotometryConfig(), neighbours, storage_options)
     r_in, r_out = annulus
@@ -102,8 +108,12 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     rho = _correlation(data, data["sci"].shape[0])
     ras, decs = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
     boxes = [_cutout(data, wcs, r, d, r_out) for r, d in zip(ras, decs)]
-    units = _unit_cutouts(cube, wcs, ras, decs, boxes, storage_options) if point_source else [None] * len(boxes)
-    spectra = [_spectrum(data, rho, box, radius, annulus, unit) for box, unit in zip(boxes, units)]
+    if method == "psf":
+        units = _unit_cutouts(_with_inputs(cube), wcs, ras, decs, boxes, storage_options)
+    else:
+        units = _unit_cutouts(cube, wcs, ras, decs, boxes, storage_options) if point_source else [None] * len(boxes)
+    spectra = [_spectrum(data, rho, box, radius, annulus, unit, weighted=method == "psf")
+               for box, unit in zip(boxes, units)]
     if np.ndim(ra) == 0:
         return spectra[0]
     return pd.concat([one.assign(source=k) for k, one in enumerate(spectra)],
@@ -130,13 +140,11 @@ def _cutout(data: dict, wcs: WCS, ra: float, dec: float, r_out: float) -> _Cutou
     return _Cutout(x, y, slice(max(iy - m, 0), min(iy + m + 1, ny)), slice(max(ix - m, 0), min(ix + m + 1, nx)))
 
 
-def _unit_cutouts(cube: str | Path | dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.ndarray,
+def _unit_cutouts(cube: dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.ndarray,
                   boxes: list[_Cutout], storage_options: dict | None) -> list[np.ndarray | None]:
     """Each source's cut-out of the cube a 1 µJy point source at its position makes, drizzled
     through the cube's input frames (read once each), or None for each when the cube does not
     name them (with a warning)."""
-    if isinstance(cube, (str, Path)):
-        cube = load_cube(cube)
     if not isinstance(cube, DrizzleCube) or not cube.inputs:
         warnings.warn("extract_spectrum: the cube does not name its input frames (no INPUTS table): the drizzle's "
                       "rendering of a point source is not divided out, and errors are too small beyond S/N ~ 100",
@@ -162,11 +170,13 @@ def _unit_cutouts(cube: str | Path | dict | DrizzleCube, wcs: WCS, ras: np.ndarr
 
 
 def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus: tuple[float, float],
-              unit: np.ndarray | None) -> pd.DataFrame:
+              unit: np.ndarray | None, *, weighted: bool = False) -> pd.DataFrame:
     """One source's spectrum (see :func:`extract_spectrum`); ``unit``: the cut-out of a 1 µJy
-    point source drizzled at its place, whose aperture flux divides the source's."""
+    point source drizzled at its place, whose flux in the same aperture divides the source's;
+    ``weighted``: the aperture's voxels weighted by it (PSF-weighted extraction)."""
     r_in, r_out = annulus
     scale = float(data["header"]["EPIXSCLE"])  # arcsec per output pixel
+    omega = scale**2 * UJY_ARCSEC2_PER_MJY_SR  # µJy per MJy/sr of a voxel
     x, y, rows, cols = box
     ix, iy = int(round(x)), int(round(y))
     sci, var, count = data["sci"], data["variance"], data["count"]
@@ -182,7 +192,13 @@ def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus:
     inside = (ay >= rows.start) & (ay < rows.stop) & (ax >= cols.start) & (ax < cols.stop)
     aperture[ay[inside] - rows.start, ax[inside] - cols.start] = w[inside]
     beyond = int(np.count_nonzero((w > 0) & ~inside))  # aperture voxels beyond the cube's edge
-    a = np.where(covered, aperture, 0.0)
+    if weighted and unit is not None:  # normalised so that a point source of 1 µJy gives ~1
+        profile = aperture * unit
+        with np.errstate(invalid="ignore", divide="ignore"):
+            profile = np.nan_to_num(profile / (omega * np.einsum("zyx,zyx->z", profile, unit))[:, None, None])
+        a = np.where(covered, profile, 0.0)
+    else:
+        a = np.where(covered, aperture, 0.0)
     flag = ((aperture > 0) & ~covered).sum(axis=(1, 2)) + beyond
     # background: annulus voxels within 3 sigma of their median, averaged
     d2 = ((xx - x) ** 2 + (yy - y) ** 2) * scale**2
@@ -194,7 +210,6 @@ def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus:
     n_ring = ring.sum(axis=(1, 2))
     u = np.where(ring, 1.0, 0.0) / np.maximum(n_ring, 1)[:, None, None]
     coeff = a - a.sum(axis=(1, 2))[:, None, None] * u  # flux = Ω Σ coeff · sci
-    omega = scale**2 * UJY_ARCSEC2_PER_MJY_SR
     values = np.where(covered, s, 0.0)
     flux = omega * np.einsum("zyx,zyx->z", coeff, values)
     error = omega * np.sqrt(correlated_variance(coeff, np.where(covered, v, 0.0), rho))
