@@ -215,7 +215,7 @@ def _cube_spectrum(path: Path, ra: float, dec: float, plot: Path | None, storage
         spectrum.to_csv(tmp, index=False)
     print(spectrum.to_string(index=False))
     print("flux, flux_error in µJy; n_images: images in the aperture's plane; flag: aperture voxels masked or not "
-          "covered, whose light is missing from flux")
+          "covered, whose light is missing from flux; edge: a frame's band edge or mask crosses the aperture")
     print(f"spectrum: {csv}")
     if plot is not None:
         from .drizzle3d.plot import plot_cube_spectrum

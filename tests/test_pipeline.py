@@ -165,7 +165,7 @@ def test_cli_end_to_end(tmp_path):
                "--plot", tmp_path / "cube_spectrum.png").stdout
     assert "D2:" in out and (tmp_path / "cube" / "drizzle_D2.fits").exists()
     spectrum = pd.read_csv(next((tmp_path / "cube").glob("drizzle_D2_spectrum_*.csv")))
-    assert list(spectrum.columns) == ["wavelength", "flux", "flux_error", "n_images", "flag"] and len(spectrum) == 17
+    assert list(spectrum.columns) == ["wavelength", "flux", "flux_error", "n_images", "flag", "edge"] and len(spectrum) == 17
     assert (tmp_path / "cube_spectrum.png").stat().st_size > 5000  # the file asked for (#30: not *_drizzle_D2.png)
     again = _cli("drizzle", "--ra", 150.1, "--dec", 2.2, "--width", 6, "--height", 6, "--detector", 2,
                  "--archive", sky / "archive", "--out", tmp_path / "cube", check=False)

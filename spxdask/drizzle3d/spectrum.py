@@ -29,7 +29,7 @@ from .cube import DrizzleCube, correlation_columns
 from .io import as_loaded, load_cube
 
 #: Columns of :func:`extract_spectrum`, in order.
-SPECTRUM_COLUMNS = ("wavelength", "flux", "flux_error", "n_images", "flag")
+SPECTRUM_COLUMNS = ("wavelength", "flux", "flux_error", "n_images", "flag", "edge")
 METHODS = ("aperture", "psf", "frames")
 
 
@@ -84,10 +84,12 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     DataFrame
         :data:`SPECTRUM_COLUMNS`: ``wavelength`` (µm, plane centre), ``flux`` and
         ``flux_error`` (µJy), ``n_images`` (images contributing to the voxel at the source
-        position) and ``flag`` (aperture voxels masked or not covered; their light is missing
-        from ``flux``). A plane with no covered aperture voxel has NaN flux. With
+        position), ``flag`` (aperture voxels masked or not covered; their light is missing
+        from ``flux``) and ``edge`` (a frame's band edge, spatial edge or mask crosses the
+        aperture: its voxels are not all fed by the same number of images; the point-source
+        division accounts for it). A plane with no covered aperture voxel has NaN flux. With
         ``"frames"``: ``n_images`` the frame measurements binned into the plane, ``flag``
-        those with a ``psf_quality`` reason.
+        those with a ``psf_quality`` reason, ``edge`` False.
 
     Raises
     ------
@@ -200,6 +202,12 @@ def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus:
     else:
         a = np.where(covered, aperture, 0.0)
     flag = ((aperture > 0) & ~covered).sum(axis=(1, 2)) + beyond
+    # a frame's band edge (or its spatial edge, or a mask) crosses the aperture: its voxels are
+    # not all fed by the same number of images
+    reached = (aperture > 0)[None] & covered
+    fed = count[:, rows, cols]
+    edge = reached.any(axis=(1, 2)) & (np.where(reached, fed, 0).max(axis=(1, 2))
+                                       != np.where(reached, fed, np.iinfo(np.int32).max).min(axis=(1, 2)))
     # background: annulus voxels within 3 sigma of their median, averaged
     d2 = ((xx - x) ** 2 + (yy - y) ** 2) * scale**2
     ring = covered & (d2 >= r_in**2) & (d2 < r_out**2)
@@ -223,7 +231,8 @@ def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus:
     error[empty] = np.nan
     wl = np.asarray(data["wavelength"]["LAMBDA"], float)
     return pd.DataFrame({"wavelength": wl, "flux": flux, "flux_error": error,
-                         "n_images": count[:, iy, ix].astype(np.int32), "flag": flag.astype(np.int32)},
+                         "n_images": count[:, iy, ix].astype(np.int32), "flag": flag.astype(np.int32),
+                         "edge": edge},
                         columns=list(SPECTRUM_COLUMNS))
 
 
@@ -267,6 +276,7 @@ def _from_frames(cube: DrizzleCube, ra, dec, config: PhotometryConfig, neighbour
                 "flux_error": np.where(sw > 0, 1 / np.sqrt(sw), np.nan),
                 "n_images": np.bincount(plane, minlength=cube.zgrid.n_z).astype(np.int32),
                 "flag": np.bincount(plane, flagged.astype(float), minlength=cube.zgrid.n_z).astype(np.int32),
+                "edge": np.zeros(cube.zgrid.n_z, bool),
             }, columns=list(SPECTRUM_COLUMNS)).assign(**({"source": k} if many else {})))
     out = pd.concat(spectra, ignore_index=True)
     return out.reindex(columns=["source", *SPECTRUM_COLUMNS]) if many else out
