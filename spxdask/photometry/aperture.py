@@ -144,10 +144,11 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
         zodi, zodi_scale = image, 0.0
 
     psf = psf_of(l2, config)
+    types = tractor_types(sources) if config.psf_fit else None  # read once: the fits' models and the astrometry's stars
     astrometry = None
-    if config.psf_fit and config.astrometry != "none":
-        astrometry = _astrometry(l2, psf, image, zodi, variance, flags, zodi_scale, x, y, _point(sources, rows), extra,
-                                 config)
+    if types is not None and config.astrometry != "none":
+        point = np.isin(types[rows], POINT_TYPES)  # no type column, or one of Tractor's point types
+        astrometry = _astrometry(l2, psf, image, zodi, variance, flags, zodi_scale, x, y, point, extra, config)
         if astrometry.applied:
             sx, sy = astrometry.dx / pixel_scale(l2, config), astrometry.dy / pixel_scale(l2, config)
             x, y = x + sx, y + sy
@@ -190,7 +191,7 @@ def measure_image(l2: L2File, sources: pd.DataFrame, config: PhotometryConfig | 
     if config.psf_fit:
         # the PSF flux is new: always the pixel's own solid angle (SIP), whatever ``pixel_area``
         psf_to_ujy = to_ujy if config.pixel_area == "local" else UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y)
-        model = models(sources)[rows]
+        model = models(sources, types=types)[rows]
         fit = _psf_columns(l2, psf, image, zodi, variance, flags, zodi_scale, x, y, stamps, bg, model,
                            sources.iloc[rows].reset_index(drop=True), extra, config)
         for kind in ("psf", "model"):
@@ -246,12 +247,6 @@ def _neighbour_pixels(l2: L2File, neighbours: pd.DataFrame | None, x: np.ndarray
     if not new.size:
         return None
     return Neighbours(nx_[new], ny_[new], nearest[new], neighbours.iloc[np.flatnonzero(near)[new]])
-
-
-def _point(sources: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Whether each of ``sources[rows]`` is a point source (no ``type`` column, or one of
-    Tractor's point types)."""
-    return np.isin(tractor_types(sources)[rows], POINT_TYPES)
 
 
 def psf_of(l2: L2File, config: PhotometryConfig) -> FilePSF:

@@ -50,19 +50,21 @@ REACH_CLASSES = np.array([1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 32.0])
 _KAPPA_STEP, _KAPPA_COUNT = 0.02, 1501
 
 
-def models(sources: pd.DataFrame) -> np.ndarray:
+def models(sources: pd.DataFrame, *, types: np.ndarray | None = None) -> np.ndarray:
     """Each source's model: its Tractor ``type`` when it is a galaxy with a usable shape, else
     ``"PSF"`` (also for every source of a catalog without a ``type`` column).
 
     Parameters
     ----------
     sources : DataFrame
+    types : ndarray of str, optional
+        :func:`tractor_types` of ``sources``, when the caller has them already.
 
     Returns
     -------
     ndarray of str
     """
-    kind = tractor_types(sources)
+    kind = tractor_types(sources) if types is None else types
     radius = _numbers(sources, "shape_r")
     sersic = _numbers(sources, "sersic")
     usable = np.isin(kind, list(SERSIC)) | ((kind == "SER") & (sersic >= 0.2) & (sersic <= 8.0))
