@@ -420,6 +420,28 @@ def test_partial_cubes_tell_dask_their_size(many):
     assert part.flux.size > 0 and buffers <= sizeof(part) < 2 * buffers
 
 
+def test_a_partial_cube_holds_in_each_plane_only_the_band_its_frame_reaches(full_frame):
+    """A frame's wavelengths run across it, so each plane of a cube gets a band of it: the
+    frame's partial cube holds per plane the box of the voxels it reaches there (to a pixel),
+    under half of what a box over all its planes' rows and columns held."""
+    with L2File(full_frame) as l2:
+        centre = l2.wcs.all_pix2world(1019.5, 1019.5, 0)
+    cfg = Drizzle3DConfig(float(centre[0]), float(centre[1]), 60, 60, detector=3)
+    grid = output_grid(cfg, 3)
+    part = image_partial(str(full_frame), grid, cfg)
+    reached = DrizzleCube.from_partial(part, grid, cfg).weight_total > 0
+    planes = list(part.planes())
+    assert len(planes) >= 5 and [p.z for p in planes] == list(np.flatnonzero(reached.any(axis=(1, 2))))
+    for plane in planes:
+        rows = np.flatnonzero(reached[plane.z].any(axis=1))
+        cols = np.flatnonzero(reached[plane.z].any(axis=0))
+        assert rows[0] - 1 <= plane.rows.start <= rows[0] and rows[-1] < plane.rows.stop <= rows[-1] + 2, plane
+        assert cols[0] - 1 <= plane.cols.start <= cols[0] and cols[-1] < plane.cols.stop <= cols[-1] + 2, plane
+    rows = min(p.rows.start for p in planes), max(p.rows.stop for p in planes)
+    cols = min(p.cols.start for p in planes), max(p.cols.stop for p in planes)
+    assert part.flux.size < 0.5 * len(planes) * (rows[1] - rows[0]) * (cols[1] - cols[0])
+
+
 def test_the_drizzle_cli_as_a_user_meets_it(many, sky_qr2, tmp_path, capsys):
     """What a new user tripped on: --plot without --spectrum ignored, --spectrum outside the box
     found only after the cube was built, `set overwrite=True` where the flag is --overwrite,

@@ -1,6 +1,6 @@
 """Per-image partial cubes and their combination (pure numpy; no Dask).
 
-A partial cube holds, over the (z, y, x) box its image touches, the associative sums of the
+A partial cube holds, over the part of each plane its image reaches, the associative sums of the
 drizzle: Σ w·f, Σ w, Σ w²σ² (w = spatial × spectral overlap × inverse variance), Σ w w' σ²
 of neighbouring voxels sharing an input pixel (the noise the drizzle correlates), the number of
 contributing images, and the AND / OR of the contributing pixels' flags. Partials add up in
@@ -10,8 +10,9 @@ any order; dividing happens once, at the end (:class:`DrizzleCube`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 from astropy.wcs import WCS
@@ -23,7 +24,7 @@ from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
 from .config import Drizzle3DConfig
 from .spatial import PixelTransform, input_window, map_window, pixel_geometry
 from .spectral import ZGrid, spectral_overlaps
-from .square import accumulate_square
+from .square import accumulate_square, plane_boxes
 
 ALL_BITS = np.uint32(0xFFFFFFFF)
 #: In-plane voxel offsets (dy, dx) whose shared noise the partial cubes record (a drizzle
@@ -69,16 +70,37 @@ class InputFrame(NamedTuple):
     file: str  # where it was read (path or URL)
 
 
+class Plane(NamedTuple):
+    """One plane of a partial cube: the cube's plane ``z``, the box of it (``rows``, ``cols``)
+    the partial holds, and where that box's voxels lie in the partial's flat buffers."""
+
+    z: int
+    rows: slice
+    cols: slice
+    voxels: slice
+
+    def of(self, buffer: np.ndarray) -> np.ndarray:
+        """The plane's (rows, cols) view of a flat buffer (of each row of a 2-d one: ``cov``)."""
+        shape = (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+        return buffer[..., self.voxels].reshape(*buffer.shape[:-1], *shape)
+
+
 @dataclass
 class PartialCube:
-    """Accumulation buffers over the box starting at (z0, y0, x0).
+    """Accumulation buffers of the planes z0, z0 + 1, ... of the cube an image reaches, each
+    over only the box of rows and columns the image reaches in it (a frame's wavelengths run
+    across it, so each plane gets a band of the frame), the boxes' voxels one after another
+    in flat buffers (:meth:`planes` gives each plane's view).
 
     Parameters
     ----------
-    z0, y0, x0 : int
-        The box's first plane, row and column in the cube.
+    z0 : int
+        The first plane.
+    boxes : ndarray
+        (nz, 4) int: plane z0 + i holds rows ``boxes[i, 0]:boxes[i, 1]`` and columns
+        ``boxes[i, 2]:boxes[i, 3]`` of the cube (none where empty).
     flux, weight, var : ndarray
-        Σ w f, Σ w, Σ w² σ² per voxel of the box.
+        Σ w f, Σ w, Σ w² σ² per voxel held.
     count : ndarray
         Contributing images per voxel.
     and_mask, or_mask : ndarray
@@ -86,7 +108,7 @@ class PartialCube:
     plane_inputs : ndarray
         Images contributing to each plane (the full z axis).
     cov : ndarray
-        (len(OFFSETS), nz, ny, nx) float32: Σ w_o w_o+d σ² per offset d.
+        (len(OFFSETS), n_voxels) float32: Σ w_o w_o+d σ² per offset d.
     n_inputs, n_rejected : int
         Images summed, and those that contributed nothing.
     rejected : list
@@ -96,8 +118,7 @@ class PartialCube:
     """
 
     z0: int
-    y0: int
-    x0: int
+    boxes: np.ndarray
     flux: np.ndarray
     weight: np.ndarray
     var: np.ndarray
@@ -105,7 +126,7 @@ class PartialCube:
     and_mask: np.ndarray
     or_mask: np.ndarray
     plane_inputs: np.ndarray  # images contributing to each z plane (full z axis)
-    cov: np.ndarray  # (len(OFFSETS), nz, ny, nx) float32: Σ w_o w_o+d σ² per offset d
+    cov: np.ndarray  # (len(OFFSETS), n_voxels) float32: Σ w_o w_o+d σ² per offset d
     n_inputs: int = 1
     n_rejected: int = 0
     rejected: list = field(default_factory=list)  # (image, reason)
@@ -114,20 +135,58 @@ class PartialCube:
     def __sizeof__(self) -> int:
         """Bytes held, buffers included: what Dask's memory accounting (``sys.getsizeof`` of
         a task result) needs to know of a partial cube."""
-        arrays = (self.flux, self.weight, self.var, self.count, self.and_mask, self.or_mask, self.plane_inputs, self.cov)
-        return object.__sizeof__(self) + sum(a.nbytes for a in arrays)
+        return object.__sizeof__(self) + sum(getattr(self, name).nbytes for name in (*_SUMS, "plane_inputs"))
 
     @property
-    def box(self) -> tuple[slice, slice, slice]:
-        nz, ny, nx = self.flux.shape
-        return slice(self.z0, self.z0 + nz), slice(self.y0, self.y0 + ny), slice(self.x0, self.x0 + nx)
+    def starts(self) -> np.ndarray:
+        """(nz + 1,): where each plane's voxels start in the flat buffers, and their end."""
+        sizes = (self.boxes[:, 1] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 2])
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def planes(self) -> Iterator[Plane]:
+        """The planes holding voxels, in order."""
+        starts = self.starts
+        for i, (y0, y1, x0, x1) in enumerate(self.boxes.tolist()):
+            if starts[i + 1] > starts[i]:
+                yield Plane(self.z0 + i, slice(y0, y1), slice(x0, x1), slice(int(starts[i]), int(starts[i + 1])))
+
+    def voxel(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Where voxels (z, y, x) of the cube (each inside its plane's box) lie in the buffers."""
+        i = z - self.z0
+        box = self.boxes[i]
+        return self.starts[i] + (y - box[:, 0]) * (box[:, 3] - box[:, 2]) + x - box[:, 2]
 
     @classmethod
-    def empty(cls, n_z: int, *, box: tuple[slice, slice, slice] = (slice(0, 0),) * 3, **meta) -> PartialCube:
-        shape = tuple(s.stop - s.start for s in box)
-        return cls(box[0].start, box[1].start, box[2].start, np.zeros(shape), np.zeros(shape), np.zeros(shape),
-                   np.zeros(shape, np.int32), np.full(shape, ALL_BITS, np.uint32), np.zeros(shape, np.uint32),
-                   np.zeros(n_z, np.int32), np.zeros((len(OFFSETS), *shape), np.float32), **meta)
+    def empty(cls, n_z: int, *, boxes: np.ndarray | None = None, **meta) -> PartialCube:
+        """Zero sums (an all-ones AND mask) over ``boxes``, (n_z, 4): per plane of the cube,
+        the rows [y0, y1) and columns [x0, x1) to hold (none where empty); by default none."""
+        z0, boxes = _held(np.zeros((0, 4), np.int64) if boxes is None else np.asarray(boxes, np.int64))
+        n = int(((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).sum())
+        return cls(z0, boxes, np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, np.int32),
+                   np.full(n, ALL_BITS, np.uint32), np.zeros(n, np.uint32), np.zeros(n_z, np.int32),
+                   np.zeros((len(OFFSETS), n), np.float32), **meta)
+
+
+#: A partial cube's sums, in the order :func:`combine` adds them.
+_SUMS = ("flux", "weight", "var", "count", "and_mask", "or_mask", "cov")
+
+
+def _held(boxes: np.ndarray) -> tuple[int, np.ndarray]:
+    """The first plane and the boxes from it to the last of ``boxes`` (n_z, 4) that hold
+    voxels; the empty ones between set to (0, 0, 0, 0)."""
+    held = np.flatnonzero((boxes[:, 1] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 2]))
+    if not held.size:
+        return 0, np.zeros((0, 4), np.int64)
+    out = boxes[held[0]:held[-1] + 1].copy()
+    out[(out[:, 1] <= out[:, 0]) | (out[:, 3] <= out[:, 2])] = 0
+    return int(held[0]), out
+
+
+def _bounds(n_z: int) -> np.ndarray:
+    """(n_z, 4) per-plane box bounds that hold nothing yet, for np.minimum / np.maximum."""
+    out = np.zeros((n_z, 4), np.int64)
+    out[:, 0] = out[:, 2] = np.iinfo(np.int64).max
+    return out
 
 
 def rejected(n_z: int, image: str, reason: str) -> PartialCube:
@@ -136,7 +195,8 @@ def rejected(n_z: int, image: str, reason: str) -> PartialCube:
 
 
 def combine(*partials: PartialCube) -> PartialCube:
-    """The sum of partials over the union of their boxes (one allocation, each added once).
+    """The sum of partials, each plane over the union of their boxes in it (one allocation,
+    each added once; a copy of the largest when it holds that union, as a running sum does).
 
     Parameters
     ----------
@@ -148,32 +208,44 @@ def combine(*partials: PartialCube) -> PartialCube:
     """
     full = [p for p in partials if p.flux.size]
     inputs = np.sum([p.plane_inputs for p in partials], axis=0)
-    n_inputs, n_rejected = sum(p.n_inputs for p in partials), sum(p.n_rejected for p in partials)
-    rejected = [r for p in partials for r in p.rejected]
-    frames = [f for p in partials for f in p.inputs]
+    meta: dict[str, Any] = {"n_inputs": sum(p.n_inputs for p in partials),
+                            "n_rejected": sum(p.n_rejected for p in partials),
+                            "rejected": [r for p in partials for r in p.rejected],
+                            "inputs": [f for p in partials for f in p.inputs]}
     if len(full) <= 1:
-        keep = full[0] if full else PartialCube.empty(inputs.size)
-        return PartialCube(keep.z0, keep.y0, keep.x0, keep.flux, keep.weight, keep.var, keep.count, keep.and_mask,
-                           keep.or_mask, inputs, keep.cov, n_inputs, n_rejected, rejected, frames)
-    za, ya, xa = (slice(min(p.box[k].start for p in full), max(p.box[k].stop for p in full)) for k in range(3))
-    box = (za, ya, xa)
-    out = PartialCube.empty(inputs.size, box=box, n_inputs=n_inputs, n_rejected=n_rejected, rejected=rejected,
-                            inputs=frames)
-    out.plane_inputs = inputs
+        return replace(full[0] if full else PartialCube.empty(inputs.size), plane_inputs=inputs, **meta)
+    bounds = _bounds(inputs.size)
     for p in full:
-        sl = tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(p.box, box))
-        out.flux[sl] += p.flux
-        out.weight[sl] += p.weight
-        out.var[sl] += p.var
-        out.count[sl] += p.count
-        out.and_mask[sl] &= p.and_mask
-        out.or_mask[sl] |= p.or_mask
-        out.cov[(slice(None), *sl)] += p.cov
+        for plane in p.planes():
+            y0, y1, x0, x1 = bounds[plane.z]
+            bounds[plane.z] = (min(y0, plane.rows.start), max(y1, plane.rows.stop),
+                               min(x0, plane.cols.start), max(x1, plane.cols.stop))
+    z0, boxes = _held(bounds)
+    largest = max(full, key=lambda p: p.flux.size)
+    if largest.z0 == z0 and np.array_equal(largest.boxes, boxes):
+        out = replace(largest, **{name: getattr(largest, name).copy() for name in _SUMS}, **meta)
+        full = [p for p in full if p is not largest]
+    else:
+        out = PartialCube.empty(inputs.size, boxes=bounds, **meta)
+    out.plane_inputs = inputs
+    into = {plane.z: plane for plane in out.planes()}
+    for p in full:
+        for plane in p.planes():
+            to = into[plane.z]
+            at = (slice(plane.rows.start - to.rows.start, plane.rows.stop - to.rows.start),
+                  slice(plane.cols.start - to.cols.start, plane.cols.stop - to.cols.start))
+            to.of(out.flux)[at] += plane.of(p.flux)
+            to.of(out.weight)[at] += plane.of(p.weight)
+            to.of(out.var)[at] += plane.of(p.var)
+            to.of(out.count)[at] += plane.of(p.count)
+            to.of(out.and_mask)[at] &= plane.of(p.and_mask)
+            to.of(out.or_mask)[at] |= plane.of(p.or_mask)
+            to.of(out.cov)[(slice(None), *at)] += plane.of(p.cov)
     return out
 
 
 def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> PartialCube:
-    """Drizzle one image into a partial cube cropped to the output box it touches.
+    """Drizzle one image into a partial cube holding, per plane, the box it reaches there.
 
     Parameters
     ----------
@@ -286,7 +358,8 @@ def _drizzled(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, window: tup
     if out is None:
         return rejected(grid.zgrid.n_z, l2.source, "no valid pixel lands in the output grid")
     out.count = (out.weight > 0).astype(np.int32)
-    out.plane_inputs[out.box[0]] = (out.weight.reshape(out.weight.shape[0], -1) > 0).any(axis=1)
+    for plane in out.planes():
+        out.plane_inputs[plane.z] = out.count[plane.voxels].any()
     meta = l2.meta
     out.inputs = [InputFrame(meta.obs_id, int(meta.detector), meta.version, float(out.weight.sum()), str(l2.source))]
     return out
@@ -326,18 +399,14 @@ def _square(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, 
     hit = good & (f_all > 0).any(axis=1)
     if not hit.any():
         return None
-    # the box the window can touch on the grid, and the bins its good pixels reach
-    x0, x1 = max(int(np.floor(kx.min() + 0.5)), 0), min(int(np.ceil(kx.max() + 0.5)), nx)
-    y0, y1 = max(int(np.floor(ky.min() + 0.5)), 0), min(int(np.ceil(ky.max() + 0.5)), ny)
-    zs = z_all[hit][f_all[hit] > 0]
-    if x0 >= x1 or y0 >= y1:
+    shrink = float(config.xy_shrink)
+    out = PartialCube.empty(grid.zgrid.n_z, boxes=plane_boxes(kx, ky, cx, cy, shrink, hit, z_all, f_all, ny, nx,
+                                                               grid.zgrid.n_z), n_inputs=1)
+    if not out.flux.size:
         return None
-    out = PartialCube.empty(grid.zgrid.n_z, box=(slice(int(zs.min()), int(zs.max()) + 1), slice(y0, y1), slice(x0, x1)),
-                            n_inputs=1)
-    n = accumulate_square(kx, ky, cx, cy, float(config.xy_shrink), hit, weight, data.ravel(), var.ravel(),
-                          flags.ravel(), z_all, f_all, float(config.min_overlap), ny, nx, out.z0, out.y0, out.x0,
-                          out.flux, out.weight, out.var, out.and_mask, out.or_mask, np.array(OFFSETS, np.int64),
-                          out.cov)
+    n = accumulate_square(kx, ky, cx, cy, shrink, hit, weight, data.ravel(), var.ravel(), flags.ravel(), z_all, f_all,
+                          float(config.min_overlap), ny, nx, out.z0, out.boxes, out.starts, out.flux, out.weight,
+                          out.var, out.and_mask, out.or_mask, np.array(OFFSETS, np.int64), out.cov)
     return out if n else None
 
 
@@ -353,28 +422,29 @@ def _pairs(transform, window, grid: OutputGrid, config: Drizzle3DConfig, good, w
         return None
     row, col = np.nonzero(sel)
     wf, z, src, yy, xx = wf[row, col], z_all[pixel[row], col], pixel[row], oy[row], ox[row]
-    box = (slice(int(z.min()), int(z.max()) + 1), slice(int(yy.min()), int(yy.max()) + 1),
-           slice(int(xx.min()), int(xx.max()) + 1))
-    out = PartialCube.empty(grid.zgrid.n_z, box=box, n_inputs=1)
-    shape = out.flux.shape
-    flat = np.ravel_multi_index((z - box[0].start, yy - box[1].start, xx - box[2].start), shape)
-    size = int(np.prod(shape))
+    bounds = _bounds(grid.zgrid.n_z)
+    np.minimum.at(bounds[:, 0], z, yy)
+    np.maximum.at(bounds[:, 1], z, yy + 1)
+    np.minimum.at(bounds[:, 2], z, xx)
+    np.maximum.at(bounds[:, 3], z, xx + 1)
+    out = PartialCube.empty(grid.zgrid.n_z, boxes=bounds, n_inputs=1)
+    flat = out.voxel(z, yy, xx)
+    size = out.flux.size
     w = weight[src] * wf
-    out.flux = np.bincount(flat, w * data.ravel()[src], size).reshape(shape)
-    out.weight = np.bincount(flat, w, size).reshape(shape)
-    out.var = np.bincount(flat, w * w * var.ravel()[src], size).reshape(shape)
+    out.flux = np.bincount(flat, w * data.ravel()[src], size)
+    out.weight = np.bincount(flat, w, size)
+    out.var = np.bincount(flat, w * w * var.ravel()[src], size)
     _flag_masks(out, flat, flags.ravel()[src])
-    _shared_noise(out, src, z - box[0].start, yy - box[1].start, xx - box[2].start, w, var.ravel()[src])
+    _shared_noise(out, src, z, yy, xx, w, var.ravel()[src])
     return out
 
 
 def _shared_noise(out: PartialCube, src: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray, w: np.ndarray,
                   var: np.ndarray) -> None:
     """Σ w w' σ² of the voxel pairs (o, o + d) of one plane fed by the same input pixel, for
-    the contributions (input pixel ``src``, voxel (z, y, x), weight ``w``) of a window."""
+    the contributions (input pixel ``src``, cube voxel (z, y, x), weight ``w``) of a window."""
     order = np.lexsort((x, y, z, src))
     src, z, y, x, w, var = src[order], z[order], y[order], x[order], w[order], var[order]
-    shape = out.flux.shape
     for shift in range(1, 16):  # a pixel feeds at most a few voxels of a plane
         same = (src[shift:] == src[:-shift]) & (z[shift:] == z[:-shift])
         if not same.any():
@@ -386,15 +456,13 @@ def _shared_noise(out: PartialCube, src: np.ndarray, z: np.ndarray, y: np.ndarra
             for sign in (1, -1):
                 hit = (dy == sign * oy) & (dx == sign * ox)
                 at = i[hit] if sign > 0 else j[hit]  # the voxel the offset starts from
-                flat = np.ravel_multi_index((z[at], y[at], x[at]), shape)
-                np.add.at(out.cov[k].reshape(-1), flat, (w[i[hit]] * w[j[hit]] * var[i[hit]]).astype(np.float32))
+                np.add.at(out.cov[k], out.voxel(z[at], y[at], x[at]), (w[i[hit]] * w[j[hit]] * var[i[hit]]).astype(np.float32))
 
 
 def _flag_masks(out: PartialCube, flat: np.ndarray, pix_flags: np.ndarray) -> None:
     """AND / OR of the contributing pixels' flags per voxel. Only flagged contributions go
     through the (slow) unbuffered ``ufunc.at``; any unflagged one makes the AND zero."""
     flagged = pix_flags != 0
-    np.bitwise_or.at(out.or_mask.reshape(-1), flat[flagged], pix_flags[flagged])
-    and_mask = out.and_mask.reshape(-1)
-    np.bitwise_and.at(and_mask, flat[flagged], pix_flags[flagged])
-    and_mask[np.bincount(flat[~flagged], minlength=and_mask.size) > 0] = 0
+    np.bitwise_or.at(out.or_mask, flat[flagged], pix_flags[flagged])
+    np.bitwise_and.at(out.and_mask, flat[flagged], pix_flags[flagged])
+    out.and_mask[np.bincount(flat[~flagged], minlength=out.and_mask.size) > 0] = 0

@@ -138,15 +138,15 @@ class DrizzleCube:
         DrizzleCube
         """
         cube = cls.create(grid.wcs, config.pixscale, grid.zgrid, config, grid.detector)
-        if partial.flux.size:
-            box = partial.box
-            cube.flux_weighted[box] = partial.flux
-            cube.weight_total[box] = partial.weight
-            cube.var_accum[box] = partial.var
-            cube.count_map[box] = partial.count
-            cube.and_mask[box] = partial.and_mask
-            cube.or_mask[box] = partial.or_mask
-            cube.cov_accum[(slice(None), *box)] = partial.cov
+        for plane in partial.planes():
+            at = (plane.z, plane.rows, plane.cols)
+            cube.flux_weighted[at] = plane.of(partial.flux)
+            cube.weight_total[at] = plane.of(partial.weight)
+            cube.var_accum[at] = plane.of(partial.var)
+            cube.count_map[at] = plane.of(partial.count)
+            cube.and_mask[at] = plane.of(partial.and_mask)
+            cube.or_mask[at] = plane.of(partial.or_mask)
+            cube.cov_accum[(slice(None), *at)] = plane.of(partial.cov)
         cube.plane_inputs = partial.plane_inputs.copy()
         cube.n_inputs, cube.n_rejected, cube.rejected = partial.n_inputs, partial.n_rejected, list(partial.rejected)
         cube.inputs = list(partial.inputs)

@@ -164,9 +164,9 @@ def _unit_cutouts(cube: dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.
     for frame in cube.inputs:
         with L2File(frame.file, storage_options=storage_options) as l2:
             for k, part in enumerate(unit_source_cubes(l2, whole, cube.config, grids, ras, decs)):
-                if not part.rejected:
-                    flux[k][part.box] += part.flux
-                    weight[k][part.box] += part.weight
+                for plane in part.planes():
+                    flux[k][plane.z, plane.rows, plane.cols] += plane.of(part.flux)
+                    weight[k][plane.z, plane.rows, plane.cols] += plane.of(part.weight)
     with np.errstate(invalid="ignore", divide="ignore"):
         return [np.where(w > 0, f / w, 0.0) for f, w in zip(flux, weight)]
 

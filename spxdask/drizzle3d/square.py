@@ -1,6 +1,7 @@
 """The compiled hot loop of the drizzle: per input pixel, the exact overlap of its shrunk
 footprint with each output pixel (the square kernel), times its spectral overlaps, accumulated
-straight into a partial cube — no per-contribution temporaries.
+straight into a partial cube — no per-contribution temporaries. A first pass finds the box each
+plane's contributions reach (:func:`plane_boxes`), so a partial holds per plane only those.
 
 It computes the same overlaps as :func:`spxdask.drizzle3d.spatial.square_overlaps` (numpy, used
 for the pair-listing API) — a test holds them equal — and is benchmarked against the reference
@@ -51,16 +52,75 @@ def _cell_overlap(qx, qy, ox: float, oy: float) -> float:
     return abs(total)
 
 
+@numba.njit(cache=True, inline="always")
+def _footprint(kx, ky, cx, cy, iy: int, ix: int, shrink: float, qx, qy) -> float:
+    """Fill (qx, qy) with the shrunk footprint of window pixel (iy, ix) in output pixel
+    coordinates (+0.5: output pixel k covers [k, k+1]); its area."""
+    ccx, ccy = cx[iy, ix], cy[iy, ix]
+    qx[0] = kx[iy, ix]
+    qx[1] = kx[iy, ix + 1]
+    qx[2] = kx[iy + 1, ix + 1]
+    qx[3] = kx[iy + 1, ix]
+    qy[0] = ky[iy, ix]
+    qy[1] = ky[iy, ix + 1]
+    qy[2] = ky[iy + 1, ix + 1]
+    qy[3] = ky[iy + 1, ix]
+    area = 0.0
+    for i in range(4):  # shrink about the centre
+        qx[i] = ccx + shrink * (qx[i] - ccx) + 0.5
+        qy[i] = ccy + shrink * (qy[i] - ccy) + 0.5
+    for i in range(4):
+        j = (i + 1) % 4
+        area += qx[i] * qy[j] - qx[j] * qy[i]
+    return abs(area) * 0.5
+
+
+@numba.njit(cache=True)
+def plane_boxes(kx, ky, cx, cy, shrink, good, z_idx, f_z, grid_ny, grid_nx, n_z):
+    """(n_z, 4) int64: per plane of the cube, the rows [y0, y1) and columns [x0, x1) the
+    window's good pixels can reach in it (empty, y0 >= y1, where none does). Arguments as
+    :func:`accumulate_square`."""
+    out = np.empty((n_z, 4), np.int64)
+    out[:, 0] = grid_ny
+    out[:, 1] = 0
+    out[:, 2] = grid_nx
+    out[:, 3] = 0
+    hy, hx = cx.shape
+    qx = np.empty(4)
+    qy = np.empty(4)
+    for iy in range(hy):
+        for ix in range(hx):
+            p = iy * hx + ix
+            if not good[p] or _footprint(kx, ky, cx, cy, iy, ix, shrink, qx, qy) <= 0.0:
+                continue
+            oy0 = max(int(np.floor(min(min(qy[0], qy[1]), min(qy[2], qy[3])))), 0)
+            oy1 = min(int(np.ceil(max(max(qy[0], qy[1]), max(qy[2], qy[3])))), grid_ny)
+            ox0 = max(int(np.floor(min(min(qx[0], qx[1]), min(qx[2], qx[3])))), 0)
+            ox1 = min(int(np.ceil(max(max(qx[0], qx[1]), max(qx[2], qx[3])))), grid_nx)
+            if oy0 >= oy1 or ox0 >= ox1:
+                continue
+            for kk in range(z_idx.shape[1]):
+                if f_z[p, kk] <= 0.0:
+                    continue
+                z = z_idx[p, kk]
+                out[z, 0] = min(out[z, 0], oy0)
+                out[z, 1] = max(out[z, 1], oy1)
+                out[z, 2] = min(out[z, 2], ox0)
+                out[z, 3] = max(out[z, 3], ox1)
+    return out
+
+
 @numba.njit(cache=True, fastmath=True)
 def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_idx, f_z, min_overlap,
-                      grid_ny, grid_nx, z0, y0, x0, flux, wsum, vsum, and_mask, or_mask, offsets, cov):
-    """Drizzle every good input pixel of a window into the partial-cube arrays (shape
-    (nz, ny, nx), origin (z0, y0, x0) in the full cube).
+                      grid_ny, grid_nx, z0, boxes, starts, flux, wsum, vsum, and_mask, or_mask, offsets, cov):
+    """Drizzle every good input pixel of a window into the partial-cube buffers: flat, plane
+    z0 + i's box (rows boxes[i, 0]:boxes[i, 1], columns boxes[i, 2]:boxes[i, 3], row-major)
+    from ``starts[i]`` on; the boxes must hold every voxel reached (:func:`plane_boxes`).
 
     ``kx, ky``: output pixel coordinates of the window's pixel corners, (hy + 1, hx + 1);
     ``cx, cy``: of its pixel centres, (hy, hx); ``good``, ``weight``, ``data``, ``var``,
     ``flags``: per window pixel (flat); ``z_idx``, ``f_z``: (n_pix, k) spectral bins and
-    fractions. ``cov`` (len(offsets), nz, ny, nx) accumulates Σ w_o w_o' σ² of the pairs of
+    fractions. ``cov`` (len(offsets), n_voxels) accumulates Σ w_o w_o' σ² of the pairs of
     voxels (o, o + offset) of one plane that share an input pixel. Returns the number of voxel
     contributions.
     """
@@ -82,23 +142,7 @@ def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_
             p = iy * hx + ix
             if not good[p]:
                 continue
-            ccx, ccy = cx[iy, ix], cy[iy, ix]
-            qx[0] = kx[iy, ix]
-            qx[1] = kx[iy, ix + 1]
-            qx[2] = kx[iy + 1, ix + 1]
-            qx[3] = kx[iy + 1, ix]
-            qy[0] = ky[iy, ix]
-            qy[1] = ky[iy, ix + 1]
-            qy[2] = ky[iy + 1, ix + 1]
-            qy[3] = ky[iy + 1, ix]
-            area = 0.0
-            for i in range(4):  # shrink about the centre (+0.5: output pixel k covers [k, k+1])
-                qx[i] = ccx + shrink * (qx[i] - ccx) + 0.5
-                qy[i] = ccy + shrink * (qy[i] - ccy) + 0.5
-            for i in range(4):
-                j = (i + 1) % 4
-                area += qx[i] * qy[j] - qx[j] * qy[i]
-            area = abs(area) * 0.5
+            area = _footprint(kx, ky, cx, cy, iy, ix, shrink, qx, qy)
             if area <= 0.0:
                 continue
             ox0 = int(np.floor(min(min(qx[0], qx[1]), min(qx[2], qx[3]))))
@@ -116,18 +160,20 @@ def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_
                     n_cells += 1
             for kk in range(k):
                 z = z_idx[p, kk] - z0
+                if f_z[p, kk] <= 0.0 or n_cells == 0:
+                    continue
+                by, bx, bw, b0 = boxes[z, 0], boxes[z, 2], boxes[z, 3] - boxes[z, 2], starts[z]
                 for c in range(n_cells):
                     wf = cell_f[c] * f_z[p, kk]
                     if wf <= 0.0 or wf < min_overlap:
                         continue
-                    yy = cell_y[c] - y0
-                    xx = cell_x[c] - x0
+                    v = b0 + (cell_y[c] - by) * bw + cell_x[c] - bx
                     w = weight[p] * wf
-                    flux[z, yy, xx] += w * data[p]
-                    wsum[z, yy, xx] += w
-                    vsum[z, yy, xx] += w * w * var[p]
-                    and_mask[z, yy, xx] &= flags[p]
-                    or_mask[z, yy, xx] |= flags[p]
+                    flux[v] += w * data[p]
+                    wsum[v] += w
+                    vsum[v] += w * w * var[p]
+                    and_mask[v] &= flags[p]
+                    or_mask[v] |= flags[p]
                     n += 1
                     # the pairs of this pixel's voxels in the plane, each once
                     for c2 in range(c + 1, n_cells):
@@ -142,7 +188,7 @@ def accumulate_square(kx, ky, cx, cy, shrink, good, weight, data, var, flags, z_
                             continue
                         shared = w * weight[p] * wf2 * var[p]
                         if j >= 0:
-                            cov[j, z, yy, xx] += shared
+                            cov[j, v] += shared
                         else:  # the offset starts from the second voxel
-                            cov[-2 - j, z, cell_y[c2] - y0, cell_x[c2] - x0] += shared
+                            cov[-2 - j, b0 + (cell_y[c2] - by) * bw + cell_x[c2] - bx] += shared
     return n
