@@ -79,7 +79,9 @@ class Drizzle3DConfig(Config):
         "square": exact pixel-footprint overlap (the drizzle algorithm); "bilinear": the
         reference's kernel, for comparison.
     split_every : int
-        Fan-in of the sums of partial cubes.
+        Fan-in of the sums of partial cubes: on a cluster, each worker adds its partials to
+        its running sum ``split_every - 1`` at a time (3: the least memory at about the same
+        speed; a sum is as large as the cube's planes its images reach).
     weighting : {"background", "ivar"}
         Each input pixel is weighted by the inverse of a variance, capped at ``ivar_max``: its
         row's median VARIANCE ("background") or its own ("ivar", the reference). A pixel's own
@@ -117,7 +119,7 @@ class Drizzle3DConfig(Config):
     archive: str | None = None
     tap_url: str | None = None
     kernel: str = "square"
-    split_every: int = 8
+    split_every: int = 3
     weighting: str = "background"
     storage_options: dict | None = None
     archive_index: Path | None = None

@@ -1,24 +1,30 @@
 """Dask orchestration of the drizzle: one task per image returning a partial cube, combined by
 ``split_every``-way sums, so no worker holds more than about split_every + 1 partials.
 
-On a distributed client the sums follow the data: as partials finish, ``split_every`` of them
-held by one worker are combined on that worker, and only the workers' final sums move (a
-partial is about as large as the cube; moving them between workers cost the fixed tree a
-quarter of its time on two workers). Without one, a fixed tree of delayed sums runs on local
+On a distributed client the sums follow the data: each worker keeps one running sum, to which
+the partials it made are added ``split_every - 1`` at a time, and only the workers' final sums
+move (moving partials between workers cost a fixed tree a quarter of its time on two workers;
+a sum is as large as the cube's planes the images reach, so one at a time bounds a worker's
+memory). Without one, a fixed tree of delayed sums runs on local
 threads."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask
 from dask.delayed import Delayed
 
-from ..cluster import progress_line
+from ..cluster import gather, progress_line
 from ..spherex.l2 import L2File
 from .accumulate import OutputGrid, PartialCube, combine, partial_cube, rejected
 from .config import Drizzle3DConfig
+
+if TYPE_CHECKING:
+    from distributed import Future
 
 
 def image_partial(path: str, grid: OutputGrid, config: Drizzle3DConfig, storage_options: dict | None = None) -> PartialCube:
@@ -56,7 +62,8 @@ def reduce_partials(jobs: dict[int, tuple[Sequence[str], OutputGrid]], config: D
                     storage_options: dict | None = None) -> dict[int, PartialCube]:
     """The summed partial cube of each detector's images, ``jobs`` = {detector: (paths, grid)},
     computed on the distributed ``client``: tasks ``drizzle-partial-D<n>-…`` per image and
-    ``drizzle-combine-D<n>-…`` per sum, each sum on the worker holding its inputs."""
+    ``drizzle-combine-D<n>-…`` per sum; each worker's partials are added to its running sum
+    ``split_every - 1`` at a time, on that worker, and the workers' sums summed at the end."""
     from distributed import as_completed
 
     futures, detector_of = [], {}
@@ -68,13 +75,15 @@ def reduce_partials(jobs: dict[int, tuple[Sequence[str], OutputGrid]], config: D
                               key=f"drizzle-partial-D{det}-{Path(p).stem}-{token}")
             futures.append(f)
             detector_of[f.key] = det
-    held: dict[tuple[int, str], list] = {}
+    sums: dict[tuple[int, str], _WorkerSum] = {}
+    owner: dict[str, _WorkerSum] = {}  # a running sum's key: whose it is (wherever it lands)
     n_sums = 0
 
     def sum_on_worker(group: list, det: int):
         nonlocal n_sums
         n_sums += 1
-        f = client.submit(combine, *group, key=f"drizzle-combine-D{det}-{n_sums}-{group[0].key[-8:]}")
+        # before the images queued on the worker: else the partials pile up while they run
+        f = client.submit(combine, *group, key=f"drizzle-combine-D{det}-{n_sums}-{group[0].key[-8:]}", priority=1)
         detector_of[f.key] = det
         return f
 
@@ -82,19 +91,48 @@ def reduce_partials(jobs: dict[int, tuple[Sequence[str], OutputGrid]], config: D
     del futures  # a partial is released once summed
     for future in done:
         det = detector_of[future.key]
-        if future.key.startswith("drizzle-partial"):
+        if future.key in owner:
+            held = owner.pop(future.key)
+            held.total, held.pending = future, False
+        else:
             n_done += 1
             progress_line("drizzle: images", n_done, n_images)
-        where = client.who_has(future).get(future.key) or ("",)
-        group = held.setdefault((det, where[0]), [])
-        group.append(future)
-        if len(group) == config.split_every:
-            held[(det, where[0])] = []
-            done.add(sum_on_worker(group, det))
-    # each worker's remainder summed where it lies, then the workers' sums
-    per_detector: dict[int, list] = {}
-    for (det, _), group in held.items():
+            where = client.who_has(future).get(future.key) or ("",)
+            held = sums.setdefault((det, where[0]), _WorkerSum())
+            held.partials.append(future)
+        group = held.to_sum()
+        if len(group) >= config.split_every:
+            f = sum_on_worker(group, det)
+            owner[f.key] = held
+            held.total, held.pending, held.partials = None, True, []
+            done.add(f)
+    future = None  # the last one landed, and (below) the last group, would keep a running sum alive
+    # each worker's remainder added to its sum where they lie, then the workers' sums
+    level: dict[int, list] = {}
+    for (det, _), held in sums.items():
+        group = held.to_sum()
         if group:
-            per_detector.setdefault(det, []).append(group[0] if len(group) == 1 else sum_on_worker(group, det))
-    totals = {det: group[0] if len(group) == 1 else sum_on_worker(group, det) for det, group in per_detector.items()}
-    return dict(zip(totals, client.gather(list(totals.values()))))
+            level.setdefault(det, []).append(group[0] if len(group) == 1 else sum_on_worker(group, det))
+    sums.clear()
+    group = []
+    for det, items in level.items():
+        while len(items) > 1:
+            items[:] = [s[0] if len(s) == 1 else sum_on_worker(s, det)
+                        for s in (items[i:i + config.split_every] for i in range(0, len(items), config.split_every))]
+    return dict(zip(level, gather([items[0] for items in level.values()], client)))
+
+
+@dataclass
+class _WorkerSum:
+    """What one worker holds of a detector's cube: its running sum (one at a time: a sum is as
+    large as the cube's planes the images reach, so two would double the worker's memory),
+    whether it is being made, and the partials landed since."""
+
+    total: Future | None = None
+    pending: bool = False
+    partials: list = field(default_factory=list)
+
+    def to_sum(self) -> list:
+        """The futures to sum now: the running sum and the partials landed since (none while
+        the running sum is being made)."""
+        return [] if self.pending else [self.total] * (self.total is not None) + self.partials
