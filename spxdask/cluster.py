@@ -174,7 +174,25 @@ def gather(futures: list, client) -> list:
             progress(futures, notebook=_in_notebook(), multi=False, scheduler=scheduler)
         except ImportError:  # a notebook without ipywidgets: a text bar instead
             progress(futures, notebook=False, multi=False, scheduler=scheduler)
-    return client.gather(futures)
+    return client.gather(futures, direct=_direct(client))
+
+
+def _direct(client) -> bool | None:
+    """Read results straight from the workers when they all listen on this machine's loopback
+    (a LocalCluster): distributed's default relays them through the scheduler, for workers a
+    client cannot reach (as behind a Dask Gateway), at a copy per result (a 45 MB partial cube:
+    0.4 s against 0.03 s). A client's own ``direct_to_workers`` wins."""
+    import ipaddress
+
+    from distributed.comm.addressing import get_address_host
+
+    if client.direct_to_workers is not None:
+        return client.direct_to_workers
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    try:
+        return bool(workers) and all(ipaddress.ip_address(get_address_host(a)).is_loopback for a in workers)
+    except ValueError:  # a host name, or an in-process address
+        return None
 
 
 def progress_line(label: str, done: int, total: int) -> None:
