@@ -1,11 +1,15 @@
 """Drizzle3D: per-frame time of a full-size frame into 30' and 120' cubes against the
-reference algorithm; 1 vs 2 workers; peak worker memory for 50 frames with and without the
-grouped sums; spectra taken from a 120' cube against photutils apertures plane by plane."""
+reference algorithm; 50 frames on 1 and 2 workers, time and peak worker memory, against the
+code before per-plane partial cubes; spectra taken from a 120' cube against photutils
+apertures plane by plane."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +19,11 @@ from photutils.aperture import CircularAperture, aperture_photometry
 from spxdask.drizzle3d import Drizzle3DConfig, DrizzleCube, extract_spectrum
 from spxdask.drizzle3d.grid import output_grid
 from spxdask.drizzle3d.io import as_loaded, load_cube, save_cube
-from spxdask.drizzle3d.reduce import image_partial, reduce_partials
+from spxdask.drizzle3d.reduce import image_partial
 from spxdask.simulate import SimConfig, simulate_sky
 from spxdask.spherex import L2File
 
-from . import PeakMemory, Result, best_of, register
+from . import Result, best_of, register
 from .reference_drizzle import reference_drizzle_frame
 
 
@@ -70,35 +74,72 @@ def _per_frame(tmp: Path) -> list[Result]:
     return out + _cube_spectra(path, cfg)
 
 
-def _cluster_runs(tmp: Path) -> list[Result]:
-    from distributed import Client, LocalCluster
+#: The code before per-plane boxes in partial cubes and one running sum per worker (the issue's
+#: "today's code"), checked out beside the run and measured by the same script.
+BASELINE_REV = "fdcc99c"
 
-    sky = simulate_sky(tmp / "many", SimConfig(n_images=50, size=512, n_sources=300, detectors=(2,), radius=0.4, seed=6))
-    paths = [str(p) for p in sky.files]
+#: One cluster of ``workers`` single-threaded workers drizzling the frames into a 40' cube with
+#: the code on PYTHONPATH: the peak worker memory of its first run (fresh workers), then three
+#: timed runs. Run as its own process so each code is imported alone.
+_CLUSTER = """
+import json, sys, time
+from distributed import Client, LocalCluster
+from spxdask.drizzle3d import Drizzle3DConfig
+from spxdask.drizzle3d.grid import output_grid
+from spxdask.drizzle3d.reduce import reduce_partials
+from benchmarks import PeakMemory
+
+if __name__ == "__main__":
+    paths, workers = json.loads(sys.argv[1]), int(sys.argv[2])
     cfg = Drizzle3DConfig(150.1, 2.2, 40, 40, detector=2)
     grid = output_grid(cfg, 2)
-    times, out = {}, []
-    for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
-            runs = []
-            for _ in range(4):  # the first run loads the compiled kernels in every worker
-                t0 = time.perf_counter()
-                reduce_partials({2: (paths, grid)}, cfg, client)
-                runs.append(time.perf_counter() - t0)
-            times[workers] = runs[1:]
-    for label, split in (("sums of 8", 8), ("one sum of 50 per worker", 64)):
-        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
-                Client(cluster) as client, PeakMemory(client) as mem:
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        with PeakMemory(client) as mem:
+            reduce_partials({2: (paths, grid)}, cfg, client)
+        runs = []
+        for _ in range(3):
             t0 = time.perf_counter()
-            reduce_partials({2: (paths, grid)}, Drizzle3DConfig(150.1, 2.2, 40, 40, detector=2, split_every=split),
-                            client)
-            t = time.perf_counter() - t0
-        peak = {k: f"{v / 2**30:.2f} GiB" for k, v in mem.peak.items()}
-        out.append(Result("drizzle", f"50 frames, {label}", t, extra={"peak worker memory": peak}))
-    extra = {f"runs (s), {w} worker(s)": [round(t, 2) for t in times[w]] for w in (1, 2)}
-    return [Result("drizzle", "50 frames 512^2 into 40', 2 workers (best of 3)", min(times[2]), "1 worker",
-                   min(times[1]), extra)] + out
+            reduce_partials({2: (paths, grid)}, cfg, client)
+            runs.append(time.perf_counter() - t0)
+    print(json.dumps({"runs": runs, "peak": max(mem.peak.values()) / 2**30}))
+"""
+
+
+def _cluster(code: Path, paths: list[str], workers: int, script: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    done = subprocess.run([sys.executable, str(script), json.dumps(paths), str(workers)], capture_output=True,
+                          text=True, env=env, cwd=script.parent, timeout=1800)
+    if done.returncode:
+        raise RuntimeError(f"the drizzle cluster run with {code} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _cluster_runs(tmp: Path) -> list[Result]:
+    """50 frames of 512² into a 40' cube on 1 and 2 workers, this code and :data:`BASELINE_REV`."""
+    sky = simulate_sky(tmp / "many", SimConfig(n_images=50, size=512, n_sources=300, detectors=(2,), radius=0.4, seed=6),
+                       scheduler="sync")
+    paths = [str(p) for p in sky.files]
+    script = tmp / "cluster_run.py"
+    script.write_text(_CLUSTER)
+    repo = Path(__file__).resolve().parents[1]
+    baseline = tmp / "baseline"
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), BASELINE_REV], check=True,
+                   capture_output=True)
+    try:
+        now = {w: _cluster(repo, paths, w, script) for w in (1, 2)}
+        then = {w: _cluster(baseline, paths, w, script) for w in (1, 2)}
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(baseline)], capture_output=True)
+    extra = {f"runs (s), {w} worker(s)": [round(t, 2) for t in now[w]["runs"]] for w in (1, 2)}
+    extra.update({f"runs (s), {w} worker(s), {BASELINE_REV}": [round(t, 2) for t in then[w]["runs"]] for w in (1, 2)})
+    peaks = {f"peak worker GiB, {w} worker(s)": round(now[w]["peak"], 3) for w in (1, 2)}
+    peaks.update({f"peak worker GiB, {w} worker(s), {BASELINE_REV}": round(then[w]["peak"], 3) for w in (1, 2)})
+    return [Result("drizzle", "50 frames 512^2 into 40', 2 workers (best of 3)", min(now[2]["runs"]), "1 worker",
+                   min(now[1]["runs"]), extra),
+            Result("drizzle", f"the same, 2 workers, against {BASELINE_REV}", min(now[2]["runs"]),
+                   f"{BASELINE_REV}, 2 workers", min(then[2]["runs"]),
+                   {**peaks, "1 -> 2 workers": round(min(now[1]["runs"]) / min(now[2]["runs"]), 2),
+                    f"1 -> 2 workers, {BASELINE_REV}": round(min(then[1]["runs"]) / min(then[2]["runs"]), 2)})]
 
 
 @register("drizzle")
