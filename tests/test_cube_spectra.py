@@ -337,3 +337,51 @@ def test_cube_frames_and_catalog_spectra_agree_within_their_errors(spread, tmp_p
         band = diff[(snr >= low) & (snr < high)]
         q16, q50, q84 = _robust(band)
         assert len(band) > 80 and (q84 - q16) / 2 < 1.0 and abs(q50) < 0.25, (low, high, len(band), q16, q50, q84)
+
+
+def test_galaxy_spectra_from_cubes_are_totals_with_honest_errors(tmp_path):
+    """Galaxies of half-light radius 2-6" (Tractor REX / EXP / DEV / SER shapes, as the
+    catalog gives them), flat spectra, S/N 5 to beyond 300 per plane, three skies: each drizzled
+    with its profile through the cube's frames for the division, the aperture's flux is the
+    galaxy's total and the pulls against the injected fluxes hold at every S/N (here σ 1.11 /
+    0.87 / 1.11 at S/N 5-50 / 50-300 / beyond; flux / truth 1.002 from S/N 50); divided as a
+    point source, the light beyond the aperture is missing (1.7-3 %: σ 4.7 and 14.6 when
+    bright)."""
+    shapes = ["type", "shape_r", "shape_e1", "shape_e2", "sersic"]
+    divided, as_points, frames = [], [], []
+    for seed in (2, 3, 4):
+        sky = simulate_sky(tmp_path / f"sky{seed}", dataclasses.replace(
+            SKY, seed=seed, n_sources=80, flux_range_ujy=(300, 30000), galaxy_fraction=1.0,
+            galaxy_radius_arcsec=(2.0, 6.0)), scheduler="processes")
+        cube = _cube(sky, tmp_path / f"cube{seed}")
+        truth = pd.read_parquet(sky.truth_sources)
+        # neighbours' wings reach 8 half-light radii: 70" keeps them out of the annulus
+        nearest = [np.sort(np.hypot((truth.ra - r.ra) * np.cos(np.radians(r.dec)), truth.dec - r.dec))[1] * 3600
+                   for r in truth.itertuples()]
+        wcs = WCS(cube["sci_header"]).celestial
+        x, y = wcs.all_world2pix(truth.ra, truth.dec, 0)
+        inside = (x > 7) & (x < cube["sci"].shape[2] - 8) & (y > 7) & (y < cube["sci"].shape[1] - 8)
+        galaxies = truth[(np.array(nearest) >= 70) & inside].reset_index(drop=True)
+        assert (galaxies.type != "PSF").all() and galaxies.shape_r.min() >= 2.0
+        with pytest.raises(ValueError, match="shapes has 1 rows for 2 position"):
+            extract_spectrum(cube, galaxies.ra[:2], galaxies.dec[:2], shapes=galaxies[shapes][:1])
+        for out, kw in ((divided, {"shapes": galaxies[shapes]}), (as_points, {}),
+                        (frames, {"shapes": galaxies[shapes], "method": "frames"})):
+            got = extract_spectrum(cube, galaxies.ra.to_numpy(), galaxies.dec.to_numpy(), **kw)
+            got = got.assign(truth=galaxies.f0_ujy.to_numpy()[got.source])
+            out.append(got[np.isfinite(got.flux) & (got.flag == 0) & (got.n_images > 0)])
+    divided, as_points, frames = (pd.concat(rows, ignore_index=True) for rows in (divided, as_points, frames))
+    pull = (divided.flux - divided.truth) / divided.flux_error
+    snr = (divided.truth / divided.flux_error).to_numpy()
+    every = pull[(snr >= 5) & (snr < 300)]
+    q16, q50, q84 = _robust(every)
+    assert len(every) >= 150 and 0.85 <= (q84 - q16) / 2 <= 1.2 and abs(q50) < 0.25, (len(every), q16, q50, q84)
+    bright = divided[snr >= 50]
+    assert len(bright) >= 80 and abs(np.median(bright.flux / bright.truth) - 1) < 0.005
+    q16, _, q84 = _robust(pull[snr >= 300])
+    assert (q84 - q16) / 2 < 1.3  # the resampling term divided out where it would dominate
+    points = as_points[as_points.truth / as_points.flux_error >= 50]
+    assert np.median(points.flux / points.truth) < 0.985
+    # measured on the frames with their profiles: the totals too
+    good = frames[frames.truth / frames.flux_error >= 50]
+    assert len(good) >= 80 and abs(np.median(good.flux / good.truth) - 1) < 0.01

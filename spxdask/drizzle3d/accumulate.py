@@ -15,9 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 from astropy.wcs import WCS
 
 from ..photometry.background import fit_zodi_scale
+from ..photometry.galaxy import TRUNCATE, galaxy_stamps, local_jacobian, models, shape_parameters
+from ..spherex.channels import PIXEL_SCALE_ARCSEC
 from ..spherex.flags import DEFAULT_BAD, Flag
 from ..spherex.l2 import L2File
 from ..spherex.units import UJY_ARCSEC2_PER_MJY_SR
@@ -269,11 +272,11 @@ def partial_cube(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig) -> Parti
 
 
 def unit_source_cubes(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, grids: list[OutputGrid],
-                      ra: np.ndarray, dec: np.ndarray) -> list[PartialCube]:
-    """How the drizzle renders a point source: for each position (ra[k], dec[k]; deg), a
-    flat-spectrum point source of 1 µJy there (the file's PSF) drizzled through the image's
-    own pixels, masks and weights onto ``grids[k]`` (a part of ``grid``). The image's pixels
-    are read once for them all.
+                      ra: np.ndarray, dec: np.ndarray, *, shapes: pd.DataFrame | None = None) -> list[PartialCube]:
+    """How the drizzle renders a source: for each position (ra[k], dec[k]; deg), a
+    flat-spectrum source of 1 µJy there (the file's PSF, or its galaxy profile through it)
+    drizzled through the image's own pixels, masks and weights onto ``grids[k]`` (a part of
+    ``grid``). The image's pixels are read once for them all.
 
     Parameters
     ----------
@@ -287,6 +290,10 @@ def unit_source_cubes(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, gri
         One small grid (a cut-out of ``grid``) per source.
     ra, dec : ndarray
         The sources' positions.
+    shapes : DataFrame, optional
+        One row per source with its Tractor ``type``, ``shape_r``, ``shape_e1``,
+        ``shape_e2``, ``sersic`` (:func:`~spxdask.photometry.galaxy.models`): galaxies are
+        rendered with their profile. Default: every source a point.
 
     Returns
     -------
@@ -299,9 +306,9 @@ def unit_source_cubes(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, gri
         return [rejected(n_z, l2.source, "no spatial overlap with the output grid") for _ in grids]
     pixels = _pixels(l2, window, config, subtract_zodi=False)
     x, y = (np.atleast_1d(np.asarray(v, float)) for v in l2.wcs.all_world2pix(ra, dec, 0))
-    psf = l2.psf
-    m = int(np.ceil(psf.half_width()))
-    stamps = psf.stamps(*l2.parent_pixel(x, y), m) / (UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y))[:, None, None]
+    # a stamp need not reach beyond the largest cut-out (native pixels)
+    span = int(np.ceil(max(max(g.shape) for g in grids) * config.pixscale / PIXEL_SCALE_ARCSEC))
+    stamps = _unit_stamps(l2, x, y, shapes, span) / (UJY_ARCSEC2_PER_MJY_SR * l2.pixel_area(x, y))[:, None, None]
     out = []
     for sub, stamp, ix, iy in zip(grids, stamps, np.round(x).astype(int), np.round(y).astype(int)):
         part = input_window(l2.wcs, l2.shape, sub.wcs, sub.shape)
@@ -316,6 +323,29 @@ def unit_source_cubes(l2: L2File, grid: OutputGrid, config: Drizzle3DConfig, gri
         out.append(_drizzled(l2, sub, config, (rows, cols), cut, _placed(stamp, iy - rows.start, ix - cols.start,
                                                                           (rows.stop - rows.start, cols.stop - cols.start))))
     return out
+
+
+def _unit_stamps(l2: L2File, x: np.ndarray, y: np.ndarray, shapes: pd.DataFrame | None, span: int) -> np.ndarray:
+    """Unit-flux native-pixel stamps of sources at (x, y) of ``l2``: the PSF, or for the
+    galaxies of ``shapes`` their profile through it (stamps as wide as the largest, up to
+    ``span`` pixels beyond the PSF's)."""
+    psf = l2.psf
+    m = int(np.ceil(psf.half_width()))
+    xp, yp = l2.parent_pixel(x, y)
+    stamps = psf.stamps(xp, yp, m)
+    if shapes is None:
+        return stamps
+    model = models(shapes)
+    extended = np.flatnonzero(model != "PSF")
+    if not extended.size:
+        return stamps
+    n, r_e, q, theta = shape_parameters(shapes.iloc[extended], model[extended])
+    reach = min(int(np.ceil(TRUNCATE * r_e.max() / PIXEL_SCALE_ARCSEC)), span)
+    wide = np.zeros((x.size, 2 * (m + reach) + 1, 2 * (m + reach) + 1))
+    wide[:, reach:reach + 2 * m + 1, reach:reach + 2 * m + 1] = stamps
+    wide[extended] = galaxy_stamps(psf, xp[extended], yp[extended], local_jacobian(l2.wcs, x[extended], y[extended]),
+                                   n, r_e, q, theta, m + reach)
+    return wide
 
 
 class _Pixels(NamedTuple):

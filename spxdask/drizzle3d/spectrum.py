@@ -36,7 +36,8 @@ METHODS = ("aperture", "psf", "frames")
 def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: float = 20.0,
                      annulus: tuple[float, float] = (30.0, 45.0), method: str = "aperture",
                      point_source: bool = True, photometry: PhotometryConfig | None = None,
-                     neighbours: pd.DataFrame | None = None, storage_options: dict | None = None) -> pd.DataFrame:
+                     neighbours: pd.DataFrame | None = None, shapes: pd.DataFrame | None = None,
+                     storage_options: dict | None = None) -> pd.DataFrame:
     """The spectrum of the source at (ra, dec) in a cube: one row per plane.
 
     Parameters
@@ -70,12 +71,20 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
         (``xy_shrink`` < 1) renders an undersampled source unevenly, a different error in each
         plane (0.5 % rms at 0.8 with 8 frames; 1.5 % at 0.5): the division takes it out, so the
         errors hold at high S/N. It reads the cube's input frames (its ``INPUTS``); a cube
-        without them is measured as it is, with a warning. False for extended sources.
+        without them is measured as it is, with a warning. For extended sources give their
+        ``shapes``; False: the aperture's flux as it is.
     photometry : PhotometryConfig, optional
         How ``"frames"`` measures (default: :class:`~spxdask.PhotometryConfig`).
     neighbours : DataFrame, optional
         ``"frames"``: more sources (ra, dec, and any motion or shape columns) fitted with the
         target in each frame.
+    shapes : DataFrame, optional
+        The sources' Tractor shapes, one row per position (``type``, ``shape_r``,
+        ``shape_e1``, ``shape_e2``, ``sersic``, as the photometry's catalogs carry them): the
+        galaxies among them are drizzled with their profile for the division
+        (``point_source``, ``"psf"``), so that ``flux`` is a galaxy's total, the light beyond
+        the aperture included, with errors that hold at high S/N; rows of type ``PSF`` are
+        point sources. ``"frames"`` fits each with its profile.
     storage_options : dict, optional
         fsspec options for remote input frames (``"frames"``, ``point_source``).
 
@@ -98,10 +107,13 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     """
     if method not in METHODS:
         raise ValueError(f"extract_spectrum: method must be one of {METHODS}, got {method!r}")
+    if shapes is not None and len(shapes) != np.size(ra):
+        raise ValueError(f"extract_spectrum: shapes has {len(shapes)} rows for {np.size(ra)} position(s)")
     if isinstance(cube, (str, Path)):
         cube = load_cube(cube)
     if method == "frames":
-        return _from_frames(_with_inputs(cube), ra, dec, photometry or PhotometryConfig(), neighbours, storage_options)
+        return _from_frames(_with_inputs(cube), ra, dec, photometry or PhotometryConfig(), neighbours, shapes,
+                            storage_options)
     r_in, r_out = annulus
     if not 0 < radius <= r_in < r_out:
         raise ValueError(f"extract_spectrum: need 0 < radius <= annulus[0] < annulus[1], got {radius}, {annulus}")
@@ -111,9 +123,10 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     ras, decs = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
     boxes = [_cutout(data, wcs, r, d, r_out) for r, d in zip(ras, decs)]
     if method == "psf":
-        units = _unit_cutouts(_with_inputs(cube), wcs, ras, decs, boxes, storage_options)
+        units = _unit_cutouts(_with_inputs(cube), wcs, ras, decs, boxes, shapes, storage_options)
     else:
-        units = _unit_cutouts(cube, wcs, ras, decs, boxes, storage_options) if point_source else [None] * len(boxes)
+        units = (_unit_cutouts(cube, wcs, ras, decs, boxes, shapes, storage_options) if point_source
+                 else [None] * len(boxes))
     spectra = [_spectrum(data, rho, box, radius, annulus, unit, weighted=method == "psf")
                for box, unit in zip(boxes, units)]
     if np.ndim(ra) == 0:
@@ -142,11 +155,11 @@ def _cutout(data: dict, wcs: WCS, ra: float, dec: float, r_out: float) -> _Cutou
     return _Cutout(x, y, slice(max(iy - m, 0), min(iy + m + 1, ny)), slice(max(ix - m, 0), min(ix + m + 1, nx)))
 
 
-def _unit_cutouts(cube: dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.ndarray,
-                  boxes: list[_Cutout], storage_options: dict | None) -> list[np.ndarray | None]:
-    """Each source's cut-out of the cube a 1 µJy point source at its position makes, drizzled
-    through the cube's input frames (read once each), or None for each when the cube does not
-    name them (with a warning)."""
+def _unit_cutouts(cube: dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.ndarray, boxes: list[_Cutout],
+                  shapes: pd.DataFrame | None, storage_options: dict | None) -> list[np.ndarray | None]:
+    """Each source's cut-out of the cube a 1 µJy source at its position (a point, or its
+    ``shapes`` profile) makes, drizzled through the cube's input frames (read once each), or
+    None for each when the cube does not name them (with a warning)."""
     if not isinstance(cube, DrizzleCube) or not cube.inputs:
         warnings.warn("extract_spectrum: the cube does not name its input frames (no INPUTS table): the drizzle's "
                       "rendering of a point source is not divided out, and errors are too small beyond S/N ~ 100",
@@ -163,7 +176,7 @@ def _unit_cutouts(cube: dict | DrizzleCube, wcs: WCS, ras: np.ndarray, decs: np.
     whole = OutputGrid(wcs, cube.flux_weighted.shape[1:], cube.zgrid, cube.detector)
     for frame in cube.inputs:
         with L2File(frame.file, storage_options=storage_options) as l2:
-            for k, part in enumerate(unit_source_cubes(l2, whole, cube.config, grids, ras, decs)):
+            for k, part in enumerate(unit_source_cubes(l2, whole, cube.config, grids, ras, decs, shapes=shapes)):
                 for plane in part.planes():
                     flux[k][plane.z, plane.rows, plane.cols] += plane.of(part.flux)
                     weight[k][plane.z, plane.rows, plane.cols] += plane.of(part.weight)
@@ -247,12 +260,14 @@ def _with_inputs(cube: str | Path | dict | DrizzleCube) -> DrizzleCube:
 
 
 def _from_frames(cube: DrizzleCube, ra, dec, config: PhotometryConfig, neighbours: pd.DataFrame | None,
-                 storage_options: dict | None) -> pd.DataFrame:
+                 shapes: pd.DataFrame | None, storage_options: dict | None) -> pd.DataFrame:
     """The spectra of the sources at (ra, dec) from the cube's input frames (see
     :func:`extract_spectrum`): every source measured in one pass per frame."""
     many = np.ndim(ra) > 0
     targets = pd.DataFrame({"targetid": np.arange(np.size(ra)), "ra": np.atleast_1d(np.asarray(ra, float)),
                             "dec": np.atleast_1d(np.asarray(dec, float))})
+    if shapes is not None:  # each fitted with its profile
+        targets = targets.join(shapes.reset_index(drop=True).drop(columns=["targetid", "ra", "dec"], errors="ignore"))
     rows = []
     for frame in cube.inputs:
         with L2File(frame.file, storage_options=storage_options) as l2:
