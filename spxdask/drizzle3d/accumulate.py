@@ -143,8 +143,7 @@ class PartialCube:
     @property
     def starts(self) -> np.ndarray:
         """(nz + 1,): where each plane's voxels start in the flat buffers, and their end."""
-        sizes = (self.boxes[:, 1] - self.boxes[:, 0]) * (self.boxes[:, 3] - self.boxes[:, 2])
-        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return np.concatenate([[0], np.cumsum(_sizes(self.boxes))]).astype(np.int64)
 
     def planes(self) -> Iterator[Plane]:
         """The planes holding voxels, in order."""
@@ -164,7 +163,7 @@ class PartialCube:
         """Zero sums (an all-ones AND mask) over ``boxes``, (n_z, 4): per plane of the cube,
         the rows [y0, y1) and columns [x0, x1) to hold (none where empty); by default none."""
         z0, boxes = _held(np.zeros((0, 4), np.int64) if boxes is None else np.asarray(boxes, np.int64))
-        n = int(((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).sum())
+        n = int(_sizes(boxes).sum())
         return cls(z0, boxes, np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, np.int32),
                    np.full(n, ALL_BITS, np.uint32), np.zeros(n, np.uint32), np.zeros(n_z, np.int32),
                    np.zeros((len(OFFSETS), n), np.float32), **meta)
@@ -172,6 +171,11 @@ class PartialCube:
 
 #: A partial cube's sums, in the order :func:`combine` adds them.
 _SUMS = ("flux", "weight", "var", "count", "and_mask", "or_mask", "cov")
+
+
+def _sizes(boxes: np.ndarray) -> np.ndarray:
+    """Voxels in each box (y0, y1, x0, x1) of ``boxes``."""
+    return (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
 
 
 def _held(boxes: np.ndarray) -> tuple[int, np.ndarray]:
