@@ -123,8 +123,10 @@ def _cluster_runs(tmp: Path) -> list[Result]:
     script.write_text(_CLUSTER)
     repo = Path(__file__).resolve().parents[1]
     baseline = tmp / "baseline"
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), BASELINE_REV], check=True,
-                   capture_output=True)
+    added = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), BASELINE_REV],
+                           capture_output=True, text=True)
+    if added.returncode:
+        raise RuntimeError(f"the baseline {BASELINE_REV} cannot be checked out (a shallow clone?): {added.stderr.strip()}")
     try:
         now = {w: _cluster(repo, paths, w, script) for w in (1, 2)}
         then = {w: _cluster(baseline, paths, w, script) for w in (1, 2)}
