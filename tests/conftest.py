@@ -18,6 +18,15 @@ SMALL_QR2 = SimConfig(n_images=12, size=256, n_sources=200, seed=3, radius=0.4)
 SMALL_QR3 = SimConfig(n_images=6, size=256, n_sources=200, seed=3, radius=0.4, layout="qr3")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """A cache of this session's own (archive indexes live in the user's cache, named by the
+    archive's path): a path an earlier session used must not find that session's index."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def sky_qr2(tmp_path_factory):
     return simulate_sky(tmp_path_factory.mktemp("sky_qr2"), SMALL_QR2, scheduler="sync")
