@@ -10,10 +10,12 @@ threads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dask
 from dask.delayed import Delayed
@@ -48,14 +50,8 @@ def tree_partials(paths: Sequence[str], grid: OutputGrid, config: Drizzle3DConfi
     level = [dask.delayed(image_partial, pure=True)(p, shared, config, storage_options,
                                                     dask_key_name=f"drizzle-partial-D{grid.detector}-{Path(p).stem}-{token}")
              for p in paths]
-    depth = 0
-    while len(level) > 1:
-        k = config.split_every
-        level = [dask.delayed(combine, pure=True)(*level[i:i + k],
-                                                       dask_key_name=f"drizzle-combine-D{grid.detector}-{token}-{depth}-{i // k}")
-                 for i in range(0, len(level), k)]
-        depth += 1
-    return level[0]
+    names = (f"drizzle-combine-D{grid.detector}-{token}-{n}" for n in itertools.count())
+    return _tree(level, config.split_every, lambda group: dask.delayed(combine, pure=True)(*group, dask_key_name=next(names)))
 
 
 def reduce_partials(jobs: dict[int, tuple[Sequence[str], OutputGrid]], config: Drizzle3DConfig, client,
@@ -115,11 +111,17 @@ def reduce_partials(jobs: dict[int, tuple[Sequence[str], OutputGrid]], config: D
             level.setdefault(det, []).append(group[0] if len(group) == 1 else sum_on_worker(group, det))
     sums.clear()
     group = []
-    for det, items in level.items():
-        while len(items) > 1:
-            items[:] = [s[0] if len(s) == 1 else sum_on_worker(s, det)
-                        for s in (items[i:i + config.split_every] for i in range(0, len(items), config.split_every))]
-    return dict(zip(level, gather([items[0] for items in level.values()], client)))
+    totals = {det: _tree(items, config.split_every, functools.partial(sum_on_worker, det=det)) for det, items in level.items()}
+    level.clear()
+    return dict(zip(totals, gather(list(totals.values()), client)))
+
+
+def _tree(items: list, k: int, add: Callable[[list], Any]) -> Any:
+    """``items`` summed ``k`` at a time, level by level, by ``add(group)`` (a group of one goes
+    up as it is)."""
+    while len(items) > 1:
+        items = [g[0] if len(g) == 1 else add(g) for g in (items[i:i + k] for i in range(0, len(items), k))]
+    return items[0]
 
 
 @dataclass
