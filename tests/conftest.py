@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scipy.stats import iqr
 
 from spxdask.catalog.nested import LIGHTCURVE, SORT_KEYS, flatten, keys
 from spxdask.catalog.versions import current_version, partition_files
@@ -50,3 +52,10 @@ def lightcurve_rows(run: str | Path) -> pd.DataFrame:
     frames = [flatten(pq.read_table(p, columns=[*keys(LIGHTCURVE), LIGHTCURVE]), LIGHTCURVE)
               for p in partition_files(version)]
     return pd.concat(frames, ignore_index=True).sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+
+
+def flux_and_pulls(rows: pd.DataFrame, column: str) -> tuple[float, float]:
+    """Median ``column`` / ``flux_true`` and the robust σ (the normal-scaled interquartile
+    range) of the pulls against ``flux_true`` with the errors of ``<column>_error``."""
+    pull = (rows[column] - rows.flux_true) / rows[f"{column}_error"]
+    return float(np.median(rows[column] / rows.flux_true)), float(iqr(pull, scale="normal"))

@@ -24,15 +24,12 @@ from spxdask.spherex import L2File
 from spxdask.spherex.headers import psf_header_transposed
 from spxdask.spherex.units import UJY_ARCSEC2_PER_MJY_SR
 
+from .conftest import flux_and_pulls
+
 PIX_DEG = 6.15 / 3600
 #: ~1 catalogued source per 40 px² over the 512² images, fluxes down to S/N ~ 1.
 CROWDED = SimConfig(n_images=2, size=512, n_sources=12000, seed=3, min_separation_arcsec=0, flux_range_ujy=(10, 30000),
                     detectors=(1,), radius=512 * 0.75 * PIX_DEG, variable_fraction=0.0)
-
-
-def _robust_sigma(x) -> float:
-    q75, q25 = np.percentile(x, [75, 25])
-    return float((q75 - q25) / 1.349)
 
 
 def _measure(sky, catalog, config=None, **kw) -> pd.DataFrame:
@@ -50,12 +47,6 @@ def _measure(sky, catalog, config=None, **kw) -> pd.DataFrame:
         d, _ = cKDTree(t[["x", "y"]]).query(res.loc[rows, ["x", "y"]], k=2)
         res.loc[rows, "nn"] = d[:, 1]
     return res
-
-
-def _stats(rows: pd.DataFrame, column: str) -> tuple[float, float]:
-    """Median flux / truth and robust sigma of the pulls."""
-    pull = (rows[column] - rows.flux_true) / rows[f"{column}_error"]
-    return float(np.median(rows[column] / rows.flux_true)), _robust_sigma(pull)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +71,12 @@ def test_crowded_sky_psf_fluxes_are_right_where_apertures_fail(crowded, crowded_
     close = bright[bright.nn < 2]
     assert len(bright) > 2000 and len(close) > 400
     for rows in (bright, close):
-        median, sigma = _stats(rows, "flux_psf")
+        median, sigma = flux_and_pulls(rows, "flux_psf")
         assert abs(median - 1) < 0.005
         assert 0.9 <= sigma <= 1.15
     # aperture fluxes of the same close pairs: biased high, error bars far too small
     close_ap = close[np.isfinite(close.flux_total)]
-    median, sigma = _stats(close_ap, "flux_total")
+    median, sigma = flux_and_pulls(close_ap, "flux_total")
     assert median > 1.02 and sigma > 3
     # the neighbour counts and correlations say why
     assert (close.psf_n_neighbours >= 1).all()
@@ -103,7 +94,7 @@ def test_uncatalogued_faint_sources_leave_the_fit_right(tmp_path):
     res = _measure(sky, catalog)
     bright = res[res.flux_true / res.flux_psf_error > 20]
     assert len(bright) > 2000
-    median, sigma = _stats(bright, "flux_psf")
+    median, sigma = flux_and_pulls(bright, "flux_psf")
     assert abs(median - 1) < 0.005 and 0.9 <= sigma <= 1.15
 
 
@@ -116,7 +107,7 @@ def test_fitted_background_measures_better_than_the_local_one(crowded, crowded_m
     stats = {}
     for name, res in (("fit", crowded_measured), ("local", local)):
         bright = res[res.flux_true / res.flux_psf_error > 20]
-        median, sigma = _stats(bright, "flux_psf")
+        median, sigma = flux_and_pulls(bright, "flux_psf")
         pull = (bright.flux_psf - bright.flux_true) / bright.flux_psf_error
         stats[name] = (abs(median - 1), abs(sigma - 1), abs(float(np.median(pull))))
     assert stats["fit"][1] < stats["local"][1]
@@ -239,7 +230,7 @@ def test_neighbour_catalog_deblends_targets(crowded, tmp_path):
     _, close = close_bright(alone)
     assert len(close) > 30
     # the unmodelled neighbours' light comes back: biased high, error bars far too small
-    median, sigma = _stats(close, "flux_psf")
+    median, sigma = flux_and_pulls(close, "flux_psf")
     assert median > 1.005 and sigma > 3
     # the whole sky as neighbour catalog: the crowded-sky thresholds hold for the targets
     out = tmp_path / "per_image"
@@ -253,7 +244,7 @@ def test_neighbour_catalog_deblends_targets(crowded, tmp_path):
         alone[["targetid", "filename", "nn"]], on=["targetid", "filename"])
     bright, close = close_bright(joint)
     for subset in (bright, close):
-        median, sigma = _stats(subset, "flux_psf")
+        median, sigma = flux_and_pulls(subset, "flux_psf")
         assert abs(median - 1) < 0.005
         assert 0.9 <= sigma <= 1.15
     # units in the file metadata
