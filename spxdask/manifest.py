@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ._io import write_parquet_atomic
 
@@ -71,7 +72,12 @@ def read_manifest(path: Path, *, columns: list[str] | None = None) -> pd.DataFra
     files = ([path] if path.exists() else []) + sorted(_parts(path).glob("*.parquet"))
     if not files:
         return _frame([])[columns or list(MANIFEST_COLUMNS)]
-    merged = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    wanted = {"image", *columns} if columns else None
+
+    def read(f: Path) -> pd.DataFrame:  # only the columns wanted, of those it has (an older file may lack some)
+        return pd.read_parquet(f, columns=None if wanted is None else [c for c in pq.read_schema(f).names if c in wanted])
+
+    merged = pd.concat([read(f) for f in files], ignore_index=True)
     latest = merged.drop_duplicates("image", keep="last").reset_index(drop=True)
     return latest.reindex(columns=columns) if columns else latest  # an older manifest may lack some
 
