@@ -211,8 +211,9 @@ def test_a_cube_remembers_its_frames_through_its_file(spread):
     assert len(cube.inputs) == cube.n_inputs - cube.n_rejected > 0
     assert {f.file for f in cube.inputs} <= {str(p) for p in sky.files}
     assert {f.obs_id for f in cube.inputs} <= set(pd.read_parquet(sky.truth_detections).obs_id)
-    with pytest.raises(ValueError, match="names its input frames"):
-        extract_spectrum(dict(cube), 150.1, 2.2, method="frames")  # the reference's dict keeps no frames
+    for method in ("frames", "psf"):  # the reference's dict keeps no frames
+        with pytest.raises(ValueError, match=f"method='{method}'.*names its input frames"):
+            extract_spectrum(dict(cube), 150.1, 2.2, method=method)
 
 
 def test_spectra_from_the_frames_and_the_cube_have_honest_errors_at_every_snr(spread):

@@ -112,7 +112,7 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     if isinstance(cube, (str, Path)):
         cube = load_cube(cube)
     if method == "frames":
-        return _from_frames(_with_inputs(cube), ra, dec, photometry or PhotometryConfig(), neighbours, shapes,
+        return _from_frames(_with_inputs(cube, method), ra, dec, photometry or PhotometryConfig(), neighbours, shapes,
                             storage_options)
     r_in, r_out = annulus
     if not 0 < radius <= r_in < r_out:
@@ -123,7 +123,7 @@ def extract_spectrum(cube: str | Path | dict | DrizzleCube, ra, dec, *, radius: 
     ras, decs = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
     boxes = [_cutout(data, wcs, r, d, r_out) for r, d in zip(ras, decs)]
     if method == "psf":
-        units = _unit_cutouts(_with_inputs(cube), wcs, ras, decs, boxes, shapes, storage_options)
+        units = _unit_cutouts(_with_inputs(cube, method), wcs, ras, decs, boxes, shapes, storage_options)
     else:
         units = (_unit_cutouts(cube, wcs, ras, decs, boxes, shapes, storage_options) if point_source
                  else [None] * len(boxes))
@@ -249,12 +249,10 @@ def _spectrum(data: dict, rho: np.ndarray, box: _Cutout, radius: float, annulus:
                         columns=list(SPECTRUM_COLUMNS))
 
 
-def _with_inputs(cube: str | Path | dict | DrizzleCube) -> DrizzleCube:
-    """The cube with its input frames (read from its file when given a path)."""
-    if isinstance(cube, (str, Path)):
-        cube = load_cube(cube)
+def _with_inputs(cube: dict | DrizzleCube, method: str) -> DrizzleCube:
+    """The cube, when it names the input frames ``method`` reads."""
     if not isinstance(cube, DrizzleCube) or not cube.inputs:
-        raise ValueError("extract_spectrum(method='frames') needs a cube that names its input frames (a cube file "
+        raise ValueError(f"extract_spectrum(method={method!r}) needs a cube that names its input frames (a cube file "
                          "with an INPUTS table, or a DrizzleCube made by spxdask)")
     return cube
 
